@@ -1,0 +1,230 @@
+"""The ``Agent`` kind: one AI employee, run by the operator as a long-lived harness."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from cadre.api.cel import CelRule
+from cadre.api.limits import Limits
+from cadre.api.meta import (
+    ApiModel,
+    Condition,
+    DnsLabel,
+    ObjectName,
+    Quantity,
+    SecretKeyReference,
+    ShortText,
+    UsdAmount,
+    conditions_field,
+)
+
+
+class Tool(StrEnum):
+    """The sandbox tools a model may be offered."""
+
+    BASH = "bash"
+    READ = "read"
+    WRITE = "write"
+    EDIT = "edit"
+    GLOB = "glob"
+    GREP = "grep"
+
+
+class EgressMode(StrEnum):
+    """How far a sandbox may reach out."""
+
+    NONE = "None"
+    """No egress at all (the default): the sandbox talks only to its harness."""
+    ALLOW_LIST = "AllowList"
+    """Only the CIDRs in ``cidrs``."""
+    PUBLIC = "Public"
+    """The public internet, never the cluster's private ranges or link-local addresses."""
+
+
+Cidr = Annotated[
+    str,
+    StringConstraints(
+        min_length=9,
+        max_length=43,
+        pattern=r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$|^[0-9a-fA-F:]+/[0-9]{1,3}$",
+    ),
+]
+
+
+class Egress(ApiModel):
+    """Outbound network access of the Agent's sandboxes. The model API is never reachable."""
+
+    cel_rules = (
+        CelRule(
+            rule="self.mode == 'AllowList' || size(self.cidrs) == 0",
+            message="egress.cidrs is only allowed when egress.mode is AllowList",
+            field_path=".cidrs",
+        ),
+        CelRule(
+            rule="self.mode != 'AllowList' || size(self.cidrs) > 0",
+            message="egress.mode AllowList needs at least one entry in egress.cidrs",
+            field_path=".cidrs",
+        ),
+    )
+
+    mode: EgressMode = EgressMode.NONE
+    """``None`` (default), ``AllowList`` or ``Public``."""
+    cidrs: list[Cidr] = Field(
+        default_factory=list, max_length=32, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Destinations allowed in ``AllowList`` mode, such as ``203.0.113.0/24``."""
+
+
+class ComputeResources(ApiModel):
+    """An amount of each resource a sandbox container uses."""
+
+    cpu: Quantity | None = None
+    """CPU, such as ``500m`` or ``2``."""
+    memory: Quantity | None = None
+    """Memory, such as ``1Gi``."""
+    ephemeral_storage: Quantity | None = Field(default=None, alias="ephemeral-storage")
+    """Node-local scratch space (``/tmp``), such as ``1Gi``."""
+
+
+class SandboxResources(ApiModel):
+    """Requests and limits of the sandbox container; limits are always set (defaults apply)."""
+
+    requests: ComputeResources | None = None
+    """What the scheduler reserves; defaults to the limits."""
+    limits: ComputeResources | None = None
+    """The hard ceiling; unset entries take the operator's defaults."""
+
+
+class WorkspaceRetention(StrEnum):
+    """What happens to a sandbox's workspace volume when its Task ends."""
+
+    DELETE = "Delete"
+    RETAIN = "Retain"
+
+
+class Workspace(ApiModel):
+    """The sandbox's working directory, a volume that outlives sandbox restarts."""
+
+    size: Quantity = "1Gi"
+    """Size of the workspace volume."""
+    retention: WorkspaceRetention = WorkspaceRetention.DELETE
+    """``Delete`` the volume when the Task ends, or ``Retain`` it for inspection."""
+
+
+class Sandbox(ApiModel):
+    """Where the Agent's commands run. The sandbox never holds a credential of any kind."""
+
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    """Container image; defaults to the operator's sandbox image. Must run ``cadre.sandbox``."""
+    resources: SandboxResources | None = None
+    """CPU, memory and scratch space of the sandbox container."""
+    runtime_class_name: DnsLabel | None = None
+    """A RuntimeClass for stronger isolation, such as ``gvisor`` or ``kata``."""
+    egress: Egress = Field(default_factory=Egress)
+    """Outbound network access; none by default."""
+    workspace: Workspace = Field(default_factory=Workspace)
+    """The workspace volume."""
+
+
+class Memory(ApiModel):
+    """What the Agent remembers across Tasks."""
+
+    enabled: bool = True
+    """Record lessons and load them into later sessions' system prompts."""
+    max_entries: Annotated[int, Field(ge=1, le=1000)] = 100
+    """Entries kept; the least useful are compacted away when full."""
+
+
+class Pricing(ApiModel):
+    """Prices per million tokens, overriding the operator's table for this Agent's model."""
+
+    input: UsdAmount
+    """Uncached input tokens."""
+    output: UsdAmount
+    """Output tokens."""
+    cache_read: UsdAmount | None = None
+    """Input tokens read from the prompt cache; defaults to a tenth of ``input``."""
+    cache_write: UsdAmount | None = None
+    """Input tokens written to the prompt cache; defaults to 1.25 times ``input``."""
+
+
+class AgentSpec(ApiModel):
+    """The desired state of an Agent."""
+
+    role: Annotated[ShortText, StringConstraints(min_length=1)]
+    """One line that says what this Agent does; teammates read it when choosing whom to ask."""
+    model: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    """The model name sent to the Messages API, such as ``claude-sonnet-4-5``."""
+    base_url: (
+        Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s]+$")] | None
+    ) = Field(default=None, alias="baseURL")
+    """An Anthropic-compatible endpoint; unset means the SDK's default."""
+    system_prompt: Annotated[str, StringConstraints(max_length=32768)] = ""
+    """Standing instructions, placed after the role in every session's system prompt."""
+    api_key_secret_ref: SecretKeyReference
+    """The Secret key holding the model API key. Only this Agent's harness ever reads it."""
+    tools: list[Tool] = Field(
+        default_factory=lambda: list(Tool),
+        max_length=6,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    """Sandbox tools offered to the model; an empty list means the Agent never gets a sandbox."""
+    sandbox: Sandbox = Field(default_factory=Sandbox)
+    """Where the Agent's commands run."""
+    limits: Limits = Field(default_factory=Limits)
+    """Bounds on each session; a Task may override them."""
+    memory: Memory = Field(default_factory=Memory)
+    """What the Agent remembers across Tasks."""
+    pricing: Pricing | None = None
+    """Token prices for cost accounting, when the operator's table lacks this model."""
+    max_concurrent_tasks: Annotated[int, Field(ge=1, le=1000)] = 4
+    """Tasks worked at once; further Tasks wait Pending."""
+
+
+class HarnessStatus(ApiModel):
+    """What the operator sees of the Agent's harness."""
+
+    pod: ObjectName | None = None
+    """The harness pod's name."""
+    ready: bool = False
+    """Whether the harness pod is Ready."""
+    restarts: Annotated[int, Field(ge=0)] = 0
+    """How often the harness container restarted."""
+
+
+class AgentStatus(ApiModel):
+    """The observed state of an Agent."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The ``metadata.generation`` the operator last acted on."""
+    conditions: list[Condition] = conditions_field()
+    """``Ready``: the harness runs with its API key and takes Tasks."""
+    harness: HarnessStatus | None = None
+    """The harness pod."""
+    active_tasks: Annotated[int, Field(ge=0)] = 0
+    """Tasks being worked now."""
+    queued_tasks: Annotated[int, Field(ge=0)] = 0
+    """Tasks waiting for a free slot (``maxConcurrentTasks``)."""
+    memory_entries: Annotated[int, Field(ge=0)] = 0
+    """Entries in the Agent's memory."""
+
+
+class Agent(ApiModel):
+    """An AI employee: a role, a model and a harness that works its Tasks."""
+
+    cel_rules = (
+        CelRule(
+            rule="!has(self.metadata.name) || size(self.metadata.name) <= 40",
+            message="Agent names are at most 40 characters: they name the harness StatefulSet "
+            "and its pod",
+        ),
+    )
+
+    api_version: Literal["cadre.dev/v1alpha1"] = "cadre.dev/v1alpha1"
+    kind: Literal["Agent"] = "Agent"
+    metadata: dict[str, object] = Field(default_factory=dict)
+    spec: AgentSpec
+    status: AgentStatus | None = None

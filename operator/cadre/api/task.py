@@ -1,0 +1,254 @@
+"""The ``Task`` kind: a piece of work for an Agent or a Team, run as one durable session."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from cadre.api.cel import CelRule
+from cadre.api.limits import Limits
+from cadre.api.meta import (
+    ApiModel,
+    Condition,
+    ObjectName,
+    ShortText,
+    UsdAmount,
+    conditions_field,
+)
+
+MAX_TASK_NAME = 52
+"""Task names end up in the sandbox's Pod, Service and Secret names, so they leave room."""
+
+
+class TaskPhase(StrEnum):
+    """Where a Task is in its life, for people; programs read the ``Succeeded`` condition."""
+
+    PENDING = "Pending"
+    """Accepted or waiting for a free slot; no model call yet."""
+    RUNNING = "Running"
+    """The session is working."""
+    WAITING = "Waiting"
+    """The session waits on delegated child Tasks and holds no sandbox."""
+    IN_REVIEW = "InReview"
+    """A deliverable exists and waits for the requester, the reviewer or a human."""
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the Task is over."""
+        return self in {TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.CANCELLED}
+
+
+class Assignee(ApiModel):
+    """Who works the Task: exactly one of an Agent or a Team (whose lead takes it)."""
+
+    cel_rules = (
+        CelRule(
+            rule="has(self.agent) != has(self.team)",
+            message="exactly one of spec.assignee.agent or spec.assignee.team must be set",
+        ),
+    )
+
+    agent: ObjectName | None = None
+    """An Agent in the Task's namespace."""
+    team: ObjectName | None = None
+    """A Team in the Task's namespace; its lead works the Task."""
+
+
+class ParentReference(ApiModel):
+    """The Task that delegated this one."""
+
+    name: ObjectName
+    """The parent Task's name."""
+    uid: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The parent Task's uid, so a re-created parent of the same name is not confused with it."""
+
+
+class TaskReview(ApiModel):
+    """Per-Task overrides of the Team's review settings."""
+
+    human_approval: bool | None = None
+    """Wait ``InReview`` for ``cadre approve`` or ``cadre reject`` before succeeding."""
+    max_rounds: Annotated[int, Field(ge=1, le=10)] | None = None
+    """Rounds of requested changes before the Task ends Failed."""
+
+
+class ApprovalDecision(StrEnum):
+    """A human's verdict on a Task waiting for approval."""
+
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+
+
+class Approval(ApiModel):
+    """A human's verdict, written by ``cadre approve|reject`` or ``kubectl patch``."""
+
+    decision: ApprovalDecision
+    """``Approved`` ends the Task Succeeded; ``Rejected`` sends the feedback back to the agent."""
+    feedback: Annotated[str, StringConstraints(max_length=8192)] = ""
+    """What to change, when rejecting."""
+
+
+class TaskSpec(ApiModel):
+    """The desired state of a Task. Only ``cancel``, ``approval`` and ``limits`` may change."""
+
+    cel_rules = (
+        CelRule(rule="self.prompt == oldSelf.prompt", message="spec.prompt is immutable"),
+        CelRule(rule="self.assignee == oldSelf.assignee", message="spec.assignee is immutable"),
+        CelRule(
+            rule="has(self.parentRef) == has(oldSelf.parentRef) && "
+            "(!has(self.parentRef) || self.parentRef == oldSelf.parentRef)",
+            message="spec.parentRef is immutable",
+        ),
+        CelRule(
+            rule="!oldSelf.cancel || self.cancel",
+            message="spec.cancel cannot be set back to false",
+        ),
+    )
+
+    assignee: Assignee
+    """Who works the Task."""
+    title: ShortText = ""
+    """A short name for trees and tables; defaults to the start of the prompt."""
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=65536)]
+    """What to do: the first user message of the session."""
+    acceptance_criteria: Annotated[str, StringConstraints(max_length=8192)] = ""
+    """How the requester will judge the deliverable; the reviewer checks against it."""
+    parent_ref: ParentReference | None = None
+    """Set by the operator on a delegated Task; absent on a top-level one."""
+    limits: Limits = Field(default_factory=Limits)
+    """Overrides of the Agent's limits for this Task."""
+    review: TaskReview = Field(default_factory=TaskReview)
+    """Overrides of the Team's review settings."""
+    cancel: bool = False
+    """Set to true to stop the session; the Task ends Cancelled. Cannot be undone."""
+    approval: Approval | None = None
+    """A human's verdict while the Task waits for approval."""
+
+
+class Usage(ApiModel):
+    """Tokens, turns and cost of the session so far."""
+
+    turns: Annotated[int, Field(ge=0)] = 0
+    """Model calls made."""
+    input_tokens: Annotated[int, Field(ge=0)] = 0
+    """Uncached input tokens."""
+    output_tokens: Annotated[int, Field(ge=0)] = 0
+    """Output tokens."""
+    cache_read_input_tokens: Annotated[int, Field(ge=0)] = 0
+    """Input tokens served from the prompt cache."""
+    cache_creation_input_tokens: Annotated[int, Field(ge=0)] = 0
+    """Input tokens written to the prompt cache."""
+    cost_usd: UsdAmount = Field(default="0", alias="costUSD")
+    """Cost in US dollars, from the price table."""
+
+
+class SessionStatus(ApiModel):
+    """The session behind the Task; its full log stays on the harness's volume, not here."""
+
+    sandbox_requested: bool = False
+    """Set by the harness when the first tool call needs hands; the operator then builds one."""
+    sandbox_pod: ObjectName | None = None
+    """The sandbox pod, while one exists."""
+    sandbox_ready: bool = False
+    """Whether the sandbox answers tool calls."""
+    attempts: Annotated[int, Field(ge=0)] = 0
+    """Times a harness took up the session."""
+    resumes: Annotated[int, Field(ge=0)] = 0
+    """Times the session was resumed from its log after an interruption."""
+    last_activity_time: datetime | None = None
+    """When the session last logged an event."""
+
+
+class ChildrenStatus(ApiModel):
+    """Counts of the Tasks this one delegated."""
+
+    total: Annotated[int, Field(ge=0)] = 0
+    """Child Tasks created."""
+    active: Annotated[int, Field(ge=0)] = 0
+    """Child Tasks not finished yet."""
+    succeeded: Annotated[int, Field(ge=0)] = 0
+    """Child Tasks that succeeded."""
+    failed: Annotated[int, Field(ge=0)] = 0
+    """Child Tasks that failed or were cancelled."""
+
+
+class ReviewStatus(ApiModel):
+    """Where the deliverable is in review."""
+
+    round: Annotated[int, Field(ge=0)] = 0
+    """Rounds of requested changes so far."""
+    last_feedback: Annotated[str, StringConstraints(max_length=8192)] = ""
+    """The most recent request for changes."""
+
+
+class DeliveredFile(ApiModel):
+    """A file handed to the requester with the result."""
+
+    path: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    """Path relative to the workspace."""
+    size_bytes: Annotated[int, Field(ge=0)]
+    """Size in bytes."""
+
+
+class TaskResult(ApiModel):
+    """A bounded summary of the deliverable; the full transcript stays in the session log."""
+
+    summary: Annotated[str, StringConstraints(max_length=4096)] = ""
+    """The agent's final answer, cut to 4 KiB."""
+    truncated: bool = False
+    """Whether ``summary`` was cut."""
+    files: list[DeliveredFile] = Field(default_factory=list, max_length=64)
+    """Files delivered from the workspace."""
+
+
+class TaskStatus(ApiModel):
+    """The observed state of a Task."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The ``metadata.generation`` the operator last acted on."""
+    phase: TaskPhase = TaskPhase.PENDING
+    """Pending, Running, Waiting, InReview, Succeeded, Failed or Cancelled."""
+    conditions: list[Condition] = conditions_field()
+    """``Accepted`` (an Agent took it) and ``Succeeded`` (Unknown while running)."""
+    agent: ObjectName | None = None
+    """The Agent working the Task (the lead, for a Team)."""
+    depth: Annotated[int, Field(ge=0, le=10)] = 0
+    """0 for a top-level Task, parent's depth + 1 for a delegated one."""
+    start_time: datetime | None = None
+    """When the session started."""
+    completion_time: datetime | None = None
+    """When the Task reached a final phase."""
+    session: SessionStatus = Field(default_factory=SessionStatus)
+    """The session behind the Task."""
+    usage: Usage = Field(default_factory=Usage)
+    """Tokens, turns and cost."""
+    children: ChildrenStatus = Field(default_factory=ChildrenStatus)
+    """Delegated Tasks."""
+    review: ReviewStatus = Field(default_factory=ReviewStatus)
+    """Review rounds."""
+    result: TaskResult | None = None
+    """The deliverable's summary, once there is one."""
+
+
+class Task(ApiModel):
+    """A piece of work for an Agent or a Team."""
+
+    cel_rules = (
+        CelRule(
+            rule=f"!has(self.metadata.name) || size(self.metadata.name) <= {MAX_TASK_NAME}",
+            message=f"Task names are at most {MAX_TASK_NAME} characters: they name the "
+            "sandbox's Pod, Service and Secret",
+        ),
+    )
+
+    api_version: Literal["cadre.dev/v1alpha1"] = "cadre.dev/v1alpha1"
+    kind: Literal["Task"] = "Task"
+    metadata: dict[str, object] = Field(default_factory=dict)
+    spec: TaskSpec
+    status: TaskStatus | None = None

@@ -1,0 +1,1 @@
+"""The ``cadre`` command line (also usable as the kubectl plugin ``kubectl-cadre``)."""
