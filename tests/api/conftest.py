@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from cadre.api.crd import build_all_crds
 
 REPO = Path(__file__).resolve().parents[2]

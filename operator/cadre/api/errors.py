@@ -14,5 +14,16 @@ def field_path(loc: tuple[int | str, ...]) -> str:
 
 
 def describe_validation_error(err: ValidationError) -> list[str]:
-    """One ``path: message`` line per problem."""
-    return [f"{field_path(e['loc'])}: {e['msg']}" for e in err.errors(include_url=False)]
+    """One ``path: message`` line per problem.
+
+    Cross-field rules fail on the object that holds them; their ``subpath`` context (the CEL
+    rule's ``fieldPath``) points at the field to blame, as the API server's message does.
+    """
+    lines = []
+    for e in err.errors(include_url=False):
+        path = field_path(e["loc"])
+        subpath = (e.get("ctx") or {}).get("subpath", "")
+        if subpath:
+            path = subpath.lstrip(".") if path == "<root>" else path + subpath
+        lines.append(f"{path}: {e['msg']}")
+    return lines

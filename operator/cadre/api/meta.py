@@ -49,6 +49,28 @@ class ApiModel(BaseModel):
     cel_rules: ClassVar[tuple[CelRule, ...]] = ()
 
     @model_validator(mode="after")
+    def _check_list_keys(self) -> ApiModel:
+        # The CRD declares lists as sets or maps; the API server refuses duplicates in them.
+        for name, info in type(self).model_fields.items():
+            extra = info.json_schema_extra
+            if not isinstance(extra, dict) or "x-kubernetes-list-type" not in extra:
+                continue
+            keys = extra.get("x-kubernetes-list-map-keys")
+            seen: set[str] = set()
+            for index, item in enumerate(getattr(self, name)):
+                data = item.to_json() if isinstance(item, ApiModel) else item
+                key_names = [str(k) for k in keys] if isinstance(keys, list) else None
+                marker = repr([data[k] for k in key_names]) if key_names else repr(data)
+                if marker in seen:
+                    raise PydanticCustomError(
+                        "duplicate",
+                        "Duplicate value: {value}",
+                        {"value": marker, "subpath": f".{info.alias or name}[{index}]"},
+                    )
+                seen.add(marker)
+        return self
+
+    @model_validator(mode="after")
     def _check_cel_rules(self) -> ApiModel:
         rules = type(self).__dict__.get("cel_rules", ())
         if not rules:
@@ -60,7 +82,9 @@ class ApiModel(BaseModel):
             outcome = evaluate(rule.rule, value)
             if outcome is not True:
                 detail = rule.message if outcome is False else f"{rule.message} ({outcome})"
-                raise PydanticCustomError("cel_rule", "{message}", {"message": detail})
+                raise PydanticCustomError(
+                    "cel_rule", "{message}", {"message": detail, "subpath": rule.field_path or ""}
+                )
         return self
 
     def to_json(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ class FieldError:
     show_value: bool = False
 
     def __str__(self) -> str:
-        head = f"{self.path}: {self.kind}"
+        head = f"{self.path or '<nil>'}: {self.kind}"
         if self.show_value:
             head += f": {_render_value(self.value)}"
         return f"{head}: {self.detail}" if self.detail else head
