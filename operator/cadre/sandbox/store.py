@@ -1,0 +1,111 @@
+"""Tool results kept on the workspace volume, keyed by ``tool_use_id``.
+
+This is what makes tool side effects happen once across harness crashes: the harness re-sends
+an unanswered call with the same id, and the sandbox answers from here without running it
+again, even after the sandbox itself restarted. Records are written whole (temporary file,
+fsync, rename), so a crash leaves either the full result or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cadre.sandbox.tools import ToolInputError, atomic_write
+
+TOOL_USE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def input_digest(name: str, data: dict[str, Any]) -> str:
+    """A fingerprint of a call, to catch an id reused for a different call."""
+    canonical = json.dumps([name, data], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ResultStore:
+    """Stored results plus an append-only journal of every execution."""
+
+    def __init__(self, folder: Path) -> None:
+        self.results = folder / "results"
+        self.journal = folder / "executions.jsonl"
+        self.results.mkdir(parents=True, exist_ok=True)
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._journal_lock = threading.Lock()
+        # Ids that started at least once; one without a stored result was interrupted.
+        self._started = {entry["tool_use_id"] for entry in self.executions()}
+
+    @staticmethod
+    def check_id(tool_use_id: Any) -> str:
+        if not isinstance(tool_use_id, str) or not TOOL_USE_ID.match(tool_use_id):
+            raise ToolInputError(
+                "tool_use_id: required, 1-128 characters of letters, digits, '_' or '-'"
+            )
+        return tool_use_id
+
+    @contextmanager
+    def exclusive(self, tool_use_id: str) -> Iterator[None]:
+        """Hold while handling one id, so a duplicate request waits for the first."""
+        with self._guard:
+            lock = self._locks.setdefault(tool_use_id, threading.Lock())
+        with lock:
+            yield
+
+    def get(self, tool_use_id: str) -> dict[str, Any] | None:
+        path = self.results / f"{tool_use_id}.json"
+        try:
+            record: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        return record
+
+    def begin(self, tool_use_id: str, name: str, digest: str) -> bool:
+        """Journal that a call starts (durably, before it runs); True when an earlier attempt
+        started and never stored a result, that is, was interrupted mid-run."""
+        interrupted = tool_use_id in self._started
+        entry = {
+            "tool_use_id": tool_use_id,
+            "name": name,
+            "digest": digest,
+            "time": time.time(),
+            "rerun": interrupted,
+        }
+        with self._journal_lock, self.journal.open("a") as journal:
+            journal.write(json.dumps(entry) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+            self._started.add(tool_use_id)
+        return interrupted
+
+    def finish(self, tool_use_id: str, record: dict[str, Any]) -> None:
+        """Store a result whole before it is answered."""
+        atomic_write(self.results / f"{tool_use_id}.json", json.dumps(record).encode())
+        _fsync_dir(self.results)
+
+    def executions(self) -> list[dict[str, Any]]:
+        """Every execution ever started, oldest first (the sandbox's own record)."""
+        if not self.journal.exists():
+            return []
+        entries = []
+        for line in self.journal.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash: that call never started running
+        return entries
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,424 @@
+"""The sandbox's tools: their input schemas (what the harness offers the model) and what they do.
+
+Problems with the input (wrong types, a path that does not exist, an edit that does not match)
+raise :class:`ToolInputError`, which the server answers with a 4xx that names the problem;
+nothing has run then. A command that runs and fails is a result, not an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MAX_OUTPUT_CHARS = 30_000
+"""Per stream; what the model reads back has to fit in its context."""
+MAX_READ_BYTES = 256 * 1024
+MAX_WRITE_BYTES = 10 * 1024 * 1024
+MAX_TIMEOUT_SECONDS = 600
+DEFAULT_TIMEOUT_SECONDS = 120
+MAX_MATCHES = 2000
+BINARY_SNIFF_BYTES = 8192
+STATE_DIR_NAME = ".cadre-sandbox"
+"""Where the sandbox keeps its own records inside the workspace; tools skip it."""
+
+
+class ToolInputError(Exception):
+    """Bad input: nothing ran. ``status`` is the HTTP status the server answers with."""
+
+    def __init__(self, message: str, status: int = 400, kind: str = "invalid_input") -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a tool produced: text for the model plus structured details for programs."""
+
+    content: str
+    is_error: bool = False
+    details: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"content": self.content, "is_error": self.is_error, "details": self.details or {}}
+
+
+# --- input schemas: the harness sends these to the model verbatim -----------------------------
+
+TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
+    "bash": {
+        "description": "Run a bash command in the workspace. Returns exit code, stdout and "
+        "stderr (each cut at 30,000 characters). The whole process group is killed at the "
+        "timeout.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "command": {"type": "string", "maxLength": 100_000},
+                "timeout": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_TIMEOUT_SECONDS,
+                    "description": f"Seconds, default {DEFAULT_TIMEOUT_SECONDS}.",
+                },
+            },
+            "required": ["command"],
+            "additionalProperties": False,
+        },
+    },
+    "read": {
+        "description": "Read a text file with line numbers. Paths are relative to the "
+        "workspace. Use offset and limit for long files.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "maxLength": 4096},
+                "offset": {"type": "integer", "minimum": 1, "description": "First line, 1-based."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 100_000},
+            },
+            "required": ["path"],
+            "additionalProperties": False,
+        },
+    },
+    "write": {
+        "description": "Create or overwrite a file (parent folders are created).",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "maxLength": 4096},
+                "content": {"type": "string"},
+            },
+            "required": ["path", "content"],
+            "additionalProperties": False,
+        },
+    },
+    "edit": {
+        "description": "Replace an exact string in a file. Fails if the string is missing, or "
+        "appears more than once and replace_all is not set.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "maxLength": 4096},
+                "old_string": {"type": "string", "minLength": 1},
+                "new_string": {"type": "string"},
+                "replace_all": {"type": "boolean"},
+            },
+            "required": ["path", "old_string", "new_string"],
+            "additionalProperties": False,
+        },
+    },
+    "glob": {
+        "description": "List files matching a glob pattern such as '**/*.py', newest first.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "pattern": {"type": "string", "maxLength": 1024},
+                "path": {"type": "string", "maxLength": 4096, "description": "Base folder."},
+            },
+            "required": ["pattern"],
+            "additionalProperties": False,
+        },
+    },
+    "grep": {
+        "description": "Search file contents with a regular expression (Python syntax). "
+        "Returns path:line:text.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "pattern": {"type": "string", "maxLength": 4096},
+                "path": {"type": "string", "maxLength": 4096},
+                "glob": {"type": "string", "maxLength": 1024, "description": "File filter."},
+                "case_insensitive": {"type": "boolean"},
+                "max_results": {"type": "integer", "minimum": 1, "maximum": MAX_MATCHES},
+            },
+            "required": ["pattern"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+_PY_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "integer": int, "boolean": bool}
+
+
+def check_input(tool: str, data: Any) -> dict[str, Any]:
+    """Validate ``data`` against the tool's input schema; the error names the field."""
+    if tool not in TOOL_SCHEMAS:
+        known = ", ".join(sorted(TOOL_SCHEMAS))
+        raise ToolInputError(
+            f"name: unknown tool {tool!r}; known tools: {known}", 404, "unknown_tool"
+        )
+    schema = TOOL_SCHEMAS[tool]["input_schema"]
+    if not isinstance(data, dict):
+        raise ToolInputError("input: expected an object")
+    for name in schema["required"]:
+        if name not in data:
+            raise ToolInputError(f"input.{name}: required")
+    for name, value in data.items():
+        spec = schema["properties"].get(name)
+        if spec is None:
+            raise ToolInputError(f"input.{name}: unknown field for tool {tool!r}")
+        expected = _PY_TYPES[spec["type"]]
+        if not isinstance(value, expected) or (
+            spec["type"] == "integer" and isinstance(value, bool)
+        ):
+            raise ToolInputError(
+                f"input.{name}: expected {spec['type']}, got {type(value).__name__}"
+            )
+        if isinstance(value, str) and len(value) > spec.get("maxLength", len(value)):
+            raise ToolInputError(f"input.{name}: longer than {spec['maxLength']} characters")
+        if isinstance(value, str) and len(value) < spec.get("minLength", 0):
+            raise ToolInputError(f"input.{name}: must not be empty")
+        out_of_range = (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (value < spec.get("minimum", value) or value > spec.get("maximum", value))
+        )
+        if out_of_range:
+            raise ToolInputError(
+                f"input.{name}: must be between {spec.get('minimum')} and {spec.get('maximum')}"
+            )
+    return data
+
+
+# --- implementations --------------------------------------------------------------------------
+
+
+def _cap(text: str, limit: int = MAX_OUTPUT_CHARS) -> tuple[str, bool]:
+    if len(text) <= limit:
+        return text, False
+    dropped = len(text) - limit
+    head = text[: limit // 2]
+    tail = text[-limit // 2 :]
+    return f"{head}\n[... {dropped} characters truncated ...]\n{tail}", True
+
+
+class Workspace:
+    """The tools, bound to one workspace folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def resolve(self, path: str, field: str = "path") -> Path:
+        """Paths are relative to the workspace; absolute paths are taken as they are (the bash
+        tool can reach them anyway, so refusing them would protect nothing)."""
+        if "\x00" in path:
+            raise ToolInputError(f"input.{field}: contains a NUL byte")
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self.root / candidate
+
+    def _existing_file(self, path: str) -> Path:
+        target = self.resolve(path)
+        if not target.exists():
+            raise ToolInputError(f"input.path: no such file: {path}", 422, "not_found")
+        if target.is_dir():
+            raise ToolInputError(f"input.path: is a directory: {path}", 422, "is_directory")
+        return target
+
+    def run(self, tool: str, data: dict[str, Any]) -> ToolResult:
+        """Run one tool call after validating its input."""
+        check_input(tool, data)
+        handler: Callable[[dict[str, Any]], ToolResult] = getattr(self, f"tool_{tool}")
+        return handler(data)
+
+    def tool_bash(self, data: dict[str, Any]) -> ToolResult:
+        timeout = data.get("timeout", DEFAULT_TIMEOUT_SECONDS)
+        started = time.monotonic()
+        # A session of its own, so the timeout kills every process the command started.
+        proc = subprocess.Popen(
+            ["bash", "-c", data["command"]],
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        timed_out = False
+        try:
+            out_b, err_b = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc.pid)
+            out_b, err_b = proc.communicate()
+        finally:
+            if proc.poll() is None:  # the server is shutting down mid-command
+                _kill_group(proc.pid)
+                proc.wait()
+        stdout, cut_out = _cap(out_b.decode("utf-8", "replace"))
+        stderr, cut_err = _cap(err_b.decode("utf-8", "replace"))
+        code = proc.returncode
+        parts = [
+            f"exit code: {code}" + (f" (killed after the {timeout}s timeout)" if timed_out else "")
+        ]
+        if stdout:
+            parts.append(f"--- stdout ---\n{stdout}")
+        if stderr:
+            parts.append(f"--- stderr ---\n{stderr}")
+        return ToolResult(
+            "\n".join(parts),
+            is_error=timed_out or code != 0,
+            details={
+                "exit_code": code,
+                "timed_out": timed_out,
+                "stdout_truncated": cut_out,
+                "stderr_truncated": cut_err,
+                "duration_seconds": round(time.monotonic() - started, 3),
+            },
+        )
+
+    def tool_read(self, data: dict[str, Any]) -> ToolResult:
+        target = self._existing_file(data["path"])
+        with target.open("rb") as handle:
+            raw = handle.read(MAX_READ_BYTES + 1)
+        if b"\x00" in raw[:BINARY_SNIFF_BYTES]:
+            raise ToolInputError(
+                f"input.path: {data['path']} is a binary file ({target.stat().st_size} bytes); "
+                "use bash (xxd, file) to inspect it",
+                422,
+                "binary_file",
+            )
+        cut = len(raw) > MAX_READ_BYTES
+        lines = raw[:MAX_READ_BYTES].decode("utf-8", "replace").splitlines()
+        first = data.get("offset", 1)
+        limit = data.get("limit", 2000)
+        chosen = lines[first - 1 : first - 1 + limit]
+        body = "\n".join(f"{n:6}\t{line}" for n, line in enumerate(chosen, start=first))
+        more = first - 1 + limit < len(lines)
+        notes = []
+        if more:
+            notes.append(f"[{len(lines) - (first - 1 + limit)} more lines; use offset]")
+        if cut:
+            notes.append(f"[file cut at {MAX_READ_BYTES} bytes; use bash to read further]")
+        text = "\n".join([body, *notes]) if notes else body
+        return ToolResult(
+            text, details={"lines": len(chosen), "total_lines": len(lines), "truncated": cut}
+        )
+
+    def tool_write(self, data: dict[str, Any]) -> ToolResult:
+        content: str = data["content"]
+        encoded = content.encode("utf-8")
+        if len(encoded) > MAX_WRITE_BYTES:
+            raise ToolInputError(f"input.content: larger than {MAX_WRITE_BYTES} bytes", 413)
+        target = self.resolve(data["path"])
+        if target.is_dir():
+            raise ToolInputError(f"input.path: is a directory: {data['path']}", 422, "is_directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, encoded)
+        return ToolResult(
+            f"wrote {len(encoded)} bytes to {data['path']}", details={"bytes": len(encoded)}
+        )
+
+    def tool_edit(self, data: dict[str, Any]) -> ToolResult:
+        target = self._existing_file(data["path"])
+        text = target.read_text("utf-8")
+        old, new = data["old_string"], data["new_string"]
+        count = text.count(old)
+        if count == 0:
+            raise ToolInputError(f"input.old_string: not found in {data['path']}", 422, "no_match")
+        if count > 1 and not data.get("replace_all", False):
+            raise ToolInputError(
+                f"input.old_string: found {count} times in {data['path']}; add context to make "
+                "it unique or set replace_all",
+                422,
+                "not_unique",
+            )
+        atomic_write(target, text.replace(old, new).encode("utf-8"))
+        return ToolResult(
+            f"replaced {count} occurrence{'s' if count > 1 else ''} in {data['path']}",
+            details={"replacements": count},
+        )
+
+    def _base(self, data: dict[str, Any]) -> Path:
+        base = self.resolve(data.get("path", "."))
+        if not base.is_dir():
+            raise ToolInputError(
+                f"input.path: no such folder: {data.get('path')}", 422, "not_found"
+            )
+        return base
+
+    def tool_glob(self, data: dict[str, Any]) -> ToolResult:
+        base = self._base(data)
+        try:
+            found = [p for p in base.glob(data["pattern"]) if p.is_file() and not _hidden_state(p)]
+        except (ValueError, NotImplementedError) as err:
+            raise ToolInputError(f"input.pattern: {err}") from err
+        found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        shown = found[:MAX_MATCHES]
+        lines = [_display(p, self.root) for p in shown]
+        if len(found) > MAX_MATCHES:
+            lines.append(f"[{len(found) - MAX_MATCHES} more files not shown]")
+        return ToolResult("\n".join(lines) or "no files matched", details={"matches": len(found)})
+
+    def tool_grep(self, data: dict[str, Any]) -> ToolResult:
+        flags = re.IGNORECASE if data.get("case_insensitive") else 0
+        try:
+            regex = re.compile(data["pattern"], flags)
+        except re.error as err:
+            raise ToolInputError(f"input.pattern: invalid regular expression: {err}") from err
+        limit = data.get("max_results", 200)
+        start = self.resolve(data.get("path", "."))
+        if not start.exists():
+            raise ToolInputError(
+                f"input.path: no such file or folder: {data.get('path')}", 422, "not_found"
+            )
+        files = [start] if start.is_file() else sorted(start.glob(data.get("glob", "**/*")))
+        hits: list[str] = []
+        total = 0
+        for path in files:
+            if not path.is_file() or _hidden_state(path):
+                continue
+            try:
+                raw = path.read_bytes()
+            except OSError:
+                continue
+            if b"\x00" in raw[:BINARY_SNIFF_BYTES]:
+                continue
+            for number, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
+                if regex.search(line):
+                    total += 1
+                    if len(hits) < limit:
+                        hits.append(f"{_display(path, self.root)}:{number}:{line[:500]}")
+        if total > limit:
+            hits.append(
+                f"[{total - limit} more matches not shown; narrow the pattern or raise max_results]"
+            )
+        return ToolResult("\n".join(hits) or "no matches", details={"matches": total})
+
+
+def _hidden_state(path: Path) -> bool:
+    return STATE_DIR_NAME in path.parts
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def atomic_write(target: Path, data: bytes) -> None:
+    """Write to a temporary file and rename it, so a crash never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file private; keep the old file's mode, or the usual 0644.
+        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,120 @@
+"""Idempotent by tool_use_id: a repeated call is answered from the store, across restarts, and
+a crash mid-command leaves a clean re-run, never a half-recorded result."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from typing import Any
+
+from tests.sandbox.conftest import SandboxProcess
+
+COUNT = "echo run >> counter.txt; wc -l < counter.txt"
+
+
+def executions(sandbox: SandboxProcess) -> list[dict[str, Any]]:
+    journal = sandbox.workspace / ".cadre-sandbox/executions.jsonl"
+    return [json.loads(line) for line in journal.read_text().splitlines()]
+
+
+def test_the_same_id_again_returns_the_stored_result_without_running(
+    sandbox: SandboxProcess,
+) -> None:
+    _, first = sandbox.call("toolu_once", "bash", command=COUNT)
+    _, second = sandbox.call("toolu_once", "bash", command=COUNT)
+    assert first["replayed"] is False
+    assert second["replayed"] is True
+    assert second["content"] == first["content"]
+    assert (sandbox.workspace / "counter.txt").read_text() == "run\n"
+    assert [e["tool_use_id"] for e in executions(sandbox)] == ["toolu_once"]
+
+
+def test_the_stored_result_survives_a_sandbox_restart(sandbox: SandboxProcess) -> None:
+    _, first = sandbox.call("toolu_restart", "bash", command=COUNT)
+    sandbox.stop()
+    sandbox.start()
+    _, again = sandbox.call("toolu_restart", "bash", command=COUNT)
+    assert again["replayed"] is True
+    assert again["content"] == first["content"]
+    assert (sandbox.workspace / "counter.txt").read_text() == "run\n"
+    status, fetched = sandbox.request("GET", "/v1/tool-calls/toolu_restart")
+    assert status == 200
+    assert fetched["content"] == first["content"]
+
+
+def test_concurrent_duplicates_run_once(sandbox: SandboxProcess) -> None:
+    results: list[dict[str, Any]] = []
+
+    def call() -> None:
+        results.append(sandbox.call("toolu_dup", "bash", command=f"sleep 0.3; {COUNT}")[1])
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r["replayed"] for r in results) == [False, True, True, True]
+    assert (sandbox.workspace / "counter.txt").read_text() == "run\n"
+
+
+def test_an_id_reused_for_a_different_call_is_409(sandbox: SandboxProcess) -> None:
+    sandbox.call("toolu_same", "bash", command="true")
+    status, body = sandbox.call("toolu_same", "bash", command="rm -rf /")
+    assert status == 409
+    assert "already used for a different call" in body["error"]["message"]
+
+
+def test_a_crash_mid_command_gives_a_clean_rerun_not_half_a_record(
+    sandbox: SandboxProcess,
+) -> None:
+    command = "echo start >> log.txt; sleep 2; echo end >> log.txt; echo finished"
+    errors: list[Exception] = []
+
+    def call_and_lose_the_answer() -> None:
+        try:
+            sandbox.call("toolu_crash", "bash", command=command)
+        except ConnectionError as err:  # the server died mid-call, as intended
+            errors.append(err)
+
+    caller = threading.Thread(target=call_and_lose_the_answer)
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not (sandbox.workspace / "log.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    sandbox.stop(signal.SIGKILL)
+    caller.join()
+    assert errors, "the caller never got an answer"
+    results = sandbox.workspace / ".cadre-sandbox/results"
+    assert list(results.glob("*.json")) == [], "no result may be stored for an unfinished call"
+
+    sandbox.start()
+    assert sandbox.request("GET", "/v1/tool-calls/toolu_crash")[0] == 404
+    status, rerun = sandbox.call("toolu_crash", "bash", command=command)
+    assert status == 200
+    assert rerun["rerun_after_interruption"] is True
+    assert rerun["content"].startswith("[note: an earlier attempt of this call was interrupted")
+    assert "finished" in rerun["content"]
+    assert [e["rerun"] for e in executions(sandbox)] == [False, True]
+    # Complete records only: every stored file parses.
+    for path in results.glob("*.json"):
+        json.loads(path.read_text())
+    _, replay = sandbox.call("toolu_crash", "bash", command=command)
+    assert replay["replayed"] is True
+
+
+def test_sigterm_lets_a_running_call_finish_and_store_its_result(sandbox: SandboxProcess) -> None:
+    answers: list[tuple[int, dict[str, Any]]] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(
+            sandbox.call("toolu_term", "bash", command="sleep 1; echo ok")
+        )
+    )
+    caller.start()
+    time.sleep(0.3)
+    assert sandbox.stop(signal.SIGTERM) == 0
+    caller.join()
+    assert answers[0][0] == 200
+    assert "ok" in answers[0][1]["content"]
+    assert (sandbox.workspace / ".cadre-sandbox/results/toolu_term.json").exists()
