@@ -153,6 +153,12 @@ class SessionStatus(ApiModel):
 
     sandbox_requested: bool = False
     """Set by the harness when the first tool call needs hands; the operator then builds one."""
+    sandbox_token_sha256: (
+        Annotated[str, StringConstraints(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
+        | None
+    ) = Field(default=None, alias="sandboxTokenSHA256")
+    """SHA-256 of the bearer token the harness presents to the sandbox, set with the request.
+    The sandbox gets only this digest; the token itself never leaves the harness."""
     sandbox_pod: ObjectName | None = None
     """The sandbox pod, while one exists."""
     sandbox_ready: bool = False
