@@ -30,6 +30,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     server.serve_forever(poll_interval=0.2)
     server.server_close()  # joins request threads: in-flight calls finish and are stored
+    server.store.close()
     log("info", "stopped")
     return 0
 

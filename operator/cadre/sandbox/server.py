@@ -107,6 +107,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
     """One request. Every route but /healthz needs the session's bearer token."""
 
     protocol_version = "HTTP/1.1"  # keep-alive: the harness sends many calls on one connection
+    # Headers and body go out in two writes; with Nagle on, the second waits for the client's
+    # delayed ACK (40 ms on Linux) on every call.
+    disable_nagle_algorithm = True
     server: SandboxServer
     server_version = "cadre-sandbox"
     sys_version = ""

@@ -42,6 +42,12 @@ class ResultStore:
         self._journal_lock = threading.Lock()
         # Ids that started at least once; one without a stored result was interrupted.
         self._started = {entry["tool_use_id"] for entry in self.executions()}
+        self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if self.journal.stat().st_size and not self.journal.read_bytes().endswith(b"\n"):
+            os.write(self._journal_fd, b"\n")  # end a line torn by a crash before appending
+
+    def close(self) -> None:
+        os.close(self._journal_fd)
 
     @staticmethod
     def check_id(tool_use_id: Any) -> str:
@@ -78,10 +84,11 @@ class ResultStore:
             "time": time.time(),
             "rerun": interrupted,
         }
-        with self._journal_lock, self.journal.open("a") as journal:
-            journal.write(json.dumps(entry) + "\n")
-            journal.flush()
-            os.fsync(journal.fileno())
+        line = (json.dumps(entry) + "\n").encode()
+        with self._journal_lock:
+            # One O_APPEND write of a whole line, then fdatasync: durable before the call runs.
+            os.write(self._journal_fd, line)
+            os.fdatasync(self._journal_fd)
             self._started.add(tool_use_id)
         return interrupted
 

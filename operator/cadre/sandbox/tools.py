@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -240,17 +241,25 @@ class Workspace:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        timed_out = False
-        try:
-            out_b, err_b = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        # A timer kills the group at the deadline, so communicate() can block in waitpid:
+        # communicate(timeout=...) polls with sleeps and costs about a millisecond a call.
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
             _kill_group(proc.pid)
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
             out_b, err_b = proc.communicate()
         finally:
-            if proc.poll() is None:  # the server is shutting down mid-command
+            timer.cancel()
+            if proc.poll() is None:  # interrupted mid-command: leave nothing running
                 _kill_group(proc.pid)
                 proc.wait()
+        timed_out = expired.is_set()
         stdout, cut_out = _cap(out_b.decode("utf-8", "replace"))
         stderr, cut_err = _cap(err_b.decode("utf-8", "replace"))
         code = proc.returncode
@@ -415,7 +424,7 @@ def atomic_write(target: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            os.fdatasync(handle.fileno())
         # mkstemp makes the file private; keep the old file's mode, or the usual 0644.
         os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
         os.replace(tmp, target)

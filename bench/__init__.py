@@ -1,0 +1,1 @@
+"""Cadre's benchmarks: ``make bench`` writes bench/results.json and prints a table."""

@@ -1,0 +1,19 @@
+"""``python -m bench``: run every benchmark, merge into bench/results.json, print a table."""
+
+from __future__ import annotations
+
+from bench import sandbox_overhead
+from bench.results import RESULTS, render_table, save
+
+BENCHMARKS = [sandbox_overhead.measure]
+
+
+def main() -> None:
+    metrics = [metric for run in BENCHMARKS for metric in run()]
+    save(metrics)
+    print(render_table(metrics))
+    print(f"\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
