@@ -19,7 +19,7 @@ from bench.results import Metric, median
 REPO = Path(__file__).resolve().parent.parent
 ROUNDS = 20
 CALLS_PER_ROUND = 20
-TOKEN = "bench-token"
+TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a loopback server
 
 
 def _start_server(workspace: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
