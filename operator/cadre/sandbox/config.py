@@ -28,7 +28,6 @@ class SandboxConfig:
     token_sha256: str
     """SHA-256 of the session's bearer token, hex. The token itself never reaches the pod."""
     state_dir: Path
-    grace_seconds: float
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SandboxConfig:
@@ -62,5 +61,4 @@ class SandboxConfig:
             workspace=workspace,
             token_sha256=digest,
             state_dir=Path(env.get("CADRE_SANDBOX_STATE_DIR", str(workspace / STATE_DIR_NAME))),
-            grace_seconds=float(env.get("CADRE_SANDBOX_GRACE_SECONDS", "25")),
         )

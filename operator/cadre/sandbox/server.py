@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import sys
-import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,8 +45,6 @@ class SandboxServer(ThreadingHTTPServer):
         self.config = config
         self.workspace = Workspace(config.workspace)
         self.store = ResultStore(config.state_dir)
-        self.in_flight = 0
-        self.in_flight_lock = threading.Lock()
         super().__init__((config.host, config.port), SandboxHandler)
 
     def authorized(self, header: str | None) -> bool:
