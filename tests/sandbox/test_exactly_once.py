@@ -112,7 +112,12 @@ def test_sigterm_lets_a_running_call_finish_and_store_its_result(sandbox: Sandbo
         )
     )
     caller.start()
-    time.sleep(0.3)
+    journal = sandbox.workspace / ".cadre-sandbox/executions.jsonl"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (
+        journal.exists() and "toolu_term" in journal.read_text()
+    ):
+        time.sleep(0.01)  # SIGTERM only once the call is running
     assert sandbox.stop(signal.SIGTERM) == 0
     caller.join()
     assert answers[0][0] == 200
