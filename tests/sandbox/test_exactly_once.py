@@ -123,3 +123,33 @@ def test_sigterm_lets_a_running_call_finish_and_store_its_result(sandbox: Sandbo
     assert answers[0][0] == 200
     assert "ok" in answers[0][1]["content"]
     assert (sandbox.workspace / ".cadre-sandbox/results/toolu_term.json").exists()
+
+
+def test_a_journal_line_torn_by_a_crash_does_not_stop_the_next_start(
+    sandbox: SandboxProcess,
+) -> None:
+    sandbox.call("toolu_before", "bash", command=COUNT)
+    sandbox.stop(signal.SIGKILL)
+    journal = sandbox.workspace / ".cadre-sandbox/executions.jsonl"
+    with journal.open("a") as handle:
+        handle.write('{"tool_use_id": "toolu_torn", "na')  # what a crash mid-append leaves
+    sandbox.start()
+    _, replay = sandbox.call("toolu_before", "bash", command=COUNT)
+    assert replay["replayed"] is True
+    status, fresh = sandbox.call("toolu_after", "bash", command=COUNT)
+    assert status == 200
+    assert fresh["rerun_after_interruption"] is False
+    assert [e["tool_use_id"] for e in executions_tolerant(journal)] == [
+        "toolu_before",
+        "toolu_after",
+    ]
+
+
+def executions_tolerant(journal: Any) -> list[dict[str, Any]]:
+    entries = []
+    for line in journal.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
