@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +24,6 @@ class Metric:
         if self.target:
             out["target"] = self.target
         return out
-
-
-def median(samples: list[float]) -> float:
-    return statistics.median(samples)
 
 
 def save(metrics: list[Metric], path: Path = RESULTS) -> None:

@@ -13,8 +13,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
-from bench.results import Metric, median
+from bench.results import Metric
 
 REPO = Path(__file__).resolve().parent.parent
 ROUNDS = 20

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from cadre.api import Agent, Task, Team
 from cadre.api.cel import compile_rule
-from cadre.api.crd import KINDS
+from cadre.api.crd import KINDS, build_crd
 from cadre.api.meta import ApiModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,8 +45,6 @@ def test_the_api_server_defaults_what_the_models_default(
 
 @pytest.mark.parametrize("info", KINDS, ids=lambda i: i.kind)
 def test_every_cel_rule_compiles(info: Any) -> None:
-    from cadre.api.crd import build_crd
-
     rules = [
         rule["rule"]
         for _, node in walk(crd_schema(build_crd(info)))

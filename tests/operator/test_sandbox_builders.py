@@ -118,7 +118,7 @@ def test_the_token_secret_holds_only_a_digest() -> None:
     assert secret["immutable"] is True
 
 
-def test_nothing_mentions_an_api_key(pod: dict[str, Any]) -> None:
+def test_nothing_mentions_an_api_key() -> None:
     text = all_text(build_sandbox_objects(target(), DEFAULTS)).lower()
     assert "anthropic" not in text
     assert "api-key" not in text

@@ -9,14 +9,15 @@ import threading
 import time
 from typing import Any
 
+from cadre.sandbox.store import read_journal
+
 from tests.sandbox.conftest import SandboxProcess
 
 COUNT = "echo run >> counter.txt; wc -l < counter.txt"
 
 
 def executions(sandbox: SandboxProcess) -> list[dict[str, Any]]:
-    journal = sandbox.workspace / ".cadre-sandbox/executions.jsonl"
-    return [json.loads(line) for line in journal.read_text().splitlines()]
+    return read_journal(sandbox.workspace / ".cadre-sandbox/executions.jsonl")
 
 
 def test_the_same_id_again_returns_the_stored_result_without_running(
@@ -139,17 +140,7 @@ def test_a_journal_line_torn_by_a_crash_does_not_stop_the_next_start(
     status, fresh = sandbox.call("toolu_after", "bash", command=COUNT)
     assert status == 200
     assert fresh["rerun_after_interruption"] is False
-    assert [e["tool_use_id"] for e in executions_tolerant(journal)] == [
+    assert [e["tool_use_id"] for e in read_journal(journal)] == [
         "toolu_before",
         "toolu_after",
     ]
-
-
-def executions_tolerant(journal: Any) -> list[dict[str, Any]]:
-    entries = []
-    for line in journal.read_text().splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return entries

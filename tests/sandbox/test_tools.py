@@ -6,6 +6,8 @@ import os
 import time
 from itertools import count
 
+from cadre.api.agent import Tool
+
 from tests.sandbox.conftest import SandboxProcess
 
 ids = (f"toolu_{n:04d}" for n in count())
@@ -152,6 +154,4 @@ def test_tool_list_matches_what_the_harness_offers(sandbox: SandboxProcess) -> N
     status, body = sandbox.request("GET", "/v1/tools")
     assert status == 200
     assert sorted(body["tools"]) == ["bash", "edit", "glob", "grep", "read", "write"]
-    from cadre.api.agent import Tool
-
     assert sorted(body["tools"]) == sorted(t.value for t in Tool)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
@@ -132,15 +131,6 @@ UsdAmount = Annotated[
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 """One line of text for people: a role, a title, a reason."""
 
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> timedelta:
-    """Turn a :data:`Duration` string into a ``timedelta``."""
-    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
-    return timedelta(seconds=seconds)
-
 
 class ConditionStatus(StrEnum):
     """The three values of a Kubernetes condition's status."""
@@ -190,13 +180,6 @@ def conditions_field() -> Any:
             "x-kubernetes-list-map-keys": ["type"],
         },
     )
-
-
-class LocalObjectReference(ApiModel):
-    """A reference to another object of a known kind in the same namespace."""
-
-    name: ObjectName
-    """The object's name."""
 
 
 class SecretKeyReference(ApiModel):

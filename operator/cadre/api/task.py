@@ -38,11 +38,6 @@ class TaskPhase(StrEnum):
     FAILED = "Failed"
     CANCELLED = "Cancelled"
 
-    @property
-    def is_final(self) -> bool:
-        """Whether the Task is over."""
-        return self in {TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.CANCELLED}
-
 
 class Assignee(ApiModel):
     """Who works the Task: exactly one of an Agent or a Team (whose lead takes it)."""

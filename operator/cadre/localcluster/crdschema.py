@@ -45,18 +45,6 @@ class FieldError:
             head += f": {_render_value(self.value)}"
         return f"{head}: {self.detail}" if self.detail else head
 
-    @property
-    def reason(self) -> str:
-        """The ``Status.details.causes[].reason`` for this error."""
-        return {
-            "Required value": "FieldValueRequired",
-            "Unsupported value": "FieldValueNotSupported",
-            "Too long": "FieldValueTooLong",
-            "Too many": "FieldValueTooMany",
-            "Duplicate value": "FieldValueDuplicate",
-            "Forbidden": "FieldValueForbidden",
-        }.get(self.kind, "FieldValueInvalid")
-
 
 def _render_value(value: Any) -> str:
     if isinstance(value, dict | list):

@@ -60,7 +60,7 @@ class SandboxServer(ThreadingHTTPServer):
         if not isinstance(name, str):
             raise ToolInputError("name: required, the tool's name")
         data = body.get("input", {})
-        digest = input_digest(name, data if isinstance(data, dict) else {"": data})
+        digest = input_digest(name, data)
         with self.store.exclusive(tool_use_id):
             stored = self.store.get(tool_use_id)
             if stored is not None:

@@ -3,7 +3,7 @@
 This is what makes tool side effects happen once across harness crashes: the harness re-sends
 an unanswered call with the same id, and the sandbox answers from here without running it
 again, even after the sandbox itself restarted. Records are written whole (temporary file,
-fsync, rename), so a crash leaves either the full result or none.
+fdatasync, rename), so a crash leaves either the full result or none.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from cadre.sandbox.tools import ToolInputError, atomic_write
 TOOL_USE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
-def input_digest(name: str, data: dict[str, Any]) -> str:
+def input_digest(name: str, data: Any) -> str:
     """A fingerprint of a call, to catch an id reused for a different call."""
     canonical = json.dumps([name, data], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -41,9 +41,10 @@ class ResultStore:
         self._guard = threading.Lock()
         self._journal_lock = threading.Lock()
         # Ids that started at least once; one without a stored result was interrupted.
-        self._started = {entry["tool_use_id"] for entry in self.executions()}
+        raw = self.journal.read_bytes() if self.journal.exists() else b""
+        self._started = {entry["tool_use_id"] for entry in parse_journal(raw)}
         self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        if self.journal.stat().st_size and not self.journal.read_bytes().endswith(b"\n"):
+        if raw and not raw.endswith(b"\n"):
             os.write(self._journal_fd, b"\n")  # end a line torn by a crash before appending
 
     def close(self) -> None:
@@ -99,15 +100,23 @@ class ResultStore:
 
     def executions(self) -> list[dict[str, Any]]:
         """Every execution ever started, oldest first (the sandbox's own record)."""
-        if not self.journal.exists():
-            return []
-        entries = []
-        for line in self.journal.read_text().splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash: that call never started running
-        return entries
+        return read_journal(self.journal)
+
+
+def parse_journal(raw: bytes) -> list[dict[str, Any]]:
+    """The journal's entries; a line torn by a crash is skipped, since that call never ran."""
+    entries = []
+    for line in raw.splitlines():
+        try:
+            entries.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+    return entries
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """The entries of a journal file (none when it does not exist yet)."""
+    return parse_journal(path.read_bytes()) if path.exists() else []
 
 
 def _fsync_dir(folder: Path) -> None:
