@@ -38,6 +38,42 @@ def crds(output_dir: Path | None) -> None:
         click.echo(f"wrote {output_dir / name}", err=True)
 
 
+@cli.group()
+def dev() -> None:
+    """The local cluster: Kubernetes on this machine with no container runtime."""
+
+
+@dev.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=6443, show_default=True, help="Port to listen on (0: any).")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".cadre/kubeconfig"),
+    show_default=True,
+    help="Where to write the kubeconfig (admin token and CA) for kubectl and clients.",
+)
+@click.option(
+    "--crds",
+    "crd_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Register every CRD in this folder at start (e.g. crds/).",
+)
+def apiserver(host: str, port: int, kubeconfig: Path, crd_dir: Path | None) -> None:
+    """Run only the local API server, in the foreground, until Ctrl-C.
+
+    \b
+    cadre dev apiserver --crds crds/ &
+    KUBECONFIG=.cadre/kubeconfig kubectl get tasks
+    """
+    import asyncio
+
+    from cadre.localcluster.runner import serve_forever
+    from cadre.localcluster.server import LocalApiServer
+
+    asyncio.run(serve_forever(LocalApiServer(host, port, crd_dir=crd_dir), kubeconfig))
+
+
 def main() -> None:
     """Run the CLI."""
     cli()

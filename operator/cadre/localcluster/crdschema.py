@@ -57,6 +57,9 @@ def _join(path: str, key: str) -> str:
 
 
 def _type_ok(value: Any, schema: dict[str, Any]) -> bool:
+    if schema.get("format") == "quantity" and "type" not in schema:
+        # resource.Quantity of the built-in kinds: "500m", 2 and 0.5 all decode.
+        return isinstance(value, int | float | str) and not isinstance(value, bool)
     if schema.get("x-kubernetes-int-or-string"):
         return isinstance(value, int | str) and not isinstance(value, bool)
     expected = schema.get("type")
