@@ -118,6 +118,9 @@ class Cluster:
     ) -> WriteResult:
         if not isinstance(body, dict):
             raise bad_request(f"Object 'Kind' is missing in '{json.dumps(body)[:200]}'")
+        if not rtype.custom:
+            # Typed endpoints default the type from the URL; custom resources require it.
+            body = {"apiVersion": rtype.api_version, "kind": rtype.kind, **body}
         if not body.get("kind"):
             raise bad_request(f"Object 'Kind' is missing in '{json.dumps(body)[:200]}'")
         if body.get("apiVersion") != rtype.api_version:
