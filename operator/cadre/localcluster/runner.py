@@ -51,9 +51,20 @@ class ThreadedApiServer:
     def stop(self) -> None:
         if self.server is not None:
             self._run(self.server.stop())
+        self._run(_settle())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+
+async def _settle() -> None:
+    """Let closing TLS connections finish their shutdown before the loop goes away."""
+    current = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not current]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.sleep(0.1)
 
 
 @contextlib.contextmanager

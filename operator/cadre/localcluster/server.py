@@ -195,6 +195,13 @@ class LocalApiServer:
         if self._controllers is not None:
             await self._controllers.stop()
         if self._runner is not None:
+            server = self._runner.server
+            if server is not None:
+                # Stop means stop: a client still holding a keep-alive connection would keep
+                # its TLS shutdown waiting for the peer's close_notify.
+                for handler in server.connections:
+                    if handler.transport is not None:
+                        handler.transport.abort()
             await self._runner.cleanup()
 
     def _bootstrap(self) -> None:
