@@ -67,6 +67,7 @@ class Http:
         content_type: str = "application/json",
         token: str | None = "default",
         headers: dict[str, str] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         sent = dict(headers or {})
         bearer = self.token if token == "default" else token
@@ -77,7 +78,13 @@ class Http:
             sent["Content-Type"] = content_type
             data = body if isinstance(body, bytes | str) else json.dumps(body)
         return requests.request(
-            method, self.url + path, data=data, headers=sent, verify=str(self.ca_file), timeout=30
+            method,
+            self.url + path,
+            data=data,
+            headers=sent,
+            verify=str(self.ca_file),
+            timeout=30,
+            stream=stream,
         )
 
 
