@@ -16,7 +16,6 @@ from typing import Any
 import kubernetes
 import pytest
 import requests
-
 from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,7 +106,9 @@ def kubectl(kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Kubec
         pytest.skip("kubectl is not installed on this machine (the fidelity tests need it)")
     cache = tmp_path_factory.mktemp("kubectl-cache")
 
-    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [binary, f"--kubeconfig={kubeconfig}", f"--cache-dir={cache}", *args],
             input=input,

@@ -18,9 +18,13 @@ def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
 
 def _owned_configmap(name: str, owner: dict) -> dict:  # type: ignore[type-arg]
     ref = {
-        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
-        "uid": owner["metadata"]["uid"], "blockOwnerDeletion": True, "controller": True,
-    }  # fmt: skip
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "blockOwnerDeletion": True,
+        "controller": True,
+    }
     return {"metadata": {"name": name, "ownerReferences": [ref]}}
 
 
@@ -34,18 +38,30 @@ def test_a_finalizer_holds_the_object_until_removed(http: Http, namespace: str) 
     held = http("GET", base + "/held").json()
     assert held["metadata"]["deletionTimestamp"]
     assert held["metadata"]["generation"] == 2
-    added = http("PATCH", base + "/held", {"metadata": {"finalizers": ["cadre.dev/cleanup", "other"]}}, "application/merge-patch+json")
+    added = http(
+        "PATCH",
+        base + "/held",
+        {"metadata": {"finalizers": ["cadre.dev/cleanup", "other"]}},
+        "application/merge-patch+json",
+    )
     assert added.status_code == 422
     assert "no new finalizers can be added" in added.json()["message"]
-    http("PATCH", base + "/held", {"metadata": {"finalizers": None}}, "application/merge-patch+json")
+    http(
+        "PATCH", base + "/held", {"metadata": {"finalizers": None}}, "application/merge-patch+json"
+    )
     assert http("GET", base + "/held").status_code == 404
 
 
 def test_deleting_an_owner_deletes_its_dependents(http: Http, namespace: str) -> None:
-    owner = http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{namespace}/tasks", task_manifest("owner")).json()
+    owner = http(
+        "POST", f"/apis/cadre.dev/v1alpha1/namespaces/{namespace}/tasks", task_manifest("owner")
+    ).json()
     configmaps = f"/api/v1/namespaces/{namespace}/configmaps"
     http("POST", configmaps, _owned_configmap("child", owner))
-    assert http("DELETE", f"/apis/cadre.dev/v1alpha1/namespaces/{namespace}/tasks/owner").status_code == 200
+    assert (
+        http("DELETE", f"/apis/cadre.dev/v1alpha1/namespaces/{namespace}/tasks/owner").status_code
+        == 200
+    )
     _eventually(lambda: http("GET", configmaps + "/child").status_code == 404)
 
 
@@ -54,12 +70,19 @@ def test_a_dependent_with_another_owner_survives(http: Http, namespace: str) -> 
     first = http("POST", tasks, task_manifest("first")).json()
     second = http("POST", tasks, task_manifest("second")).json()
     shared = _owned_configmap("shared", first)
-    shared["metadata"]["ownerReferences"].append(_owned_configmap("x", second)["metadata"]["ownerReferences"][0] | {"controller": False})
+    shared["metadata"]["ownerReferences"].append(
+        _owned_configmap("x", second)["metadata"]["ownerReferences"][0] | {"controller": False}
+    )
     configmaps = f"/api/v1/namespaces/{namespace}/configmaps"
     http("POST", configmaps, shared)
     http("DELETE", tasks + "/first")
-    _eventually(lambda: len(http("GET", configmaps + "/shared").json()["metadata"]["ownerReferences"]) == 1)
-    assert http("GET", configmaps + "/shared").json()["metadata"]["ownerReferences"][0]["name"] == "second"
+    _eventually(
+        lambda: len(http("GET", configmaps + "/shared").json()["metadata"]["ownerReferences"]) == 1
+    )
+    assert (
+        http("GET", configmaps + "/shared").json()["metadata"]["ownerReferences"][0]["name"]
+        == "second"
+    )
 
 
 def test_orphan_deletion_keeps_dependents_without_the_reference(http: Http, namespace: str) -> None:
@@ -81,14 +104,27 @@ def test_foreground_deletion_removes_dependents_first(http: Http, namespace: str
     child["metadata"]["finalizers"] = ["cadre.dev/slow"]
     http("POST", configmaps, child)
     assert http("DELETE", tasks + "/fg", {"propagationPolicy": "Foreground"}).status_code == 202
-    _eventually(lambda: bool(http("GET", configmaps + "/fg-child").json()["metadata"].get("deletionTimestamp")))
+    _eventually(
+        lambda: bool(
+            http("GET", configmaps + "/fg-child").json()["metadata"].get("deletionTimestamp")
+        )
+    )
     assert http("GET", tasks + "/fg").json()["metadata"]["finalizers"] == ["foregroundDeletion"]
-    http("PATCH", configmaps + "/fg-child", {"metadata": {"finalizers": None}}, "application/merge-patch+json")
+    http(
+        "PATCH",
+        configmaps + "/fg-child",
+        {"metadata": {"finalizers": None}},
+        "application/merge-patch+json",
+    )
     _eventually(lambda: http("GET", tasks + "/fg").status_code == 404)
 
 
 def test_a_dependent_whose_owner_never_existed_is_collected(http: Http, namespace: str) -> None:
-    ghost = {"apiVersion": "cadre.dev/v1alpha1", "kind": "Task", "metadata": {"name": "ghost", "uid": "00000000-0000-0000-0000-000000000000"}}
+    ghost = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": "ghost", "uid": "00000000-0000-0000-0000-000000000000"},
+    }
     configmaps = f"/api/v1/namespaces/{namespace}/configmaps"
     http("POST", configmaps, _owned_configmap("dangling", ghost))
     _eventually(lambda: http("GET", configmaps + "/dangling").status_code == 404)
@@ -100,32 +136,91 @@ def test_deleting_a_namespace_empties_it_then_removes_it(http: Http, namespace: 
     manifest["metadata"]["finalizers"] = ["cadre.dev/cleanup"]  # type: ignore[index]
     http("POST", tasks, manifest)
     assert http("DELETE", f"/api/v1/namespaces/{namespace}").status_code == 202
-    _eventually(lambda: http("GET", f"/api/v1/namespaces/{namespace}").json()["status"]["phase"] == "Terminating")
+    _eventually(
+        lambda: (
+            http("GET", f"/api/v1/namespaces/{namespace}").json()["status"]["phase"]
+            == "Terminating"
+        )
+    )
     refused = http("POST", tasks, task_manifest("late"))
     assert refused.status_code == 403
     assert "because it is being terminated" in refused.json()["message"]
-    _eventually(lambda: http("GET", f"/api/v1/namespaces/{namespace}/configmaps").json()["items"] == [])
+    _eventually(
+        lambda: http("GET", f"/api/v1/namespaces/{namespace}/configmaps").json()["items"] == []
+    )
     assert http("GET", f"/api/v1/namespaces/{namespace}").status_code == 200
-    http("PATCH", tasks + "/slow", {"metadata": {"finalizers": None}}, "application/merge-patch+json")
+    http(
+        "PATCH", tasks + "/slow", {"metadata": {"finalizers": None}}, "application/merge-patch+json"
+    )
     _eventually(lambda: http("GET", f"/api/v1/namespaces/{namespace}").status_code == 404)
 
 
 def test_deleting_a_crd_deletes_its_objects(http: Http, namespace: str) -> None:
     crd = {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
         "metadata": {"name": "widgets.example.com"},
         "spec": {
-            "group": "example.com", "scope": "Namespaced",
+            "group": "example.com",
+            "scope": "Namespaced",
             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer", "minimum": 1}}}}}}}],
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {"size": {"type": "integer", "minimum": 1}},
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
         },
-    }  # fmt: skip
-    assert http("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd).status_code == 201
+    }
+    assert (
+        http("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd).status_code
+        == 201
+    )
     widgets = f"/apis/example.com/v1/namespaces/{namespace}/widgets"
-    made = http("POST", widgets, {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 2, "extra": 1}})
+    made = http(
+        "POST",
+        widgets,
+        {
+            "apiVersion": "example.com/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w"},
+            "spec": {"size": 2, "extra": 1},
+        },
+    )
     assert made.status_code == 201
     assert made.json()["spec"] == {"size": 2}  # pruned
-    assert http("POST", widgets, {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "v"}, "spec": {"size": 0}}).status_code == 422
+    assert (
+        http(
+            "POST",
+            widgets,
+            {
+                "apiVersion": "example.com/v1",
+                "kind": "Widget",
+                "metadata": {"name": "v"},
+                "spec": {"size": 0},
+            },
+        ).status_code
+        == 422
+    )
     http("DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com")
-    _eventually(lambda: http("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com").status_code == 404)
+    _eventually(
+        lambda: (
+            http(
+                "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com"
+            ).status_code
+            == 404
+        )
+    )
     assert http("GET", widgets).status_code == 404

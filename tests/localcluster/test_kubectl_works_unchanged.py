@@ -54,7 +54,9 @@ def test_explain_describes_cadre_fields(kubectl: Kubectl) -> None:
     assert "Who works the Task" in out
 
 
-def test_an_invalid_manifest_is_refused_with_the_crd_message(kubectl: Kubectl, namespace: str) -> None:
+def test_an_invalid_manifest_is_refused_with_the_crd_message(
+    kubectl: Kubectl, namespace: str
+) -> None:
     both = task_manifest("both", assignee={"agent": "lead", "team": "platform"})
     result = _apply(kubectl, namespace, both, check=False)
     assert result.returncode != 0
@@ -73,30 +75,66 @@ def test_an_unknown_field_is_refused_by_strict_validation(kubectl: Kubectl, name
 
 def test_patches_of_each_type(kubectl: Kubectl, namespace: str) -> None:
     _apply(kubectl, namespace, task_manifest("patched", title="before"))
-    kubectl("patch", "task", "patched", "-n", namespace, "--type=merge", "-p", '{"spec":{"title":"merged"}}')
     kubectl(
-        "patch", "task", "patched", "-n", namespace, "--type=json",
-        "-p", '[{"op":"replace","path":"/spec/title","value":"json"}]',
-    )  # fmt: skip
-    assert kubectl("get", "task", "patched", "-n", namespace, "-o", "jsonpath={.spec.title}").stdout == "json"
+        "patch",
+        "task",
+        "patched",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"title":"merged"}}',
+    )
+    kubectl(
+        "patch",
+        "task",
+        "patched",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        '[{"op":"replace","path":"/spec/title","value":"json"}]',
+    )
+    assert (
+        kubectl("get", "task", "patched", "-n", namespace, "-o", "jsonpath={.spec.title}").stdout
+        == "json"
+    )
     refused = kubectl(
-        "patch", "task", "patched", "-n", namespace, "--type=strategic", "-p", '{"spec":{"title":"x"}}',
+        "patch",
+        "task",
+        "patched",
+        "-n",
+        namespace,
+        "--type=strategic",
+        "-p",
+        '{"spec":{"title":"x"}}',
         check=False,
-    )  # fmt: skip
+    )
     assert refused.returncode != 0
     assert "UnsupportedMediaType" in refused.stderr or "unknown format" in refused.stderr
     kubectl("create", "configmap", "cm", "-n", namespace, "--from-literal=a=1")
     kubectl("patch", "configmap", "cm", "-n", namespace, "-p", '{"data":{"b":"2"}}')
-    data = json.loads(kubectl("get", "configmap", "cm", "-n", namespace, "-o", "json").stdout)["data"]
+    data = json.loads(kubectl("get", "configmap", "cm", "-n", namespace, "-o", "json").stdout)[
+        "data"
+    ]
     assert data == {"a": "1", "b": "2"}
 
 
-def test_transition_rules_refuse_changing_an_immutable_field(kubectl: Kubectl, namespace: str) -> None:
+def test_transition_rules_refuse_changing_an_immutable_field(
+    kubectl: Kubectl, namespace: str
+) -> None:
     _apply(kubectl, namespace, task_manifest("fixed"))
     result = kubectl(
-        "patch", "task", "fixed", "-n", namespace, "--type=merge", "-p", '{"spec":{"prompt":"other"}}',
+        "patch",
+        "task",
+        "fixed",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"prompt":"other"}}',
         check=False,
-    )  # fmt: skip
+    )
     assert result.returncode != 0
     assert "spec.prompt is immutable" in result.stderr
 
@@ -120,23 +158,35 @@ def test_label_selectors(kubectl: Kubectl, namespace: str) -> None:
     assert names("!tier") == ["c"]
 
 
-def test_wait_for_a_condition_set_later(kubectl: Kubectl, namespace: str, api: kubernetes.client.ApiClient) -> None:
+def test_wait_for_a_condition_set_later(
+    kubectl: Kubectl, namespace: str, api: kubernetes.client.ApiClient
+) -> None:
     _apply(kubectl, namespace, agent_manifest("waiter"))
     custom = kubernetes.client.CustomObjectsApi(api)
 
     def become_ready() -> None:
         time.sleep(1.0)
         condition = {
-            "type": "Ready", "status": "True", "reason": "HarnessRunning", "message": "ok",
+            "type": "Ready",
+            "status": "True",
+            "reason": "HarnessRunning",
+            "message": "ok",
             "lastTransitionTime": "2026-11-24T00:00:00Z",
-        }  # fmt: skip
+        }
         custom.patch_namespaced_custom_object_status(
-            "cadre.dev", "v1alpha1", namespace, "agents", "waiter", {"status": {"conditions": [condition]}}
+            "cadre.dev",
+            "v1alpha1",
+            namespace,
+            "agents",
+            "waiter",
+            {"status": {"conditions": [condition]}},
         )
 
     thread = threading.Thread(target=become_ready)
     thread.start()
-    result = kubectl("wait", "agent/waiter", "-n", namespace, "--for=condition=Ready", "--timeout=20s")
+    result = kubectl(
+        "wait", "agent/waiter", "-n", namespace, "--for=condition=Ready", "--timeout=20s"
+    )
     thread.join()
     assert "condition met" in result.stdout
 
@@ -146,20 +196,43 @@ def test_delete_waits_for_finalizers(kubectl: Kubectl, namespace: str) -> None:
     manifest["metadata"]["finalizers"] = ["cadre.dev/test"]  # type: ignore[index]
     _apply(kubectl, namespace, manifest)
     kubectl("delete", "task", "held", "-n", namespace, "--wait=false")
-    stamp = kubectl("get", "task", "held", "-n", namespace, "-o", "jsonpath={.metadata.deletionTimestamp}").stdout
+    stamp = kubectl(
+        "get", "task", "held", "-n", namespace, "-o", "jsonpath={.metadata.deletionTimestamp}"
+    ).stdout
     assert stamp
-    kubectl("patch", "task", "held", "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+    kubectl(
+        "patch",
+        "task",
+        "held",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+    )
     gone = kubectl("get", "task", "held", "-n", namespace, check=False)
     assert "NotFound" in gone.stderr
 
 
 def test_typed_create_commands_send_protobuf_and_work(kubectl: Kubectl, namespace: str) -> None:
     kubectl("create", "secret", "generic", "key", "-n", namespace, "--from-literal=api-key=sk-test")
-    value = kubectl("get", "secret", "key", "-n", namespace, "-o", "jsonpath={.data.api-key}").stdout
+    value = kubectl(
+        "get", "secret", "key", "-n", namespace, "-o", "jsonpath={.data.api-key}"
+    ).stdout
     assert value == "c2stdGVzdA=="
     kubectl("create", "serviceaccount", "robot", "-n", namespace)
-    kubectl("create", "role", "reader", "-n", namespace, "--verb=get,list", "--resource=tasks.cadre.dev")
-    kubectl("create", "rolebinding", "robot-reads", "-n", namespace, "--role=reader", f"--serviceaccount={namespace}:robot")
+    kubectl(
+        "create", "role", "reader", "-n", namespace, "--verb=get,list", "--resource=tasks.cadre.dev"
+    )
+    kubectl(
+        "create",
+        "rolebinding",
+        "robot-reads",
+        "-n",
+        namespace,
+        "--role=reader",
+        f"--serviceaccount={namespace}:robot",
+    )
     assert kubectl("auth", "can-i", "create", "tasks", "-n", namespace).stdout.strip() == "yes"
     token = kubectl("create", "token", "robot", "-n", namespace).stdout.strip()
     assert token
@@ -167,9 +240,11 @@ def test_typed_create_commands_send_protobuf_and_work(kubectl: Kubectl, namespac
 
 def test_logs_of_an_unscheduled_pod_say_why(kubectl: Kubectl, namespace: str) -> None:
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "idle"},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "idle"},
         "spec": {"containers": [{"name": "main", "image": "cadre-sandbox:dev"}]},
-    }  # fmt: skip
+    }
     _apply(kubectl, namespace, pod)
     result = kubectl("logs", "idle", "-n", namespace, check=False)
     assert result.returncode != 0

@@ -24,7 +24,9 @@ def core(api: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(api)
 
 
-def test_create_sets_identity_and_versions(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+def test_create_sets_identity_and_versions(
+    custom: kubernetes.client.CustomObjectsApi, namespace: str
+) -> None:
     created = custom.create_namespaced_custom_object(G, V, namespace, "tasks", task_manifest("one"))
     meta = created["metadata"]
     assert len(meta["uid"]) == 36
@@ -36,21 +38,35 @@ def test_create_sets_identity_and_versions(custom: kubernetes.client.CustomObjec
     assert int(other["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
 
 
-def test_defaults_from_the_crd_schema_are_applied(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
-    created = custom.create_namespaced_custom_object(G, V, namespace, "agents", agent_manifest("dflt"))
+def test_defaults_from_the_crd_schema_are_applied(
+    custom: kubernetes.client.CustomObjectsApi, namespace: str
+) -> None:
+    created = custom.create_namespaced_custom_object(
+        G, V, namespace, "agents", agent_manifest("dflt")
+    )
     assert created["spec"]["maxConcurrentTasks"] >= 1
 
 
-def test_generation_counts_spec_changes_only(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+def test_generation_counts_spec_changes_only(
+    custom: kubernetes.client.CustomObjectsApi, namespace: str
+) -> None:
     custom.create_namespaced_custom_object(G, V, namespace, "tasks", task_manifest("gen"))
-    labeled = custom.patch_namespaced_custom_object(G, V, namespace, "tasks", "gen", {"metadata": {"labels": {"a": "b"}}})
+    labeled = custom.patch_namespaced_custom_object(
+        G, V, namespace, "tasks", "gen", {"metadata": {"labels": {"a": "b"}}}
+    )
     assert labeled["metadata"]["generation"] == 1
-    changed = custom.patch_namespaced_custom_object(G, V, namespace, "tasks", "gen", {"spec": {"title": "new"}})
+    changed = custom.patch_namespaced_custom_object(
+        G, V, namespace, "tasks", "gen", {"spec": {"title": "new"}}
+    )
     assert changed["metadata"]["generation"] == 2
 
 
-def test_status_subresource_separates_spec_and_status(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
-    custom.create_namespaced_custom_object(G, V, namespace, "tasks", task_manifest("split", title="a"))
+def test_status_subresource_separates_spec_and_status(
+    custom: kubernetes.client.CustomObjectsApi, namespace: str
+) -> None:
+    custom.create_namespaced_custom_object(
+        G, V, namespace, "tasks", task_manifest("split", title="a")
+    )
     via_main = custom.patch_namespaced_custom_object(
         G, V, namespace, "tasks", "split", {"spec": {"title": "b"}, "status": {"phase": "Running"}}
     )
@@ -64,15 +80,27 @@ def test_status_subresource_separates_spec_and_status(custom: kubernetes.client.
     assert via_status["metadata"]["generation"] == 2
 
 
-def test_a_noop_update_keeps_the_resource_version(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
-    created = custom.create_namespaced_custom_object(G, V, namespace, "tasks", task_manifest("same", title="t"))
-    again = custom.patch_namespaced_custom_object(G, V, namespace, "tasks", "same", {"spec": {"title": "t"}})
+def test_a_noop_update_keeps_the_resource_version(
+    custom: kubernetes.client.CustomObjectsApi, namespace: str
+) -> None:
+    created = custom.create_namespaced_custom_object(
+        G, V, namespace, "tasks", task_manifest("same", title="t")
+    )
+    again = custom.patch_namespaced_custom_object(
+        G, V, namespace, "tasks", "same", {"spec": {"title": "t"}}
+    )
     assert again["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
 
 
-def test_a_stale_resource_version_conflicts(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
-    created = custom.create_namespaced_custom_object(G, V, namespace, "tasks", task_manifest("race"))
-    custom.patch_namespaced_custom_object(G, V, namespace, "tasks", "race", {"spec": {"title": "first"}})
+def test_a_stale_resource_version_conflicts(
+    custom: kubernetes.client.CustomObjectsApi, namespace: str
+) -> None:
+    created = custom.create_namespaced_custom_object(
+        G, V, namespace, "tasks", task_manifest("race")
+    )
+    custom.patch_namespaced_custom_object(
+        G, V, namespace, "tasks", "race", {"spec": {"title": "first"}}
+    )
     stale = {**created, "spec": {**created["spec"], "title": "second"}}
     with pytest.raises(ApiException) as caught:
         custom.replace_namespaced_custom_object(G, V, namespace, "tasks", "race", stale)
@@ -89,21 +117,117 @@ def test_generate_name(core: kubernetes.client.CoreV1Api, namespace: str) -> Non
 @pytest.mark.parametrize(
     ("method", "path", "body", "content_type", "code", "reason", "says"),
     [
-        ("POST", "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks", "{not json", "application/json", 400, "BadRequest", "json parse error"),
-        ("POST", "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks", {"metadata": {"name": "x"}}, "application/json", 400, "BadRequest", "Object 'Kind' is missing"),
-        ("POST", "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks", {**task_manifest("x"), "apiVersion": "cadre.dev/v9"}, "application/json", 400, "BadRequest", "does not match the expected API version"),
-        ("GET", "/apis/cadre.dev/v1alpha1/namespaces/{ns}/widgets", None, "application/json", 404, "NotFound", "could not find the requested resource"),
-        ("GET", "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks/missing", None, "application/json", 404, "NotFound", 'tasks.cadre.dev "missing" not found'),
-        ("POST", "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks", task_manifest("x", prompt=""), "application/json", 422, "Invalid", "spec.prompt"),
-        ("POST", "/apis/cadre.dev/v1alpha1/namespaces/nowhere/tasks", task_manifest("x"), "application/json", 404, "NotFound", 'namespaces "nowhere" not found'),
-        ("PATCH", "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks/pre", {"spec": {}}, "application/strategic-merge-patch+json", 415, "UnsupportedMediaType", "application/merge-patch+json"),
-        ("GET", "/api/v1/namespaces/{ns}/pods?labelSelector=a%20in%20(", None, "application/json", 400, "BadRequest", "unable to parse requirement"),
-        ("GET", "/api/v1/namespaces/{ns}/pods?fieldSelector=spec.image%3Dx", None, "application/json", 400, "BadRequest", "field label not supported: spec.image"),
-        ("GET", "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks?fieldSelector=spec.title%3Dx", None, "application/json", 400, "BadRequest", "is not a known field selector"),
+        (
+            "POST",
+            "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks",
+            "{not json",
+            "application/json",
+            400,
+            "BadRequest",
+            "json parse error",
+        ),
+        (
+            "POST",
+            "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks",
+            {"metadata": {"name": "x"}},
+            "application/json",
+            400,
+            "BadRequest",
+            "Object 'Kind' is missing",
+        ),
+        (
+            "POST",
+            "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks",
+            {**task_manifest("x"), "apiVersion": "cadre.dev/v9"},
+            "application/json",
+            400,
+            "BadRequest",
+            "does not match the expected API version",
+        ),
+        (
+            "GET",
+            "/apis/cadre.dev/v1alpha1/namespaces/{ns}/widgets",
+            None,
+            "application/json",
+            404,
+            "NotFound",
+            "could not find the requested resource",
+        ),
+        (
+            "GET",
+            "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks/missing",
+            None,
+            "application/json",
+            404,
+            "NotFound",
+            'tasks.cadre.dev "missing" not found',
+        ),
+        (
+            "POST",
+            "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks",
+            task_manifest("x", prompt=""),
+            "application/json",
+            422,
+            "Invalid",
+            "spec.prompt",
+        ),
+        (
+            "POST",
+            "/apis/cadre.dev/v1alpha1/namespaces/nowhere/tasks",
+            task_manifest("x"),
+            "application/json",
+            404,
+            "NotFound",
+            'namespaces "nowhere" not found',
+        ),
+        (
+            "PATCH",
+            "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks/pre",
+            {"spec": {}},
+            "application/strategic-merge-patch+json",
+            415,
+            "UnsupportedMediaType",
+            "application/merge-patch+json",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/{ns}/pods?labelSelector=a%20in%20(",
+            None,
+            "application/json",
+            400,
+            "BadRequest",
+            "unable to parse requirement",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/{ns}/pods?fieldSelector=spec.image%3Dx",
+            None,
+            "application/json",
+            400,
+            "BadRequest",
+            "field label not supported: spec.image",
+        ),
+        (
+            "GET",
+            "/apis/cadre.dev/v1alpha1/namespaces/{ns}/tasks?fieldSelector=spec.title%3Dx",
+            None,
+            "application/json",
+            400,
+            "BadRequest",
+            "is not a known field selector",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_requests_get_kubernetes_status_bodies(
-    http: Http, namespace: str, method: str, path: str, body: object, content_type: str, code: int, reason: str, says: str
+    http: Http,
+    namespace: str,
+    method: str,
+    path: str,
+    body: object,
+    content_type: str,
+    code: int,
+    reason: str,
+    says: str,
 ) -> None:
     http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{namespace}/tasks", task_manifest("pre"))
     response = http(method, path.format(ns=namespace), body, content_type)
@@ -116,7 +240,11 @@ def test_bad_requests_get_kubernetes_status_bodies(
 
 
 def test_invalid_names_the_field_in_its_causes(http: Http, namespace: str) -> None:
-    response = http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{namespace}/tasks", task_manifest("x", assignee={}))
+    response = http(
+        "POST",
+        f"/apis/cadre.dev/v1alpha1/namespaces/{namespace}/tasks",
+        task_manifest("x", assignee={}),
+    )
     assert response.status_code == 422
     causes = response.json()["details"]["causes"]
     assert any(c["field"] == "spec.assignee" for c in causes)
@@ -149,30 +277,53 @@ def test_pagination_is_consistent_while_objects_change(http: Http, namespace: st
     assert names == sorted(["kube-root-ca.crt", *(f"page-{i}" for i in range(7))])
 
 
-def test_pods_get_defaults_and_a_service_account_token_volume(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
-    pod = {"metadata": {"name": "web"}, "spec": {"containers": [{"name": "main", "image": "nginx:1.27"}]}}
+def test_pods_get_defaults_and_a_service_account_token_volume(
+    core: kubernetes.client.CoreV1Api, namespace: str
+) -> None:
+    pod = {
+        "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "main", "image": "nginx:1.27"}]},
+    }
     made = core.create_namespaced_pod(namespace, pod)
     assert made.spec.service_account_name == "default"
     assert made.spec.restart_policy == "Always"
     assert made.status.phase == "Pending"
     mounts = made.spec.containers[0].volume_mounts
     assert [m.mount_path for m in mounts] == ["/var/run/secrets/kubernetes.io/serviceaccount"]
-    sealed = {"metadata": {"name": "sealed"}, "spec": {"automountServiceAccountToken": False, "containers": [{"name": "main", "image": "x:1"}]}}
+    sealed = {
+        "metadata": {"name": "sealed"},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "main", "image": "x:1"}],
+        },
+    }
     assert core.create_namespaced_pod(namespace, sealed).spec.volumes is None
 
 
-def test_a_pod_naming_a_missing_service_account_is_forbidden(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
-    pod = {"metadata": {"name": "lost"}, "spec": {"serviceAccountName": "ghost", "containers": [{"name": "c", "image": "x:1"}]}}
+def test_a_pod_naming_a_missing_service_account_is_forbidden(
+    core: kubernetes.client.CoreV1Api, namespace: str
+) -> None:
+    pod = {
+        "metadata": {"name": "lost"},
+        "spec": {"serviceAccountName": "ghost", "containers": [{"name": "c", "image": "x:1"}]},
+    }
     with pytest.raises(ApiException) as caught:
         core.create_namespaced_pod(namespace, pod)
     assert caught.value.status == 403
     assert 'serviceaccount "ghost" not found' in json.loads(caught.value.body)["message"]
 
 
-def test_strategic_merge_patch_merges_containers_by_name(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
-    pod = {"metadata": {"name": "two"}, "spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]}}
+def test_strategic_merge_patch_merges_containers_by_name(
+    core: kubernetes.client.CoreV1Api, namespace: str
+) -> None:
+    pod = {
+        "metadata": {"name": "two"},
+        "spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]},
+    }
     core.create_namespaced_pod(namespace, pod)
-    patched = core.patch_namespaced_pod("two", namespace, {"spec": {"containers": [{"name": "b", "image": "y:2"}]}})
+    patched = core.patch_namespaced_pod(
+        "two", namespace, {"spec": {"containers": [{"name": "b", "image": "y:2"}]}}
+    )
     assert [(c.name, c.image) for c in patched.spec.containers] == [("a", "x:1"), ("b", "y:2")]
     with pytest.raises(ApiException) as caught:
         core.patch_namespaced_pod("two", namespace, {"spec": {"restartPolicy": "Never"}})
@@ -181,7 +332,10 @@ def test_strategic_merge_patch_merges_containers_by_name(core: kubernetes.client
 
 
 def test_services_get_a_cluster_ip(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
-    service = {"metadata": {"name": "svc"}, "spec": {"selector": {"a": "b"}, "ports": [{"port": 8080}]}}
+    service = {
+        "metadata": {"name": "svc"},
+        "spec": {"selector": {"a": "b"}, "ports": [{"port": 8080}]},
+    }
     made = core.create_namespaced_service(namespace, service)
     assert made.spec.cluster_ip.startswith("10.")
     assert made.spec.ports[0].target_port == 8080

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver
+
 from tests.localcluster.conftest import REPO, Http, task_manifest
 
 
@@ -54,7 +54,9 @@ def test_watch_from_a_list_sees_later_changes_in_order(http: Http, namespace: st
     assert versions == sorted(versions)
 
 
-def test_resuming_from_the_last_seen_version_loses_and_repeats_nothing(http: Http, namespace: str) -> None:
+def test_resuming_from_the_last_seen_version_loses_and_repeats_nothing(
+    http: Http, namespace: str
+) -> None:
     base = _tasks(namespace)
     start = http("GET", base).json()["metadata"]["resourceVersion"]
     for index in range(6):
@@ -66,7 +68,9 @@ def test_resuming_from_the_last_seen_version_loses_and_repeats_nothing(http: Htt
     assert names == [f"r{i}" for i in range(6)]
 
 
-def test_a_watch_without_version_starts_with_the_current_objects(http: Http, namespace: str) -> None:
+def test_a_watch_without_version_starts_with_the_current_objects(
+    http: Http, namespace: str
+) -> None:
     base = _tasks(namespace)
     http("POST", base, task_manifest("present"))
     events = _collect(http, f"{base}?watch=true&timeoutSeconds=5", 1)
@@ -77,7 +81,9 @@ def test_a_watch_without_version_starts_with_the_current_objects(http: Http, nam
 def test_bookmarks_when_asked(http: Http, namespace: str) -> None:
     base = _tasks(namespace)
     rv = http("GET", base).json()["metadata"]["resourceVersion"]
-    events = _collect(http, f"{base}?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=5", 1)
+    events = _collect(
+        http, f"{base}?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=5", 1
+    )
     assert events[0]["type"] == "BOOKMARK"
     assert int(events[0]["object"]["metadata"]["resourceVersion"]) >= int(rv)
 
@@ -93,9 +99,21 @@ def test_label_selector_transitions_become_added_and_deleted(http: Http, namespa
     base = _tasks(namespace)
     rv = http("GET", base).json()["metadata"]["resourceVersion"]
     http("POST", base, task_manifest("moving"))
-    http("PATCH", base + "/moving", {"metadata": {"labels": {"team": "a"}}}, "application/merge-patch+json")
-    http("PATCH", base + "/moving", {"metadata": {"labels": {"team": "b"}}}, "application/merge-patch+json")
-    events = _collect(http, f"{base}?watch=true&resourceVersion={rv}&labelSelector=team%3Da&timeoutSeconds=5", 2)
+    http(
+        "PATCH",
+        base + "/moving",
+        {"metadata": {"labels": {"team": "a"}}},
+        "application/merge-patch+json",
+    )
+    http(
+        "PATCH",
+        base + "/moving",
+        {"metadata": {"labels": {"team": "b"}}},
+        "application/merge-patch+json",
+    )
+    events = _collect(
+        http, f"{base}?watch=true&resourceVersion={rv}&labelSelector=team%3Da&timeoutSeconds=5", 2
+    )
     assert [e["type"] for e in events] == ["ADDED", "DELETED"]
     assert events[1]["object"]["metadata"]["labels"] == {"team": "b"}
 
@@ -106,7 +124,9 @@ def forgetful() -> Iterator[ThreadedApiServer]:
         yield handle
 
 
-def test_a_version_older_than_the_history_is_gone(forgetful: ThreadedApiServer, tmp_path: Any) -> None:
+def test_a_version_older_than_the_history_is_gone(
+    forgetful: ThreadedApiServer, tmp_path: Any
+) -> None:
     server = forgetful.server
     assert server is not None
     (tmp_path / "ca").write_text(server.ca_pem)
