@@ -74,6 +74,49 @@ def apiserver(host: str, port: int, kubeconfig: Path, crd_dir: Path | None) -> N
     asyncio.run(serve_forever(LocalApiServer(host, port, crd_dir=crd_dir), kubeconfig))
 
 
+@dev.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="API server address.")
+@click.option("--port", default=6443, show_default=True, help="API server port (0: any).")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".cadre/dev"),
+    show_default=True,
+    help="Kubeconfig, pod folders and volumes go here.",
+)
+@click.option(
+    "--crds",
+    "crd_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Register every CRD in this folder at start (default: crds/ when present).",
+)
+@click.option("--simulate", is_flag=True, help="Mark pods Running without starting them.")
+@click.option(
+    "--no-operator",
+    is_flag=True,
+    help="Do not start Cadre's operator (it is not built yet, so this is the behaviour today).",
+)
+def up(
+    host: str, port: int, state_dir: Path, crd_dir: Path | None, simulate: bool, no_operator: bool
+) -> None:
+    """Run the local cluster (API server and process kubelet) in the foreground.
+
+    Prints a line starting with "ready" once it accepts work; stops every pod on Ctrl-C.
+    """
+    import asyncio
+
+    from cadre.localcluster.devcluster import run_dev_cluster
+
+    if not no_operator:
+        click.echo("note: Cadre's operator is not built yet; the cluster runs without it", err=True)
+    if crd_dir is None and Path("crds").is_dir():
+        crd_dir = Path("crds")
+    asyncio.run(
+        run_dev_cluster(state_dir, host=host, port=port, crd_dir=crd_dir, simulate=simulate)
+    )
+
+
 def main() -> None:
     """Run the CLI."""
     cli()

@@ -12,14 +12,24 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from cadre.localcluster.kubelet import Kubelet
 from cadre.localcluster.server import LocalApiServer
 
 
 class ThreadedApiServer:
-    """A ``LocalApiServer`` on its own thread; ``call`` runs a function on its loop."""
+    """A ``LocalApiServer`` on its own thread; ``call`` runs a function on its loop. With
+    ``kubelet_dir``, a process kubelet runs beside it (``kubelet_options`` go to it)."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(
+        self,
+        kubelet_dir: Path | None = None,
+        kubelet_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
         self._options = options
+        self._kubelet_dir = kubelet_dir
+        self._kubelet_options = kubelet_options or {}
+        self.kubelet: Kubelet | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="local-apiserver", daemon=True
@@ -34,6 +44,9 @@ class ThreadedApiServer:
     async def _start(self) -> LocalApiServer:
         server = LocalApiServer(**self._options)
         await server.start()
+        if self._kubelet_dir is not None:
+            self.kubelet = Kubelet(server, self._kubelet_dir, **self._kubelet_options)
+            await self.kubelet.start()
         return server
 
     def _run(self, coroutine: Any) -> Any:
@@ -49,6 +62,8 @@ class ThreadedApiServer:
         return self._run(run())
 
     def stop(self) -> None:
+        if self.kubelet is not None:
+            self._run(self.kubelet.stop())
         if self.server is not None:
             self._run(self.server.stop())
         self._run(_settle())

@@ -206,6 +206,12 @@ def build_sandbox_pod(target: SandboxTarget, defaults: SandboxDefaults) -> dict[
                 "image": target.spec.image or defaults.image,
                 "command": ["python3", "-m", "cadre.sandbox"],
                 "env": [
+                    # Listen on the pod's own address only (also what lets pods share a
+                    # machine in the local cluster).
+                    {
+                        "name": "CADRE_SANDBOX_HOST",
+                        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+                    },
                     {"name": "CADRE_SANDBOX_PORT", "value": str(defaults.port)},
                     {"name": "CADRE_WORKSPACE", "value": WORKSPACE_MOUNT},
                     {

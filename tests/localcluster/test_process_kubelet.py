@@ -1,0 +1,315 @@
+"""The process kubelet: pods of Cadre's images run as local processes and report status as a
+kubelet does; checked with the real kubectl and plain HTTPS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver
+
+from tests.localcluster.conftest import REPO, Http, Kubectl
+
+IMAGE = "ghcr.io/cadre-dev/cadre:test"
+
+
+@pytest.fixture(scope="module")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedApiServer]:
+    """Overrides the package fixture: this module's server has a kubelet beside it."""
+    node = tmp_path_factory.mktemp("node")
+    with threaded_apiserver(
+        crd_dir=REPO / "crds", kubelet_dir=node, kubelet_options={"backoff": 0.2}
+    ) as handle:
+        yield handle
+
+
+def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def _pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": IMAGE, "command": ["python3", "-c", script]}
+    container.update(spec.pop("container", {}))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [container], **spec},
+    }
+
+
+def _status(http: Http, namespace: str, name: str) -> dict[str, Any]:
+    response = http("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+    if response.status_code == 404:
+        return {}
+    status: dict[str, Any] = response.json().get("status", {})
+    return status
+
+
+def _container(http: Http, namespace: str, name: str) -> dict[str, Any]:
+    statuses = _status(http, namespace, name).get("containerStatuses") or [{}]
+    found: dict[str, Any] = statuses[0]
+    return found
+
+
+SERVER = """
+import http.server, os
+os.chdir("/tmp")  # a folder the pod's user may list, so GET / answers 200
+print("listening", flush=True)
+handler = http.server.SimpleHTTPRequestHandler
+http.server.ThreadingHTTPServer((os.environ["POD_IP"], 8080), handler).serve_forever()
+"""
+KEY_REF = {"name": "key", "key": "api-key"}
+POD_IP = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+
+
+def test_a_pod_runs_becomes_ready_and_logs(kubectl: Kubectl, http: Http, namespace: str) -> None:
+    probe = {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
+    pod = _pod(
+        "web",
+        SERVER,
+        container={
+            "env": [POD_IP],
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": probe,
+        },
+    )
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    kubectl("wait", "pod/web", "-n", namespace, "--for=condition=Ready", "--timeout=20s")
+    status = _status(http, namespace, "web")
+    assert status["phase"] == "Running"
+    assert status["podIP"].startswith("127.1.")
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {
+        "PodReadyToStartContainers": "True",
+        "Initialized": "True",
+        "Ready": "True",
+        "ContainersReady": "True",
+        "PodScheduled": "True",
+    }
+    assert "listening" in kubectl("logs", "web", "-n", namespace).stdout
+    row = kubectl("get", "pod", "web", "-n", namespace).stdout.splitlines()[1].split()
+    assert row[1:3] == ["1/1", "Running"]
+
+
+def test_logs_follow_until_the_container_ends(kubectl: Kubectl, namespace: str) -> None:
+    script = (
+        "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.3)"
+    )
+    pod = _pod("ticker", script, restartPolicy="Never")
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    kubectl(
+        "wait",
+        "pod/ticker",
+        "-n",
+        namespace,
+        "--for=jsonpath={.status.phase}=Running",
+        "--timeout=20s",
+    )
+    followed = kubectl("logs", "-f", "ticker", "-n", namespace).stdout
+    assert followed.split("\n")[:3] == ["tick 0", "tick 1", "tick 2"]
+
+
+def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
+    kubectl: Kubectl, http: Http, namespace: str
+) -> None:
+    script = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: print('ignoring TERM', flush=True))\n"
+        "print('up', flush=True)\n"
+        "while True: time.sleep(0.1)"
+    )
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(_pod("stubborn", script, terminationGracePeriodSeconds=1)),
+    )
+    _eventually(lambda: "up" in kubectl("logs", "stubborn", "-n", namespace, check=False).stdout)
+    began = time.monotonic()
+    kubectl("delete", "pod", "stubborn", "-n", namespace, "--timeout=20s")
+    took = time.monotonic() - began
+    assert 0.9 <= took < 10
+    assert http("GET", f"/api/v1/namespaces/{namespace}/pods/stubborn").status_code == 404
+
+
+def test_a_crashing_container_restarts_with_a_count(http: Http, namespace: str) -> None:
+    http("POST", f"/api/v1/namespaces/{namespace}/pods", _pod("crasher", "raise SystemExit(3)"))
+    container = _eventually(
+        lambda: (c := _container(http, namespace, "crasher")).get("restartCount", 0) >= 2 and c
+    )
+    assert container["lastState"]["terminated"]["exitCode"] == 3
+    assert container["lastState"]["terminated"]["reason"] == "Error"
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "phase"),
+    [("Never", 1, "Failed"), ("OnFailure", 0, "Succeeded"), ("Never", 0, "Succeeded")],
+)
+def test_restart_policy_decides_the_final_phase(
+    http: Http, namespace: str, policy: str, code: int, phase: str
+) -> None:
+    name = f"ends-{policy.lower()}-{code}"
+    http(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        _pod(name, f"raise SystemExit({code})", restartPolicy=policy),
+    )
+    _eventually(lambda: _status(http, namespace, name).get("phase") == phase)
+    container = _container(http, namespace, name)
+    assert container["state"]["terminated"]["exitCode"] == code
+    assert container["restartCount"] == 0
+
+
+def test_an_image_that_is_not_cadres_stays_pending_with_the_reason(
+    http: Http, namespace: str
+) -> None:
+    pod = _pod("foreign", "print(1)")
+    pod["spec"]["containers"][0]["image"] = "nginx:1.27"
+    http("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+    waiting = _eventually(
+        lambda: _container(http, namespace, "foreign").get("state", {}).get("waiting")
+    )
+    assert waiting["reason"] == "ErrImagePull"
+    assert "not one of Cadre's images" in waiting["message"]
+    assert _status(http, namespace, "foreign")["phase"] == "Pending"
+
+
+def test_a_missing_secret_keeps_the_pod_creating_until_it_appears(
+    http: Http, namespace: str
+) -> None:
+    script = "import os, time; print(open(os.environ['KEY']).read(), flush=True); time.sleep(30)"
+    pod = _pod("needs", script, volumes=[{"name": "s", "secret": {"secretName": "late"}}])
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "s", "mountPath": "/etc/s"}]
+    pod["spec"]["containers"][0]["env"] = [{"name": "KEY", "value": "/etc/s/k"}]
+    http("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+    waiting = _eventually(
+        lambda: (
+            _container(http, namespace, "needs").get("state", {}).get("waiting", {}).get("message")
+        )
+    )
+    assert 'secret "late" not found' in waiting
+    http(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {"metadata": {"name": "late"}, "stringData": {"k": "v"}},
+    )
+    _eventually(lambda: "running" in _container(http, namespace, "needs").get("state", {}))
+    _eventually(lambda: http("GET", f"/api/v1/namespaces/{namespace}/pods/needs/log").text == "v\n")
+
+
+def test_a_pod_with_a_token_reaches_the_api_and_one_without_gets_401(
+    http: Http, namespace: str
+) -> None:
+    script = """
+import kubernetes, os, sys
+try:
+    kubernetes.config.load_config()
+    client = kubernetes.client.CoreV1Api()
+    print("namespaces", len(client.list_namespace().items), flush=True)
+except Exception as error:
+    print("error", getattr(error, "status", type(error).__name__), flush=True)
+"""
+    http(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        _pod("with-token", script, restartPolicy="Never"),
+    )
+    http(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        _pod("no-token", script, restartPolicy="Never", automountServiceAccountToken=False),
+    )
+    for name in ("with-token", "no-token"):
+        _eventually(lambda name=name: _status(http, namespace, name).get("phase") == "Succeeded")
+    logs = {
+        name: http("GET", f"/api/v1/namespaces/{namespace}/pods/{name}/log").text
+        for name in ("with-token", "no-token")
+    }
+    assert logs["with-token"].startswith("error 403")  # authenticated as the pod's account, no RBAC
+    assert not logs["no-token"].startswith("namespaces")
+    with_admin = _pod(
+        "admin-check",
+        "import os; print(os.environ.get('KUBECONFIG'))",
+        restartPolicy="Never",
+        automountServiceAccountToken=False,
+    )
+    http("POST", f"/api/v1/namespaces/{namespace}/pods", with_admin)
+    _eventually(lambda: _status(http, namespace, "admin-check").get("phase") == "Succeeded")
+    assert (
+        http("GET", f"/api/v1/namespaces/{namespace}/pods/admin-check/log").text.strip() == "None"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="per-pod users need the kubelet to run as root")
+def test_pods_cannot_read_each_others_environment_files_or_secrets(
+    http: Http, namespace: str, apiserver: ThreadedApiServer
+) -> None:
+    http(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {"metadata": {"name": "key"}, "stringData": {"api-key": "sk-secret-value"}},
+    )
+    holder = _pod(
+        "holder", "import time, os\nprint(os.getpid(), flush=True)\ntime.sleep(60)",
+        volumes=[
+            {"name": "key", "secret": {"secretName": "key"}},
+            {"name": "data", "emptyDir": {}},
+        ],
+        container={
+            "env": [{"name": "API_KEY", "valueFrom": {"secretKeyRef": KEY_REF}}],
+            "volumeMounts": [
+                {"name": "key", "mountPath": "/var/run/key"},
+                {"name": "data", "mountPath": "/data"},
+            ],
+        },
+        securityContext={"runAsUser": 10001},
+    )  # fmt: skip
+    http("POST", f"/api/v1/namespaces/{namespace}/pods", holder)
+    _eventually(
+        lambda: (
+            http("GET", f"/api/v1/namespaces/{namespace}/pods/holder/log").text.strip().isdigit()
+        )
+    )
+    pid = http("GET", f"/api/v1/namespaces/{namespace}/pods/holder/log").text.strip()
+    server = subprocess.run(
+        ["pgrep", "-f", "time.sleep\\(60\\)"], capture_output=True, text=True
+    ).stdout.split()
+    assert pid in server
+    assert apiserver.kubelet is not None
+    uid = http("GET", f"/api/v1/namespaces/{namespace}/pods/holder").json()["metadata"]["uid"]
+    key_dir = apiserver.kubelet.state_dir / "pods" / uid / "volumes"
+    assert (key_dir / "key" / "api-key").read_text() == "sk-secret-value"  # the kubelet wrote it
+    (key_dir / "data" / "notes").write_text("sk-secret-value")
+    probe = f"""
+results = []
+for path in ["/proc/{pid}/environ", "{key_dir}/key/api-key", "{key_dir}/data/notes"]:
+    try:
+        results.append(("read", path, "sk-secret-value" in open(path, errors="replace").read()))
+    except OSError as error:
+        results.append(("denied", path, type(error).__name__))
+print(results, flush=True)
+"""
+    # Same container uid as the holder: still another host user, as with user namespaces.
+    http(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        _pod("prober", probe, restartPolicy="Never", securityContext={"runAsUser": 10001}),
+    )
+    _eventually(lambda: _status(http, namespace, "prober").get("phase") == "Succeeded")
+    out = http("GET", f"/api/v1/namespaces/{namespace}/pods/prober/log").text
+    assert "'read'" not in out, out
+    assert out.count("PermissionError") == 3, out  # environ, the secret file, the emptyDir file
