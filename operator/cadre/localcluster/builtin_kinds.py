@@ -303,7 +303,7 @@ def allocate_cluster_ip(service: Obj, taken: set[str]) -> None:
 # Validation beyond the schema (the rules of each kind's validation.go that Cadre can hit)
 
 
-def _validate_pod_spec(spec: Obj, path: str) -> list[FieldError]:
+def _validate_pod_spec(spec: Obj, path: str, claims: set[str] | None = None) -> list[FieldError]:
     errors = []
     if not spec.get("containers"):
         errors.append(FieldError(f"{path}.containers", "Required value"))
@@ -320,7 +320,7 @@ def _validate_pod_spec(spec: Obj, path: str) -> list[FieldError]:
                 FieldError(f"{where}.name", "Duplicate value", value=name, show_value=True)
             )
         names.add(name)
-    volume_names = {v.get("name") for v in spec.get("volumes", [])}
+    volume_names = {v.get("name") for v in spec.get("volumes", [])} | (claims or set())
     for index, container in enumerate(spec.get("containers", [])):
         for mount_index, mount in enumerate(container.get("volumeMounts", [])):
             if mount.get("name") not in volume_names:
@@ -346,7 +346,9 @@ def _selector_matches(selector: Obj, labels: Obj) -> bool:
 def _validate_workload(obj: Obj) -> list[FieldError]:
     spec = obj.get("spec", {})
     template = spec.get("template", {})
-    errors = _validate_pod_spec(template.get("spec", {}), "spec.template.spec")
+    # A StatefulSet's containers may mount its volumeClaimTemplates by name.
+    claims = {c.get("metadata", {}).get("name") for c in spec.get("volumeClaimTemplates", [])}
+    errors = _validate_pod_spec(template.get("spec", {}), "spec.template.spec", claims)
     labels = template.get("metadata", {}).get("labels") or {}
     if "selector" not in spec:
         errors.append(FieldError("spec.selector", "Required value"))

@@ -18,6 +18,7 @@ _SUBRESOURCE_KINDS = {
     "proxy": ("", "", "PodProxyOptions"),
     "binding": ("", "", "Binding"),
     "token": ("authentication.k8s.io", "v1", "TokenRequest"),
+    "scale": ("autoscaling", "v1", "Scale"),
 }
 _META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 

@@ -31,6 +31,7 @@ from cadre.localcluster.metadata import now
 from cadre.localcluster.server import LocalApiServer
 from cadre.localcluster.status import ApiError
 from cadre.localcluster.store import Subscription
+from cadre.localcluster.workloads import WorkloadControllers
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -168,6 +169,11 @@ class PodWorker:
             self.root, podfs.Owner(uid, gid), self.kubelet.state_dir / "claims"
         )
         self.fs.prepare(self.pod, self.kubelet.lookup, self.kubelet.issue_token)
+        for volume in self.pod["spec"].get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                self.kubelet.bind_claim(
+                    self.pod["metadata"]["namespace"], volume["persistentVolumeClaim"]["claimName"]
+                )
 
     def _env(self, container: ContainerState, mounts: dict[str, Path]) -> dict[str, str]:
         assert container.image is not None
@@ -476,6 +482,7 @@ class Kubelet:
         self._slots: set[int] = set()
         self._subscription: Subscription | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self.workloads = WorkloadControllers(server.cluster)
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -499,6 +506,26 @@ class Kubelet:
             )
         token, _ = self.server.authenticator.issue(account, max(expiration, 600), pod)
         return token
+
+    def bind_claim(self, namespace: str, name: str) -> None:
+        """Bind a claim to its local folder, as a local-path provisioner would."""
+        claim = self.lookup("persistentvolumeclaims", namespace, name)
+        if claim is None or claim.get("status", {}).get("phase") == "Bound":
+            return
+        rtype = self.server.registry.lookup("", "v1", "persistentvolumeclaims")
+        assert rtype is not None
+        size = claim["spec"].get("resources", {}).get("requests", {}).get("storage", "1Gi")
+        status = {
+            "phase": "Bound",
+            "capacity": {"storage": size},
+            "accessModes": claim["spec"].get("accessModes", ["ReadWriteOnce"]),
+        }
+        patch = {"spec": {"volumeName": f"local-{claim['metadata']['uid']}"}}
+        with contextlib.suppress(ApiError):
+            self.server.cluster.patch(rtype, namespace, name, "application/merge-patch+json", patch)
+            self.server.cluster.patch(
+                rtype, namespace, name, "application/merge-patch+json", {"status": status}, "status"
+            )
 
     def write_status(self, pod: Obj, status: Obj) -> None:
         meta = pod["metadata"]
@@ -543,12 +570,14 @@ class Kubelet:
             )  # fmt: skip
         self._register_node()
         self.server.log_source = self
+        self.workloads.start()
         self._subscription = self.server.store.subscribe(("", "pods"))
         for pod in self.server.store.items(("", "pods")):
             self._on_pod(pod, deleted=False)
         self._loop_task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
+        await self.workloads.stop()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

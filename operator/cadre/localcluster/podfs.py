@@ -180,7 +180,9 @@ def container_env(
     """The environment Kubernetes gives a container: the image's, then envFrom, then env,
     with secret/configMap/downward-API references resolved and paths translated."""
     namespace = pod["metadata"]["namespace"]
-    env = dict(image_env)
+    # Literal values (the image's and the pod's) are translated once, when set; values read
+    # from Secrets, ConfigMaps or the downward API are data and stay as they are.
+    env = {k: translate(v, mounts) for k, v in image_env.items()}
     for source in container.get("envFrom", []):
         prefix = source.get("prefix", "")
         if "configMapRef" in source:
@@ -216,7 +218,7 @@ def container_env(
                 )
             value = data[ref["key"]]
             env[name] = base64.b64decode(value).decode() if secret else value
-    return {k: translate(v, mounts) for k, v in env.items()}
+    return env
 
 
 def write_kubeconfig(

@@ -16,6 +16,7 @@ SUBRESOURCE_VERBS = {
     "proxy": ("create", "delete", "get", "patch", "update"),
     "token": ("create",),
     "binding": ("create",),
+    "scale": ("get", "patch", "update"),
 }
 
 
@@ -114,9 +115,9 @@ def builtin_types() -> list[ResourceType]:
         _builtin("", "v1", "Event", "events", short=("ev",)),
         _builtin("", "v1", "Node", "nodes", namespaced=False, short=("no",), sub=("status",)),
         _builtin("apps", "v1", "StatefulSet", "statefulsets", short=("sts",),
-                 categories=("all",), sub=("status",), generation=True),
+                 categories=("all",), sub=("status", "scale"), generation=True),
         _builtin("apps", "v1", "Deployment", "deployments", short=("deploy",),
-                 categories=("all",), sub=("status",), generation=True),
+                 categories=("all",), sub=("status", "scale"), generation=True),
         _builtin("batch", "v1", "Job", "jobs", categories=("all",), sub=("status",),
                  generation=True),
         _builtin("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies",

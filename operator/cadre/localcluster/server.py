@@ -23,7 +23,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from cadre.localcluster import discovery, protobuf, tables
+from cadre.localcluster import discovery, patches, protobuf, tables
 from cadre.localcluster.authn import Authenticator, User
 from cadre.localcluster.cluster import Cluster
 from cadre.localcluster.controllers import Controllers
@@ -476,6 +476,8 @@ class LocalApiServer:
             return await self._log(request, target)
         if target.subresource == "proxy":
             return await self._proxy(request, target)
+        if target.subresource == "scale":
+            return _json(await self._scale(request, target, verb))
         if rtype.virtual:
             return _json(self._review(rtype, user, await self._read_body(request)), 201)
         if verb == "get":
@@ -757,6 +759,42 @@ class LocalApiServer:
             raise ApiError(
                 503, "ServiceUnavailable", f"error trying to reach service: {err}"
             ) from err
+
+    async def _scale(self, request: web.Request, target: Target, verb: str) -> Obj:
+        """``scale``: an autoscaling/v1 Scale view of a workload's replicas."""
+        rtype, ns, name = target.rtype, target.namespace, target.name
+        if verb in ("patch", "update"):
+            body = await self._read_body(request)
+            current = self._scale_view(self.cluster.get(rtype, ns, name))
+            content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+            if verb == "patch" and content_type == patches.JSON_PATCH:
+                wanted = patches.json_patch(current, body)
+            elif verb == "patch":
+                wanted = patches.merge_patch(current, body)
+            else:
+                wanted = body
+            replicas = (wanted or {}).get("spec", {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise bad_request("spec.replicas: Invalid value: must be a non-negative integer")
+            self.cluster.patch(rtype, ns, name, patches.MERGE, {"spec": {"replicas": replicas}})
+        return self._scale_view(self.cluster.get(rtype, ns, name))
+
+    @staticmethod
+    def _scale_view(obj: Obj) -> Obj:
+        selector = obj["spec"].get("selector", {}).get("matchLabels") or {}
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: obj["metadata"][k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            },
+            "spec": {"replicas": obj["spec"].get("replicas", 1)},
+            "status": {
+                "replicas": obj.get("status", {}).get("replicas", 0),
+                "selector": ",".join(f"{k}={v}" for k, v in selector.items()),
+            },
+        }
 
     def _token(self, namespace: str, name: str, body: Any) -> Obj:
         accounts = self.registry.lookup("", "v1", "serviceaccounts")

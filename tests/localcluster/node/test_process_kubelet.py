@@ -7,58 +7,17 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver
+from cadre.localcluster.runner import ThreadedApiServer
 
-from tests.localcluster.conftest import REPO, Http, Kubectl
-
-IMAGE = "ghcr.io/cadre-dev/cadre:test"
-
-
-@pytest.fixture(scope="module")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedApiServer]:
-    """Overrides the package fixture: this module's server has a kubelet beside it."""
-    node = tmp_path_factory.mktemp("node")
-    with threaded_apiserver(
-        crd_dir=REPO / "crds", kubelet_dir=node, kubelet_options={"backoff": 0.2}
-    ) as handle:
-        yield handle
-
-
-def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
-def _pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
-    container = {"name": "main", "image": IMAGE, "command": ["python3", "-c", script]}
-    container.update(spec.pop("container", {}))
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {"containers": [container], **spec},
-    }
-
-
-def _status(http: Http, namespace: str, name: str) -> dict[str, Any]:
-    response = http("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
-    if response.status_code == 404:
-        return {}
-    status: dict[str, Any] = response.json().get("status", {})
-    return status
+from tests.localcluster.conftest import Http, Kubectl
+from tests.localcluster.node.conftest import eventually, pod_status, python_pod
 
 
 def _container(http: Http, namespace: str, name: str) -> dict[str, Any]:
-    statuses = _status(http, namespace, name).get("containerStatuses") or [{}]
+    statuses = pod_status(http, namespace, name).get("containerStatuses") or [{}]
     found: dict[str, Any] = statuses[0]
     return found
 
@@ -76,7 +35,7 @@ POD_IP = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podI
 
 def test_a_pod_runs_becomes_ready_and_logs(kubectl: Kubectl, http: Http, namespace: str) -> None:
     probe = {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
-    pod = _pod(
+    pod = python_pod(
         "web",
         SERVER,
         container={
@@ -87,7 +46,7 @@ def test_a_pod_runs_becomes_ready_and_logs(kubectl: Kubectl, http: Http, namespa
     )
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
     kubectl("wait", "pod/web", "-n", namespace, "--for=condition=Ready", "--timeout=20s")
-    status = _status(http, namespace, "web")
+    status = pod_status(http, namespace, "web")
     assert status["phase"] == "Running"
     assert status["podIP"].startswith("127.1.")
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
@@ -107,7 +66,7 @@ def test_logs_follow_until_the_container_ends(kubectl: Kubectl, namespace: str) 
     script = (
         "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.3)"
     )
-    pod = _pod("ticker", script, restartPolicy="Never")
+    pod = python_pod("ticker", script, restartPolicy="Never")
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
     kubectl(
         "wait",
@@ -136,9 +95,9 @@ def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
         namespace,
         "-f",
         "-",
-        input=json.dumps(_pod("stubborn", script, terminationGracePeriodSeconds=1)),
+        input=json.dumps(python_pod("stubborn", script, terminationGracePeriodSeconds=1)),
     )
-    _eventually(lambda: "up" in kubectl("logs", "stubborn", "-n", namespace, check=False).stdout)
+    eventually(lambda: "up" in kubectl("logs", "stubborn", "-n", namespace, check=False).stdout)
     began = time.monotonic()
     kubectl("delete", "pod", "stubborn", "-n", namespace, "--timeout=20s")
     took = time.monotonic() - began
@@ -147,8 +106,10 @@ def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
 
 
 def test_a_crashing_container_restarts_with_a_count(http: Http, namespace: str) -> None:
-    http("POST", f"/api/v1/namespaces/{namespace}/pods", _pod("crasher", "raise SystemExit(3)"))
-    container = _eventually(
+    http(
+        "POST", f"/api/v1/namespaces/{namespace}/pods", python_pod("crasher", "raise SystemExit(3)")
+    )
+    container = eventually(
         lambda: (c := _container(http, namespace, "crasher")).get("restartCount", 0) >= 2 and c
     )
     assert container["lastState"]["terminated"]["exitCode"] == 3
@@ -166,9 +127,9 @@ def test_restart_policy_decides_the_final_phase(
     http(
         "POST",
         f"/api/v1/namespaces/{namespace}/pods",
-        _pod(name, f"raise SystemExit({code})", restartPolicy=policy),
+        python_pod(name, f"raise SystemExit({code})", restartPolicy=policy),
     )
-    _eventually(lambda: _status(http, namespace, name).get("phase") == phase)
+    eventually(lambda: pod_status(http, namespace, name).get("phase") == phase)
     container = _container(http, namespace, name)
     assert container["state"]["terminated"]["exitCode"] == code
     assert container["restartCount"] == 0
@@ -177,26 +138,26 @@ def test_restart_policy_decides_the_final_phase(
 def test_an_image_that_is_not_cadres_stays_pending_with_the_reason(
     http: Http, namespace: str
 ) -> None:
-    pod = _pod("foreign", "print(1)")
+    pod = python_pod("foreign", "print(1)")
     pod["spec"]["containers"][0]["image"] = "nginx:1.27"
     http("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
-    waiting = _eventually(
+    waiting = eventually(
         lambda: _container(http, namespace, "foreign").get("state", {}).get("waiting")
     )
     assert waiting["reason"] == "ErrImagePull"
     assert "not one of Cadre's images" in waiting["message"]
-    assert _status(http, namespace, "foreign")["phase"] == "Pending"
+    assert pod_status(http, namespace, "foreign")["phase"] == "Pending"
 
 
 def test_a_missing_secret_keeps_the_pod_creating_until_it_appears(
     http: Http, namespace: str
 ) -> None:
     script = "import os, time; print(open(os.environ['KEY']).read(), flush=True); time.sleep(30)"
-    pod = _pod("needs", script, volumes=[{"name": "s", "secret": {"secretName": "late"}}])
+    pod = python_pod("needs", script, volumes=[{"name": "s", "secret": {"secretName": "late"}}])
     pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "s", "mountPath": "/etc/s"}]
     pod["spec"]["containers"][0]["env"] = [{"name": "KEY", "value": "/etc/s/k"}]
     http("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
-    waiting = _eventually(
+    waiting = eventually(
         lambda: (
             _container(http, namespace, "needs").get("state", {}).get("waiting", {}).get("message")
         )
@@ -207,8 +168,8 @@ def test_a_missing_secret_keeps_the_pod_creating_until_it_appears(
         f"/api/v1/namespaces/{namespace}/secrets",
         {"metadata": {"name": "late"}, "stringData": {"k": "v"}},
     )
-    _eventually(lambda: "running" in _container(http, namespace, "needs").get("state", {}))
-    _eventually(lambda: http("GET", f"/api/v1/namespaces/{namespace}/pods/needs/log").text == "v\n")
+    eventually(lambda: "running" in _container(http, namespace, "needs").get("state", {}))
+    eventually(lambda: http("GET", f"/api/v1/namespaces/{namespace}/pods/needs/log").text == "v\n")
 
 
 def test_a_pod_with_a_token_reaches_the_api_and_one_without_gets_401(
@@ -226,29 +187,29 @@ except Exception as error:
     http(
         "POST",
         f"/api/v1/namespaces/{namespace}/pods",
-        _pod("with-token", script, restartPolicy="Never"),
+        python_pod("with-token", script, restartPolicy="Never"),
     )
     http(
         "POST",
         f"/api/v1/namespaces/{namespace}/pods",
-        _pod("no-token", script, restartPolicy="Never", automountServiceAccountToken=False),
+        python_pod("no-token", script, restartPolicy="Never", automountServiceAccountToken=False),
     )
     for name in ("with-token", "no-token"):
-        _eventually(lambda name=name: _status(http, namespace, name).get("phase") == "Succeeded")
+        eventually(lambda name=name: pod_status(http, namespace, name).get("phase") == "Succeeded")
     logs = {
         name: http("GET", f"/api/v1/namespaces/{namespace}/pods/{name}/log").text
         for name in ("with-token", "no-token")
     }
     assert logs["with-token"].startswith("error 403")  # authenticated as the pod's account, no RBAC
     assert not logs["no-token"].startswith("namespaces")
-    with_admin = _pod(
+    with_admin = python_pod(
         "admin-check",
         "import os; print(os.environ.get('KUBECONFIG'))",
         restartPolicy="Never",
         automountServiceAccountToken=False,
     )
     http("POST", f"/api/v1/namespaces/{namespace}/pods", with_admin)
-    _eventually(lambda: _status(http, namespace, "admin-check").get("phase") == "Succeeded")
+    eventually(lambda: pod_status(http, namespace, "admin-check").get("phase") == "Succeeded")
     assert (
         http("GET", f"/api/v1/namespaces/{namespace}/pods/admin-check/log").text.strip() == "None"
     )
@@ -263,7 +224,7 @@ def test_pods_cannot_read_each_others_environment_files_or_secrets(
         f"/api/v1/namespaces/{namespace}/secrets",
         {"metadata": {"name": "key"}, "stringData": {"api-key": "sk-secret-value"}},
     )
-    holder = _pod(
+    holder = python_pod(
         "holder", "import time, os\nprint(os.getpid(), flush=True)\ntime.sleep(60)",
         volumes=[
             {"name": "key", "secret": {"secretName": "key"}},
@@ -279,7 +240,7 @@ def test_pods_cannot_read_each_others_environment_files_or_secrets(
         securityContext={"runAsUser": 10001},
     )  # fmt: skip
     http("POST", f"/api/v1/namespaces/{namespace}/pods", holder)
-    _eventually(
+    eventually(
         lambda: (
             http("GET", f"/api/v1/namespaces/{namespace}/pods/holder/log").text.strip().isdigit()
         )
@@ -307,9 +268,9 @@ print(results, flush=True)
     http(
         "POST",
         f"/api/v1/namespaces/{namespace}/pods",
-        _pod("prober", probe, restartPolicy="Never", securityContext={"runAsUser": 10001}),
+        python_pod("prober", probe, restartPolicy="Never", securityContext={"runAsUser": 10001}),
     )
-    _eventually(lambda: _status(http, namespace, "prober").get("phase") == "Succeeded")
+    eventually(lambda: pod_status(http, namespace, "prober").get("phase") == "Succeeded")
     out = http("GET", f"/api/v1/namespaces/{namespace}/pods/prober/log").text
     assert "'read'" not in out, out
     assert out.count("PermissionError") == 3, out  # environ, the secret file, the emptyDir file
