@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bench import sandbox_overhead
+from bench import dev_cluster_startup, sandbox_overhead
 from bench.results import RESULTS, render_table, save
 
-BENCHMARKS = [sandbox_overhead.measure]
+BENCHMARKS = [sandbox_overhead.measure, dev_cluster_startup.measure]
 
 
 def main() -> None:

@@ -120,3 +120,7 @@ def up(
 def main() -> None:
     """Run the CLI."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ from cadre.operator.sandbox_builders import (
     build_sandbox_objects,
     build_sandbox_service_account,
 )
+
 from tests.localcluster.conftest import Http, task_manifest
 from tests.localcluster.node.conftest import eventually
 

@@ -1,0 +1,100 @@
+"""``cadre dev up`` as a user runs it: prints ``ready``, runs pods, and on SIGTERM stops and
+leaves no process behind. Also its simulate mode (pods Running without processes)."""
+
+from __future__ import annotations
+
+import base64
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver
+
+from tests.localcluster.conftest import REPO, Http
+from tests.localcluster.node.conftest import eventually, pod_status, python_pod
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            child = int(entry.name)
+            found |= {child} | _descendants(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_dev_up_prints_ready_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cadre.cli.main", "dev", "up", "--port", "0", "--no-operator",
+         "--state-dir", str(tmp_path / "dev"), "--crds", str(REPO / "crds")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("ready"), line
+    config = yaml.safe_load((tmp_path / "dev" / "kubeconfig").read_text())
+    server = config["clusters"][0]["cluster"]["server"]
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"]))
+    http = Http(server, ca, config["users"][0]["user"]["token"])
+    script = "import time\nprint('up', flush=True)\ntime.sleep(600)"
+    assert (
+        http("POST", "/api/v1/namespaces/default/pods", python_pod("sleeper", script)).status_code
+        == 201
+    )
+    eventually(lambda: pod_status(http, "default", "sleeper").get("phase") == "Running")
+    children = _descendants(proc.pid)
+    assert children, "the pod's process runs under dev up"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert "stopped" in proc.stdout.read()
+    proc.stdout.close()
+    assert not [pid for pid in children if _alive(pid)]
+
+
+@pytest.fixture
+def simulated(tmp_path: Path) -> Iterator[ThreadedApiServer]:
+    with threaded_apiserver(
+        kubelet_dir=tmp_path / "node", kubelet_options={"simulate": True}
+    ) as handle:
+        yield handle
+
+
+def test_simulate_mode_marks_pods_running_without_processes(
+    simulated: ThreadedApiServer, tmp_path: Path
+) -> None:
+    server = simulated.server
+    assert server is not None
+    (tmp_path / "ca").write_text(server.ca_pem)
+    http = Http(server.url, tmp_path / "ca", server.admin_token)
+    pod = python_pod("ghost", "raise SystemExit(1)")
+    pod["spec"]["containers"][0]["image"] = "nginx:1.27"  # any image: nothing runs
+    http("POST", "/api/v1/namespaces/default/pods", pod)
+    status = eventually(
+        lambda: (s := pod_status(http, "default", "ghost")).get("phase") == "Running" and s
+    )
+    assert status["containerStatuses"][0]["ready"] is True
+    assert not list((tmp_path / "node" / "pods").glob("*/logs/*.log"))
+    started = time.monotonic()
+    http("DELETE", "/api/v1/namespaces/default/pods/ghost")
+    eventually(lambda: http("GET", "/api/v1/namespaces/default/pods/ghost").status_code == 404)
+    assert time.monotonic() - started < 5
