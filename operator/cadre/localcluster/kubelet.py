@@ -229,7 +229,8 @@ class PodWorker:
         # The image's WORKDIR exists only if a volume provides it; else the pod's own folder.
         cwd = workdir if workdir in {str(p) for p in mounts.values()} else str(self.root)
         uid, gid = self._user(container.spec)
-        log_path = self.root / "logs" / f"{container.name}.log"
+        # One file per run: the kubelet keeps the current and the previous instance's logs.
+        log_path = self.root / "logs" / f"{container.name}-{container.restart_count}.log"
         with log_path.open("ab") as output:
             try:
                 container.process = await asyncio.create_subprocess_exec(
@@ -720,10 +721,28 @@ class Kubelet:
         return found is not None and found.process is not None and found.process.returncode is None
 
     async def stream(
-        self, pod: Obj, container: str, follow: bool, tail_lines: int | None, timestamps: bool
+        self,
+        pod: Obj,
+        container: str,
+        follow: bool,
+        tail_lines: int | None,
+        timestamps: bool,
+        previous: bool = False,
     ) -> AsyncIterator[bytes]:
-        path = self.state_dir / "pods" / pod["metadata"]["uid"] / "logs" / f"{container}.log"
-        if not path.exists():
+        folder = self.state_dir / "pods" / pod["metadata"]["uid"] / "logs"
+        runs = sorted((int(p.stem.rsplit("-", 1)[1]), p) for p in folder.glob(f"{container}-*.log"))
+        if previous:
+            if len(runs) < 2:
+                name = pod["metadata"]["name"]
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f'previous terminated container "{container}" in pod "{name}" not found',
+                )
+            path, follow = runs[-2][1], False
+        elif runs:
+            path = runs[-1][1]
+        else:
             return
         with path.open("rb") as handle:
             data = handle.read()

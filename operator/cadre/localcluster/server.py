@@ -63,7 +63,13 @@ class LogSource(Protocol):
     """Where the ``log`` subresource reads from: the process kubelet registers one."""
 
     def stream(
-        self, pod: Obj, container: str, follow: bool, tail_lines: int | None, timestamps: bool
+        self,
+        pod: Obj,
+        container: str,
+        follow: bool,
+        tail_lines: int | None,
+        timestamps: bool,
+        previous: bool = False,
     ) -> AsyncIterator[bytes]: ...
 
 
@@ -719,12 +725,18 @@ class LocalApiServer:
             )
         follow = request.query.get("follow", "").lower() in _TRUE
         timestamps = request.query.get("timestamps", "").lower() in _TRUE
+        previous = request.query.get("previous", "").lower() in _TRUE
+        chunks = self.log_source.stream(
+            pod, container, follow, _int_param(request, "tailLines"), timestamps, previous
+        )
+        # The first chunk is read before the headers go out, so errors (no previous
+        # container) are still a proper Status.
+        first = await anext(chunks, b"")
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
         with contextlib.suppress(ConnectionResetError):
-            async for chunk in self.log_source.stream(
-                pod, container, follow, _int_param(request, "tailLines"), timestamps
-            ):
+            await response.write(first)
+            async for chunk in chunks:
                 await response.write(chunk)
         return response
 

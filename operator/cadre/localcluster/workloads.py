@@ -34,7 +34,7 @@ _WATCHED = {
     ("apps", "statefulsets"),
     ("batch", "jobs"),
     ("", "pods"),
-    ("", "persistentvolumeclaims"),
+    ("", "services"),
 }
 
 
@@ -154,11 +154,80 @@ class WorkloadControllers:
                 if job["spec"].get("activeDeadlineSeconds") is not None:
                     self._sync_job(job)
 
+    # -- Endpoints -----------------------------------------------------------------------
+
+    def _sync_endpoints(self, service: Obj) -> None:
+        """The endpoints controller: a Service's ready and not-ready pod addresses."""
+        selector = service["spec"].get("selector")
+        if not selector or service["metadata"].get("deletionTimestamp"):
+            return
+        namespace, name = service["metadata"]["namespace"], service["metadata"]["name"]
+        ready: list[Obj] = []
+        not_ready: list[Obj] = []
+        for pod in self.cluster.store.items(("", "pods"), namespace):
+            labels = pod["metadata"].get("labels") or {}
+            address = pod.get("status", {}).get("podIP")
+            if not address or any(labels.get(k) != v for k, v in selector.items()):
+                continue
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            ref = {
+                "kind": "Pod",
+                "namespace": namespace,
+                "name": pod["metadata"]["name"],
+                "uid": pod["metadata"]["uid"],
+            }
+            (ready if _ready(pod) else not_ready).append({"ip": address, "targetRef": ref})
+        ports = [
+            {
+                "name": p.get("name", ""),
+                "port": self._target_port(p, namespace, selector),
+                "protocol": p.get("protocol", "TCP"),
+            }
+            for p in service["spec"].get("ports", [])
+        ]
+        subset: Obj = {"ports": ports}
+        if ready:
+            subset["addresses"] = ready
+        if not_ready:
+            subset["notReadyAddresses"] = not_ready
+        subsets = [subset] if ready or not_ready else []
+        body = {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": name, "labels": service["metadata"].get("labels") or {}},
+            "subsets": subsets,
+        }
+        endpoints = self._type("", "endpoints")
+        current = self.cluster.store.get(("", "endpoints"), namespace, name)
+        with contextlib.suppress(ApiError):
+            if current is None:
+                self.cluster.create(endpoints, namespace, body)
+            elif current.get("subsets", []) != subsets:
+                self.cluster.patch(
+                    endpoints, namespace, name, "application/merge-patch+json", {"subsets": subsets}
+                )
+
+    def _target_port(self, port: Obj, namespace: str, selector: Obj) -> int:
+        target = port.get("targetPort", port.get("port"))
+        if isinstance(target, int):
+            return target
+        for pod in self.cluster.store.items(("", "pods"), namespace):
+            labels = pod["metadata"].get("labels") or {}
+            if all(labels.get(k) == v for k, v in selector.items()):
+                for container in pod["spec"].get("containers", []):
+                    for declared in container.get("ports", []):
+                        if declared.get("name") == target:
+                            return int(declared["containerPort"])
+        return int(port.get("port", 0))
+
     def resync(self) -> None:
         for sts in self.cluster.store.items(("apps", "statefulsets")):
             self._sync_statefulset(sts)
         for job in self.cluster.store.items(("batch", "jobs")):
             self._sync_job(job)
+        for service in self.cluster.store.items(("", "services")):
+            self._sync_endpoints(service)
 
     def _react(self, change: Change) -> None:
         obj = change.obj
@@ -166,7 +235,11 @@ class WorkloadControllers:
             self._sync_statefulset(obj)
         elif change.resource == ("batch", "jobs") and change.type != "DELETED":
             self._sync_job(obj)
+        elif change.resource == ("", "services") and change.type != "DELETED":
+            self._sync_endpoints(obj)
         elif change.resource == ("", "pods"):
+            for service in self.cluster.store.items(("", "services"), obj["metadata"]["namespace"]):
+                self._sync_endpoints(service)
             for ref in obj["metadata"].get("ownerReferences") or []:
                 found = self.cluster.store.by_uid(ref.get("uid", ""))
                 if found is None or not ref.get("controller"):

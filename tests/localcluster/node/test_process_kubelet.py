@@ -274,3 +274,66 @@ print(results, flush=True)
     out = http("GET", f"/api/v1/namespaces/{namespace}/pods/prober/log").text
     assert "'read'" not in out, out
     assert out.count("PermissionError") == 3, out  # environ, the secret file, the emptyDir file
+
+
+def test_logs_show_the_current_run_and_previous_the_last_one(
+    kubectl: Kubectl, http: Http, namespace: str
+) -> None:
+    script = (
+        "import os, time\n"
+        "print('run', len(os.listdir(os.environ['D'])), flush=True)\n"
+        "open(os.path.join(os.environ['D'], str(time.time())), 'w').close()\n"
+        "time.sleep(0.3)\n"
+        "raise SystemExit(1)"
+    )
+    pod = python_pod("runs", script, volumes=[{"name": "d", "emptyDir": {}}])
+    pod["spec"]["containers"][0].update(
+        env=[{"name": "D", "value": "/d"}], volumeMounts=[{"name": "d", "mountPath": "/d"}]
+    )
+    http("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+    eventually(lambda: _container(http, namespace, "runs").get("restartCount", 0) >= 2)
+    current = kubectl("logs", "runs", "-n", namespace).stdout
+    previous = kubectl("logs", "runs", "-n", namespace, "--previous").stdout
+    assert current.count("run") == 1
+    assert previous.count("run") == 1
+    assert current != previous
+    fresh = python_pod("fresh", "import time; time.sleep(30)")
+    http("POST", f"/api/v1/namespaces/{namespace}/pods", fresh)
+    eventually(lambda: pod_status(http, namespace, "fresh").get("phase") == "Running")
+    refused = kubectl("logs", "fresh", "-n", namespace, "--previous", check=False)
+    assert 'previous terminated container "main" in pod "fresh" not found' in refused.stderr
+
+
+def test_a_service_lists_its_ready_pods_as_endpoints(http: Http, namespace: str) -> None:
+    probe = {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
+    pod = python_pod(
+        "backend",
+        SERVER,
+        container={
+            "env": [POD_IP],
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": probe,
+        },
+    )
+    pod["metadata"]["labels"] = {"app": "backend"}
+    http("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+    service = {
+        "metadata": {"name": "backend"},
+        "spec": {
+            "selector": {"app": "backend"},
+            "ports": [{"name": "web", "port": 80, "targetPort": "http"}],
+        },
+    }
+    http("POST", f"/api/v1/namespaces/{namespace}/services", service)
+
+    def ready_addresses() -> list[str]:
+        found = http("GET", f"/api/v1/namespaces/{namespace}/endpoints/backend")
+        subsets = found.json().get("subsets") or [{}] if found.status_code == 200 else [{}]
+        return [a["ip"] for a in subsets[0].get("addresses", [])]
+
+    addresses = eventually(ready_addresses)
+    assert addresses == [pod_status(http, namespace, "backend")["podIP"]]
+    endpoints = http("GET", f"/api/v1/namespaces/{namespace}/endpoints/backend").json()
+    assert endpoints["subsets"][0]["ports"] == [{"name": "web", "port": 8080, "protocol": "TCP"}]
+    http("DELETE", f"/api/v1/namespaces/{namespace}/pods/backend")
+    eventually(lambda: ready_addresses() == [])
