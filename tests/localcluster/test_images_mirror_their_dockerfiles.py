@@ -1,0 +1,40 @@
+"""The local cluster runs Cadre's images from this checkout; what it runs must be what the
+image would run (ENTRYPOINT, USER, WORKDIR, ENV of the Dockerfile)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from cadre.localcluster.images import find_image
+from tests.localcluster.conftest import REPO
+
+
+def _dockerfile(path: str) -> dict[str, str]:
+    text = (REPO / path).read_text()
+    joined = re.sub(r"\\\n\s*", " ", text)
+    found: dict[str, str] = {}
+    for line in joined.splitlines():
+        match = re.match(r"^(ENTRYPOINT|USER|WORKDIR|ENV)\s+(.*)$", line.strip())
+        if match:
+            found[match[1]] = (found.get(match[1], "") + " " + match[2]).strip()
+    return found
+
+
+def test_the_sandbox_image_entry_mirrors_its_dockerfile() -> None:
+    docker = _dockerfile("sandbox-image/Dockerfile")
+    image = find_image("ghcr.io/cadre-dev/sandbox:1.2.3")
+    assert image is not None
+    assert list(image.entrypoint) == json.loads(docker["ENTRYPOINT"])
+    assert docker["USER"] == f"{image.user}:{image.user}"
+    assert docker["WORKDIR"] == image.workdir
+    env = dict(pair.split("=", 1) for pair in docker["ENV"].split())
+    for key, value in image.env.items():
+        assert env[key] == value, key
+
+
+def test_image_references_resolve_whatever_the_tag() -> None:
+    assert find_image("ghcr.io/cadre-dev/cadre") is not None
+    assert find_image("ghcr.io/cadre-dev/cadre:0.1.0@sha256:" + "a" * 64) is not None
+    assert find_image("ghcr.io/cadre-dev/cadre-evil:1") is None
+    assert find_image("nginx:1.27") is None
