@@ -7,6 +7,7 @@ import json
 import re
 
 from cadre.localcluster.images import find_image
+
 from tests.localcluster.conftest import REPO
 
 
