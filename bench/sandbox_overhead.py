@@ -1,5 +1,5 @@
 """``sandbox_tool_overhead_ratio``: ``bash -c true`` through the sandbox server (HTTP on
-loopback, keep-alive, journal and result fsync'd) against ``subprocess.run`` of the same
+loopback, keep-alive, journal and result written) against ``subprocess.run`` of the same
 command directly; median per call, interleaved in rounds so machine noise hits both alike."""
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def measure() -> list[Metric]:
             "sandbox_tool_overhead_ratio",
             round(ratio, 3),
             "ratio",
-            f"bash -c true through the sandbox server over loopback HTTP (keep-alive; journal "
-            f"and result fsync'd) / subprocess.run of the same command; {how}",
+            "bash -c true through the sandbox server over loopback HTTP (keep-alive; journal "
+            f"and result written, not fsync'd) / subprocess.run of the same command; {how}",
             "<= 1.5",
         ),
         Metric(

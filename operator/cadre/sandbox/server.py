@@ -107,6 +107,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, the second waits for the client's
     # delayed ACK (40 ms on Linux) on every call.
     disable_nagle_algorithm = True
+    # Buffer the response so status line, headers and body leave in one send(); http.server
+    # flushes after every request.
+    wbufsize = -1
     server: SandboxServer
     server_version = "cadre-sandbox"
     sys_version = ""

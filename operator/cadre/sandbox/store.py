@@ -3,7 +3,13 @@
 This is what makes tool side effects happen once across harness crashes: the harness re-sends
 an unanswered call with the same id, and the sandbox answers from here without running it
 again, even after the sandbox itself restarted. Records are written whole (temporary file,
-fdatasync, rename), so a crash leaves either the full result or none.
+rename), so a crash leaves either the full result or none.
+
+Durable against the death of the sandbox process (SIGKILL, OOM, a container restart): every
+write reaches the kernel before the call runs or is answered, and the page cache outlives the
+process. Not synced to disk on purpose: on node power loss the command's own effects on the
+workspace are not synced either, so syncing only the records would promise a consistency it
+cannot give, at the cost of most of a tool call's overhead (docs/sandbox.md).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cadre.sandbox.tools import ToolInputError, atomic_write
+from cadre.sandbox.tools import ToolInputError
 
 TOOL_USE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -67,6 +73,8 @@ class ResultStore:
             yield
 
     def get(self, tool_use_id: str) -> dict[str, Any] | None:
+        if tool_use_id not in self._started:
+            return None  # only a call that started can have a result
         path = self.results / f"{tool_use_id}.json"
         try:
             record: dict[str, Any] = json.loads(path.read_text())
@@ -75,8 +83,8 @@ class ResultStore:
         return record
 
     def begin(self, tool_use_id: str, name: str, digest: str) -> bool:
-        """Journal that a call starts (durably, before it runs); True when an earlier attempt
-        started and never stored a result, that is, was interrupted mid-run."""
+        """Journal that a call starts (before it runs); True when an earlier attempt started
+        and never stored a result, that is, was interrupted mid-run."""
         interrupted = tool_use_id in self._started
         entry = {
             "tool_use_id": tool_use_id,
@@ -87,16 +95,21 @@ class ResultStore:
         }
         line = (json.dumps(entry) + "\n").encode()
         with self._journal_lock:
-            # One O_APPEND write of a whole line, then fdatasync: durable before the call runs.
+            # One O_APPEND write of a whole line, in the kernel before the call runs.
             os.write(self._journal_fd, line)
-            os.fdatasync(self._journal_fd)
             self._started.add(tool_use_id)
         return interrupted
 
     def finish(self, tool_use_id: str, record: dict[str, Any]) -> None:
         """Store a result whole before it is answered."""
-        atomic_write(self.results / f"{tool_use_id}.json", json.dumps(record).encode())
-        _fsync_dir(self.results)
+        # Whole or not at all: a temporary file then a rename. The name needs no randomness:
+        # this id's lock is held.
+        target = self.results / f"{tool_use_id}.json"
+        temporary = target.with_name(f".{target.name}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as handle:  # writes it all, however large
+            handle.write(json.dumps(record).encode())
+        os.replace(temporary, target)
 
     def executions(self) -> list[dict[str, Any]]:
         """Every execution ever started, oldest first (the sandbox's own record)."""
@@ -118,10 +131,3 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
     """The entries of a journal file (none when it does not exist yet)."""
     return parse_journal(path.read_bytes()) if path.exists() else []
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

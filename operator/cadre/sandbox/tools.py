@@ -8,8 +8,10 @@ nothing has run then. A command that runs and fails is a result, not an error.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -201,11 +203,18 @@ def _cap(text: str, limit: int = MAX_OUTPUT_CHARS) -> tuple[str, bool]:
     return f"{head}\n[... {dropped} characters truncated ...]\n{tail}", True
 
 
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, size, 0) if size else b""
+
+
 class Workspace:
     """The tools, bound to one workspace folder."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        # Found once: a lookup through $PATH per call costs a failed exec per earlier entry.
+        self.bash = shutil.which("bash") or "bash"
 
     def resolve(self, path: str, field: str = "path") -> Path:
         """Paths are relative to the workspace; absolute paths are taken as they are (the bash
@@ -232,33 +241,42 @@ class Workspace:
     def tool_bash(self, data: dict[str, Any]) -> ToolResult:
         timeout = data.get("timeout", DEFAULT_TIMEOUT_SECONDS)
         started = time.monotonic()
-        # A session of its own, so the timeout kills every process the command started.
-        proc = subprocess.Popen(
-            ["bash", "-c", data["command"]],
-            cwd=self.root,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        # A timer kills the group at the deadline, so communicate() can block in waitpid:
-        # communicate(timeout=...) polls with sleeps and costs about a millisecond a call.
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            _kill_group(proc.pid)
-
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
+        # Output goes to in-memory files, not pipes: the server then only waits for bash to
+        # exit (no poll loop copying pipes), and a background process that keeps its output
+        # open cannot hold the call once bash has exited.
+        out_fd = os.memfd_create("stdout", os.MFD_CLOEXEC)
+        err_fd = os.memfd_create("stderr", os.MFD_CLOEXEC)
         try:
-            out_b, err_b = proc.communicate()
-        finally:
-            timer.cancel()
-            if proc.poll() is None:  # interrupted mid-command: leave nothing running
+            # A session of its own, so the timeout kills every process the command started.
+            proc = subprocess.Popen(
+                [self.bash, "-c", data["command"]],
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=out_fd,
+                stderr=err_fd,
+                start_new_session=True,
+            )
+            # The shared watchdog kills the group at the deadline, so wait() can block in
+            # waitpid: wait(timeout=...) polls with sleeps, and a thread per call costs more
+            # than the command it waits for.
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
                 _kill_group(proc.pid)
+
+            alarm = WATCHDOG.schedule(timeout, expire)
+            try:
                 proc.wait()
+            finally:
+                WATCHDOG.cancel(alarm)
+                if proc.poll() is None:  # interrupted mid-command: leave nothing running
+                    _kill_group(proc.pid)
+                    proc.wait()
+            out_b, err_b = _read_all(out_fd), _read_all(err_fd)
+        finally:
+            os.close(out_fd)
+            os.close(err_fd)
         timed_out = expired.is_set()
         stdout, cut_out = _cap(out_b.decode("utf-8", "replace"))
         stderr, cut_err = _cap(err_b.decode("utf-8", "replace"))
@@ -417,14 +435,61 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+class Watchdog:
+    """One thread that runs callbacks at their deadlines (bash timeouts), for every call."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
+        self._wake = threading.Condition()
+        self._ids = 0
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, delay: float, callback: Callable[[], None]) -> int:
+        with self._wake:
+            self._ids += 1
+            entry = (time.monotonic() + delay, self._ids, callback)
+            heapq.heappush(self._heap, entry)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+                self._thread.start()
+            if self._heap[0] is entry:  # wake the thread only when it must wait less
+                self._wake.notify()
+            return self._ids
+
+    def cancel(self, alarm: int) -> None:
+        with self._wake:
+            self._cancelled.add(alarm)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._heap and self._heap[0][1] in self._cancelled:
+                    self._cancelled.discard(heapq.heappop(self._heap)[1])
+                if not self._heap:
+                    self._wake.wait()
+                    continue
+                when, alarm, callback = self._heap[0]
+                if when > time.monotonic():
+                    self._wake.wait(when - time.monotonic())
+                    continue
+                heapq.heappop(self._heap)
+            callback()
+
+
+WATCHDOG = Watchdog()
+
+
 def atomic_write(target: Path, data: bytes) -> None:
-    """Write to a temporary file and rename it, so a crash never leaves half a file."""
+    """Write to a temporary file and rename it, so a crash never leaves half a file.
+
+    No fsync: the page cache survives the death of this process (SIGKILL, OOM, a container
+    restart), which is what this protects against; see docs/sandbox.md for why syncing would
+    promise nothing more on power loss."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fdatasync(handle.fileno())
         # mkstemp makes the file private; keep the old file's mode, or the usual 0644.
         os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
         os.replace(tmp, target)
