@@ -130,4 +130,3 @@ def parse_journal(raw: bytes) -> list[dict[str, Any]]:
 def read_journal(path: Path) -> list[dict[str, Any]]:
     """The entries of a journal file (none when it does not exist yet)."""
     return parse_journal(path.read_bytes()) if path.exists() else []
-

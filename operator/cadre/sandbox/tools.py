@@ -469,7 +469,7 @@ class Watchdog:
                 if not self._heap:
                     self._wake.wait()
                     continue
-                when, alarm, callback = self._heap[0]
+                when, _, callback = self._heap[0]
                 if when > time.monotonic():
                     self._wake.wait(when - time.monotonic())
                     continue
