@@ -1,0 +1,98 @@
+"""The harness's side of the sandbox: where it is, and calling its tools by ``tool_use_id``.
+
+A call that cannot reach the sandbox (it is restarting) is sent again with the same id until it
+answers: the sandbox's store makes that safe, the call runs at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+
+@dataclass(frozen=True)
+class SandboxEndpoint:
+    url: str
+    """``http://<pod IP>:<port>``"""
+    token: str
+
+
+class SandboxAccess(Protocol):
+    """Gives a session its sandbox, creating it on first use (lazily)."""
+
+    async def endpoint(self) -> SandboxEndpoint: ...
+
+
+class SandboxUnavailable(Exception):  # noqa: N818 - a state the session reports
+    pass
+
+
+@dataclass(frozen=True)
+class StaticSandbox:
+    """A sandbox that already runs at a known address (tests, `cadre harness --sandbox-url`)."""
+
+    url: str
+    token: str
+
+    async def endpoint(self) -> SandboxEndpoint:
+        return SandboxEndpoint(self.url, self.token)
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    content: str
+    is_error: bool
+    replayed: bool = False
+
+
+class SandboxClient:
+    def __init__(self, access: SandboxAccess, retry_for: float = 120.0) -> None:
+        self._access = access
+        self._retry_for = retry_for
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def call(self, tool_use_id: str, name: str, data: Any) -> ToolOutcome:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_for
+        delay = 0.05
+        while True:
+            endpoint = await self._access.endpoint()
+            try:
+                async with self._session.post(
+                    f"{endpoint.url}/v1/tool-calls",
+                    json={"tool_use_id": tool_use_id, "name": name, "input": data},
+                    headers={"Authorization": f"Bearer {endpoint.token}"},
+                ) as response:
+                    body = await response.json(content_type=None)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as err:
+                if loop.time() > deadline:
+                    raise SandboxUnavailable(
+                        f"the sandbox did not answer for {self._retry_for:g}s: {err}"
+                    ) from err
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if response.status == 200:
+                return ToolOutcome(
+                    str(body.get("content", "")),
+                    bool(body.get("is_error")),
+                    bool(body.get("replayed")),
+                )
+            if response.status == 401:
+                raise SandboxUnavailable("the sandbox refused the session token")
+            # Bad input the sandbox refused: the model reads the message and can correct itself.
+            message = (
+                body.get("error", {}).get("message", f"HTTP {response.status}")
+                if isinstance(body, dict)
+                else str(body)
+            )
+            return ToolOutcome(f"error: {message}", True)

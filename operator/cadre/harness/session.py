@@ -1,0 +1,349 @@
+"""One Task's session: the conversation with the model, its tool calls, its limits, all driven
+by (and resumed from) its session log.
+
+The log is the state. ``replay`` folds its events into the conversation so far; ``Session.run``
+continues from there, logging each step before acting on it:
+``span.model_request_start`` before a model call, ``span.model_request_end`` + ``agent.message``
+(one write) when it returns, ``agent.tool_use`` before a tool call is sent, ``agent.tool_result``
+when it returns, ``session.status_terminated`` at the end. After a crash, an unanswered model
+call is issued again and an unanswered tool call is sent again with the same ``tool_use_id``
+(the sandbox answers from its store if it already ran).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+
+from cadre.harness.pricing import Prices, cost
+from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable
+from cadre.harness.sessionlog import Event, SessionLog
+from cadre.sandbox.tools import TOOL_SCHEMAS
+
+Obj = dict[str, Any]
+_USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_turns: int | None = None
+    max_tokens: int | None = None
+    timeout_seconds: float | None = None
+    max_cost_usd: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """What a session needs to know, fixed when it is created (and logged then)."""
+
+    task: str
+    """``namespace/name``, for the transcript."""
+    agent: str
+    role: str
+    prompt: str
+    model: str
+    system_prompt: str = ""
+    tools: tuple[str, ...] = tuple(TOOL_SCHEMAS)
+    limits: SessionLimits = SessionLimits()
+    max_output_tokens: int = 8192
+
+    def system_blocks(self) -> list[Obj]:
+        """The stable prefix, with the cache marker on its last block (tools carry their own)."""
+        text = f"You are {self.agent}, an agent in a Cadre organization. Your role: {self.role}"
+        blocks: list[Obj] = [{"type": "text", "text": text}]
+        if self.system_prompt:
+            blocks.append({"type": "text", "text": self.system_prompt})
+        blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
+        return blocks
+
+    def tool_definitions(self) -> list[Obj]:
+        tools = [
+            {"name": name, **TOOL_SCHEMAS[name]} for name in self.tools if name in TOOL_SCHEMAS
+        ]
+        if tools:
+            tools[-1] = {**tools[-1], "cache_control": {"type": "ephemeral"}}
+        return tools
+
+
+@dataclass
+class State:
+    """The conversation as the log tells it."""
+
+    messages: list[Obj] = field(default_factory=list)
+    turns: int = 0
+    usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_USAGE_KEYS, 0))
+    cost_usd: Decimal = Decimal(0)
+    last_stop: str | None = None
+    pending: list[Obj] = field(default_factory=list)
+    """tool_use blocks of the last answer still without a result, in order."""
+    results: dict[str, Obj] = field(default_factory=dict)
+    sent: set[str] = field(default_factory=set)
+    outcome: Obj | None = None
+    started_at: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.usage.values())
+
+
+def _append_assistant(messages: list[Obj], content: list[Obj]) -> None:
+    """A continuation (after max_tokens or pause_turn) extends the previous answer."""
+    if messages and messages[-1]["role"] == "assistant":
+        previous = messages[-1]["content"]
+        if (
+            previous
+            and content
+            and previous[-1].get("type") == "text"
+            and content[0].get("type") == "text"
+        ):
+            merged = {**previous[-1], "text": previous[-1]["text"] + content[0]["text"]}
+            messages[-1] = {"role": "assistant", "content": [*previous[:-1], merged, *content[1:]]}
+        else:
+            messages[-1] = {"role": "assistant", "content": [*previous, *content]}
+    else:
+        messages.append({"role": "assistant", "content": content})
+
+
+def replay(events: list[Event], prices: Prices) -> State:
+    """Fold a session's events into its state (pure: tests call it on crafted logs)."""
+    state = State()
+    for event in events:
+        kind = event["type"]
+        if kind == "session.created":
+            state.started_at = event["time"]
+        elif kind == "user.message":
+            state.messages.append({"role": "user", "content": event["content"]})
+        elif kind == "span.model_request_end":
+            state.turns += 1
+            for key in _USAGE_KEYS:
+                state.usage[key] += int(event["usage"].get(key) or 0)
+            state.cost_usd += cost(prices, event["usage"])
+        elif kind == "agent.message":
+            _append_assistant(state.messages, event["content"])
+            state.last_stop = event["stop_reason"]
+            state.pending = [b for b in event["content"] if b.get("type") == "tool_use"]
+            state.results, state.sent = {}, set()
+        elif kind == "agent.tool_use":
+            state.sent.add(event["tool_use_id"])
+        elif kind == "agent.tool_result":
+            state.results[event["tool_use_id"]] = {
+                "type": "tool_result",
+                "tool_use_id": event["tool_use_id"],
+                "content": event["content"],
+                "is_error": event["is_error"],
+            }
+            if state.pending and all(b["id"] in state.results for b in state.pending):
+                ordered = [state.results[b["id"]] for b in state.pending]
+                state.messages.append({"role": "user", "content": ordered})
+                state.pending, state.last_stop = [], "tool_results"
+        elif kind == "session.status_terminated":
+            state.outcome = {k: v for k, v in event.items() if k not in ("seq", "type", "time")}
+    return state
+
+
+def final_text(state: State) -> str:
+    for message in reversed(state.messages):
+        if message["role"] == "assistant":
+            return "".join(b.get("text", "") for b in message["content"] if b.get("type") == "text")
+    return ""
+
+
+class Session:
+    """Runs one session to its end, from wherever its log stopped."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        log: SessionLog,
+        client: anthropic.AsyncAnthropic,
+        sandbox: SandboxClient,
+        prices: Prices,
+        transcript: Callable[[str], None] = print,
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.client = client
+        self.sandbox = sandbox
+        self.prices = prices
+        self._say = transcript
+
+    def say(self, text: str) -> None:
+        for line in text.splitlines() or [""]:
+            self._say(f"[{self.config.task}] {line}")
+
+    async def run(self) -> Obj:
+        """Continue the session until it ends; returns how it ended (also logged)."""
+        if not self.log.events:
+            self.log.append_all([
+                ("session.created", {"task": self.config.task, "agent": self.config.agent, "model": self.config.model}),
+                ("user.message", {"content": self.config.prompt}),
+            ])  # fmt: skip
+        state = replay(self.log.events, self.prices)
+        if state.outcome is None and self.log.events[-1]["type"] != "user.message":
+            last = self.log.events[-1]["seq"]
+            self.log.append("session.resumed", from_seq=last)
+            self.say(f"resumed after event {last}")
+        while state.outcome is None:
+            state = await self._step(state)
+        return state.outcome
+
+    def _end(self, state: State, outcome: str, reason: str, message: str) -> State:
+        result = final_text(state)
+        self.log.append(
+            "session.status_terminated",
+            outcome=outcome,
+            reason=reason,
+            message=message,
+            result=result[:4096],
+        )
+        self.say(f"{outcome}: {reason}: {message}")
+        return replay(self.log.events, self.prices)
+
+    def _limit_reached(self, state: State) -> tuple[str, str] | None:
+        limits = self.config.limits
+        if limits.max_turns is not None and state.turns >= limits.max_turns:
+            return (
+                "MaxTurnsReached",
+                f"the session made {state.turns} model calls; maxTurns is {limits.max_turns}",
+            )
+        if limits.max_tokens is not None and state.tokens >= limits.max_tokens:
+            return (
+                "MaxTokensReached",
+                f"the session used {state.tokens} tokens; maxTokens is {limits.max_tokens}",
+            )
+        if limits.max_cost_usd is not None and state.cost_usd >= limits.max_cost_usd:
+            return (
+                "MaxCostReached",
+                f"the session cost ${state.cost_usd:.4f}; maxCostUSD is {limits.max_cost_usd}",
+            )
+        if (
+            limits.timeout_seconds is not None
+            and time.time() - state.started_at >= limits.timeout_seconds
+        ):
+            return (
+                "TimeoutReached",
+                f"the session ran longer than its timeout of {limits.timeout_seconds:g}s",
+            )
+        return None
+
+    async def _step(self, state: State) -> State:
+        if state.pending:
+            await self._run_tools(state)
+            return replay(self.log.events, self.prices)
+        stop = state.last_stop
+        if stop in ("end_turn", "stop_sequence"):
+            return self._end(state, "Succeeded", "Completed", "the agent finished its work")
+        if stop == "refusal":
+            return self._end(state, "Failed", "Refusal", "the model declined to continue")
+        if (
+            stop == "max_tokens"
+            and state.messages[-1]["content"][-1:]
+            and state.messages[-1]["content"][-1].get("type") == "tool_use"
+        ):
+            return self._end(
+                state,
+                "Failed",
+                "OutputTruncated",
+                "the model's tool call was cut off at max_tokens",
+            )
+        # None (start), tool_results, max_tokens (continue the text) and pause_turn (resume the
+        # server's turn) all ask the model again with the conversation as it is.
+        reached = self._limit_reached(state)
+        if reached is not None:
+            return self._end(state, "Failed", *reached)
+        await self._call_model(state)
+        return replay(self.log.events, self.prices)
+
+    async def _call_model(self, state: State) -> None:
+        turn = state.turns + 1
+        self.log.append("span.model_request_start", turn=turn)
+        remaining = None
+        if self.config.limits.timeout_seconds is not None:
+            remaining = max(
+                self.config.limits.timeout_seconds - (time.time() - state.started_at), 0.001
+            )
+        try:
+            async with asyncio.timeout(remaining):
+                async with self.client.messages.stream(
+                    model=self.config.model,
+                    max_tokens=self.config.max_output_tokens,
+                    system=self.config.system_blocks(),  # type: ignore[arg-type]
+                    tools=self.config.tool_definitions(),  # type: ignore[arg-type]
+                    messages=state.messages,  # type: ignore[arg-type]
+                ) as stream:
+                    message = await stream.get_final_message()
+        except TimeoutError:
+            self._end(
+                state,
+                "Failed",
+                "TimeoutReached",
+                f"the session ran longer than its timeout of {self.config.limits.timeout_seconds:g}s",
+            )
+            return
+        except anthropic.APIStatusError as err:
+            self._end(
+                state,
+                "Failed",
+                "ModelError",
+                f"the model API answered {err.status_code}: {err.message}",
+            )
+            return
+        except anthropic.APIConnectionError as err:
+            self._end(
+                state, "Failed", "ModelUnreachable", f"the model API could not be reached: {err}"
+            )
+            return
+        content = [block.model_dump(exclude_none=True) for block in message.content]
+        usage = {key: int(getattr(message.usage, key, 0) or 0) for key in _USAGE_KEYS}
+        self.log.append_all([
+            ("span.model_request_end", {"turn": turn, "usage": usage, "stop_reason": message.stop_reason, "message_id": message.id}),
+            ("agent.message", {"content": content, "stop_reason": message.stop_reason}),
+        ])  # fmt: skip
+        for block in content:
+            if block.get("type") == "text" and block.get("text"):
+                self.say(f"{self.config.agent}: {block['text']}")
+            elif block.get("type") == "tool_use":
+                self.say(f"{self.config.agent} -> {block['name']} {_brief(block.get('input'))}")
+
+    async def _run_tools(self, state: State) -> None:
+        for block in state.pending:
+            if block["id"] in state.results:
+                continue
+            if block["id"] not in state.sent:
+                self.log.append(
+                    "agent.tool_use",
+                    tool_use_id=block["id"],
+                    name=block["name"],
+                    input=block.get("input", {}),
+                )
+            try:
+                outcome = await self.sandbox.call(
+                    block["id"], block["name"], block.get("input", {})
+                )
+            except SandboxUnavailable as err:
+                self._end(state, "Failed", "SandboxUnavailable", str(err))
+                return
+            self.log.append(
+                "agent.tool_result",
+                tool_use_id=block["id"],
+                content=outcome.content,
+                is_error=outcome.is_error,
+            )
+            self.say(f"   {_brief(outcome.content)}")
+
+
+def _brief(value: Any, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else str(value)
+    text = text.replace("\n", " | ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

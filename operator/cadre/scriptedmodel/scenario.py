@@ -1,0 +1,132 @@
+"""Scenario files: which agent gets which replies, turn by turn.
+
+```yaml
+agents:
+  engineer:                      # matched by "You are engineer," in the system prompt
+    - text: Let me look.
+      tool_uses: [{name: bash, input: {command: ls}}]
+    - choices:                   # picked by the last tool result
+        - when_last_result_contains: "exit code: 0"
+          text: All good.
+        - text: Something failed.
+    - fail_first: [{status: 429}] # errors served before this reply, once each
+      text: Done.
+```
+
+A reply's step is the number of assistant messages in the request, so a re-issued request
+(after a crash or a retry) gets the same reply: the scripted model keeps no session state.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"]
+_AGENT = re.compile(r"You are ([a-z0-9]([-a-z0-9]*[a-z0-9])?),")
+
+
+class ScenarioError(Exception):
+    """The request cannot be answered from the scenario (answered as a clear API error)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolUse(_Strict):
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class InjectedError(_Strict):
+    status: int = 429
+    type: str = ""
+    message: str = "injected by the scenario"
+
+
+class Reply(_Strict):
+    text: str = ""
+    tool_uses: list[ToolUse] = Field(default_factory=list)
+    stop_reason: StopReason | None = None
+    output_tokens: int | None = None
+    when_last_result_contains: str | None = None
+    fail_first: list[InjectedError] = Field(default_factory=list)
+
+    def stop(self) -> StopReason:
+        return self.stop_reason or ("tool_use" if self.tool_uses else "end_turn")
+
+
+class Choices(_Strict):
+    choices: list[Reply]
+
+
+class Scenario(_Strict):
+    agents: dict[str, list[Reply | Choices]]
+
+    @classmethod
+    def load(cls, path: Path) -> Scenario:
+        return cls.model_validate(yaml.safe_load(path.read_text()))
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        if block.get("type") == "text":
+            parts.append(block.get("text", ""))
+        elif block.get("type") == "tool_result":
+            parts.append(_text_of(block.get("content", "")))
+    return "\n".join(parts)
+
+
+def agent_of(request: dict[str, Any]) -> str:
+    system = _text_of(request.get("system", ""))
+    match = _AGENT.search(system)
+    if match is None:
+        raise ScenarioError('no agent named in the system prompt (expected "You are <name>,")')
+    return match[1]
+
+
+def step_of(request: dict[str, Any]) -> int:
+    return sum(1 for m in request.get("messages", []) if m.get("role") == "assistant")
+
+
+def last_result(request: dict[str, Any]) -> str:
+    for message in reversed(request.get("messages", [])):
+        if message.get("role") == "user" and isinstance(message.get("content"), list):
+            results = [b for b in message["content"] if b.get("type") == "tool_result"]
+            if results:
+                return _text_of(results)
+    return ""
+
+
+def conversation_key(request: dict[str, Any]) -> str:
+    """Tells conversations apart (for errors served once per conversation and step)."""
+    messages = request.get("messages", [])
+    first = json.dumps(messages[0], sort_keys=True) if messages else ""
+    return f"{agent_of(request)}|{first}"
+
+
+def choose(scenario: Scenario, request: dict[str, Any]) -> tuple[str, int, Reply]:
+    agent = agent_of(request)
+    steps = scenario.agents.get(agent)
+    if steps is None:
+        raise ScenarioError(f"the scenario has no agent {agent!r}")
+    step = step_of(request)
+    if step >= len(steps):
+        raise ScenarioError(f"the script of agent {agent!r} is exhausted at step {step + 1}")
+    entry = steps[step]
+    if isinstance(entry, Reply):
+        return agent, step, entry
+    result = last_result(request)
+    for reply in entry.choices:
+        if reply.when_last_result_contains is None or reply.when_last_result_contains in result:
+            return agent, step, reply
+    raise ScenarioError(f"no choice of agent {agent!r} at step {step + 1} matches the last result")
