@@ -65,10 +65,16 @@ def test_a_torn_tail_is_dropped_and_cut(tmp_path: Path, damage: bytes) -> None:
         (lambda lines: [lines[0], b"garbage", *lines[2:]], 2, "not a JSON event"),
         (lambda lines: [lines[0], lines[2], lines[1], *lines[3:]], 2, "seq 3, expected 2"),
         (lambda lines: [lines[0], b"\x00\x00", *lines[2:]], 2, "damaged line before the end"),
-        (lambda lines: [lines[0], json.dumps({"seq": 2}).encode(), *lines[2:]], 2, "event without a type"),
+        (
+            lambda lines: [lines[0], json.dumps({"seq": 2}).encode(), *lines[2:]],
+            2,
+            "event without a type",
+        ),
     ],
 )
-def test_damage_before_the_end_is_refused_with_its_line(tmp_path: Path, damage, line: int, why: str) -> None:  # type: ignore[no-untyped-def]
+def test_damage_before_the_end_is_refused_with_its_line(
+    tmp_path: Path, damage, line: int, why: str
+) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "s.jsonl"
     lines = _write_events(path, 4).split(b"\n")[:-1]
     path.write_bytes(b"\n".join(damage(lines)) + b"\n")

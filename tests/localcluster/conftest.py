@@ -139,7 +139,7 @@ def agent_manifest(name: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "role": "Writes code",
-            "model": "claude-sonnet-4-5",
+            "model": "claude-sonnet-4-6",
             "apiKeySecretRef": {"name": "anthropic", "key": "api-key"},
         },
     }

@@ -157,7 +157,7 @@ class AgentSpec(ApiModel):
     role: Annotated[ShortText, StringConstraints(min_length=1)]
     """One line that says what this Agent does; teammates read it when choosing whom to ask."""
     model: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    """The model name sent to the Messages API, such as ``claude-sonnet-4-5``."""
+    """The model name sent to the Messages API, such as ``claude-sonnet-4-6``."""
     base_url: (
         Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s]+$")] | None
     ) = Field(default=None, alias="baseURL")

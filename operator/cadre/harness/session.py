@@ -238,25 +238,23 @@ class Session:
         return None
 
     async def _step(self, state: State) -> State:
-        if state.pending:
-            await self._run_tools(state)
-            return replay(self.log.events, self.prices)
         stop = state.last_stop
-        if stop in ("end_turn", "stop_sequence"):
-            return self._end(state, "Succeeded", "Completed", "the agent finished its work")
-        if stop == "refusal":
-            return self._end(state, "Failed", "Refusal", "the model declined to continue")
-        if (
-            stop == "max_tokens"
-            and state.messages[-1]["content"][-1:]
-            and state.messages[-1]["content"][-1].get("type") == "tool_use"
-        ):
+        last = state.messages[-1]["content"][-1:] if state.messages else []
+        if stop == "max_tokens" and last and last[0].get("type") == "tool_use":
+            # Its input may be cut off: running it could do something the model never meant.
             return self._end(
                 state,
                 "Failed",
                 "OutputTruncated",
                 "the model's tool call was cut off at max_tokens",
             )
+        if state.pending:
+            await self._run_tools(state)
+            return replay(self.log.events, self.prices)
+        if stop in ("end_turn", "stop_sequence"):
+            return self._end(state, "Succeeded", "Completed", "the agent finished its work")
+        if stop == "refusal":
+            return self._end(state, "Failed", "Refusal", "the model declined to continue")
         # None (start), tool_results, max_tokens (continue the text) and pause_turn (resume the
         # server's turn) all ask the model again with the conversation as it is.
         reached = self._limit_reached(state)

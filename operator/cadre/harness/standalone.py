@@ -55,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m cadre.harness.standalone")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--model-url", required=True)
-    parser.add_argument("--model", default="claude-sonnet-4-5")
+    parser.add_argument("--model", default="claude-sonnet-4-6")
     parser.add_argument("--sandbox-url", required=True)
     parser.add_argument("--sandbox-token-file", type=Path, required=True)
     parser.add_argument("--task", default="default/task")

@@ -57,6 +57,8 @@ class Reply(_Strict):
     output_tokens: int | None = None
     when_last_result_contains: str | None = None
     fail_first: list[InjectedError] = Field(default_factory=list)
+    delay_seconds: float = 0.0
+    """Wait this long before answering (a slow model, for timeouts)."""
 
     def stop(self) -> StopReason:
         return self.stop_reason or ("tool_use" if self.tool_uses else "end_turn")

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections import Counter
@@ -123,6 +124,8 @@ class ScriptedModel:
             self._errors_served[key] += 1
             injected = reply.fail_first[served]
             return _error(injected.status, injected.message, injected.type)
+        if reply.delay_seconds:
+            await asyncio.sleep(reply.delay_seconds)
         message = self._message(body, agent, step, reply, key[0])
         if body.get("stream"):
             return await self._stream(request, message)

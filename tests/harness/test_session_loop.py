@@ -1,0 +1,205 @@
+"""The session loop against the scripted model (through the real anthropic SDK, streaming) and
+a real sandbox server: tool use, every stop reason, every limit, retries, cache markers."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cadre.harness.session import SessionConfig, SessionLimits
+from cadre.harness.sessionlog import read
+from tests.harness.conftest import ModelFactory, run_session
+from tests.sandbox.conftest import SandboxProcess
+
+
+def _config(prompt: str = "Write a file.", **limits: Any) -> SessionConfig:
+    return SessionConfig(
+        task="team/fix", agent="engineer", role="Writes code", prompt=prompt, model="claude-sonnet-4-6",
+        limits=SessionLimits(**limits),
+    )  # fmt: skip
+
+
+TWO_STEPS = {
+    "agents": {
+        "engineer": [
+            {"text": "I will write it.", "tool_uses": [{"name": "bash", "input": {"command": "echo hi > greeting && cat greeting"}}]},
+            {"choices": [
+                {"when_last_result_contains": "hi", "text": "Done: greeting says hi."},
+                {"text": "It did not work."},
+            ]},
+        ]
+    }
+}  # fmt: skip
+
+
+async def test_a_tool_call_runs_in_the_sandbox_and_the_session_succeeds(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    url, model = await scripted(TWO_STEPS)
+    outcome, _ = await run_session(url, sandbox, tmp_path / "log.jsonl", _config())
+    assert outcome["outcome"] == "Succeeded"
+    assert outcome["result"] == "Done: greeting says hi."
+    assert (sandbox.workspace / "greeting").read_text() == "hi\n"
+    types = [e["type"] for e in read(tmp_path / "log.jsonl")]
+    assert types == [
+        "session.created", "user.message",
+        "span.model_request_start", "span.model_request_end", "agent.message",
+        "agent.tool_use", "agent.tool_result",
+        "span.model_request_start", "span.model_request_end", "agent.message",
+        "session.status_terminated",
+    ]  # fmt: skip
+    second = model.requests[1]
+    assert second["stream"] is True
+    result = second["messages"][-1]["content"][0]
+    assert result["type"] == "tool_result"
+    assert "hi" in result["content"]
+
+
+async def test_the_stable_prefix_carries_cache_markers(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    url, model = await scripted(TWO_STEPS)
+    await run_session(url, sandbox, tmp_path / "log.jsonl", _config())
+    for request in model.requests:
+        assert request["system"][-1]["cache_control"] == {"type": "ephemeral"}
+        assert request["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+        assert "cache_control" not in request["tools"][0]
+        assert request["system"][0]["text"].startswith(
+            "You are engineer, an agent in a Cadre organization."
+        )
+    usages = [
+        e["usage"] for e in read(tmp_path / "log.jsonl") if e["type"] == "span.model_request_end"
+    ]
+    assert usages[0]["cache_creation_input_tokens"] > 0
+    assert usages[1]["cache_read_input_tokens"] == usages[0]["cache_creation_input_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("steps", "outcome", "reason", "result"),
+    [
+        ([{"text": "Finished.", "stop_reason": "stop_sequence"}], "Succeeded", "Completed", "Finished."),
+        ([{"text": "part one", "stop_reason": "max_tokens"}, {"text": ", part two"}], "Succeeded", "Completed", "part one, part two"),
+        ([{"text": "thinking", "stop_reason": "pause_turn"}, {"text": " and done"}], "Succeeded", "Completed", "thinking and done"),
+        ([{"text": "", "stop_reason": "refusal"}], "Failed", "Refusal", ""),
+        ([{"tool_uses": [{"name": "bash", "input": {"command": "tru"}}], "stop_reason": "max_tokens"}], "Failed", "OutputTruncated", ""),
+    ],
+)  # fmt: skip
+async def test_each_stop_reason(
+    scripted: ModelFactory,
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+    steps: list[Any],
+    outcome: str,
+    reason: str,
+    result: str,
+) -> None:
+    url, model = await scripted({"agents": {"engineer": steps}})
+    ended, _ = await run_session(url, sandbox, tmp_path / "log.jsonl", _config())
+    assert (ended["outcome"], ended["reason"], ended["result"]) == (outcome, reason, result)
+    if len(steps) == 2:  # continued: the second request ends with the partial answer
+        assert model.requests[1]["messages"][-1]["role"] == "assistant"
+
+
+LOOP = {
+    "agents": {
+        "engineer": [
+            {
+                "text": f"step {i}",
+                "tool_uses": [{"name": "bash", "input": {"command": f"echo {i}"}}],
+            }
+            for i in range(6)
+        ]
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        ({"max_turns": 2}, "MaxTurnsReached"),
+        ({"max_tokens": 2500}, "MaxTokensReached"),
+        ({"max_cost_usd": Decimal("0.004")}, "MaxCostReached"),
+    ],
+)
+async def test_each_limit_ends_the_session_naming_it(
+    scripted: ModelFactory,
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+    limits: dict[str, Any],
+    reason: str,
+) -> None:
+    url, _ = await scripted(LOOP)
+    ended, _ = await run_session(url, sandbox, tmp_path / "log.jsonl", _config(**limits))
+    assert ended["outcome"] == "Failed"
+    assert ended["reason"] == reason
+
+
+async def test_the_timeout_stops_a_slow_model_call(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    url, _ = await scripted({"agents": {"engineer": [{"text": "slow", "delay_seconds": 5}]}})
+    ended, _ = await run_session(url, sandbox, tmp_path / "log.jsonl", _config(timeout_seconds=0.5))
+    assert (ended["outcome"], ended["reason"]) == ("Failed", "TimeoutReached")
+
+
+async def test_429_and_500_are_retried_by_the_sdk(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    url, model = await scripted(
+        {"agents": {"engineer": [{"text": "ok", "fail_first": [{"status": 429}, {"status": 500}]}]}}
+    )
+    ended, _ = await run_session(url, sandbox, tmp_path / "log.jsonl", _config())
+    assert ended["outcome"] == "Succeeded"
+    assert len(model.requests) == 3
+
+
+async def test_errors_beyond_the_retries_fail_the_session_clearly(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    url, _ = await scripted(
+        {"agents": {"engineer": [{"text": "ok", "fail_first": [{"status": 529}] * 3}]}}
+    )
+    ended, _ = await run_session(url, sandbox, tmp_path / "log.jsonl", _config(), retries=1)
+    assert (ended["outcome"], ended["reason"]) == ("Failed", "ModelError")
+    assert "529" in ended["message"]
+
+
+async def test_a_scenario_error_is_a_clear_api_error(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    url, _ = await scripted({"agents": {"reviewer": [{"text": "hi"}]}})
+    ended, _ = await run_session(url, sandbox, tmp_path / "log.jsonl", _config())
+    assert ended["reason"] == "ModelError"
+    assert "the scenario has no agent 'engineer'" in ended["message"]
+
+
+async def test_bad_tool_input_reaches_the_model_as_an_error_result(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    steps = [
+        {"tool_uses": [{"name": "read", "input": {"path": "missing.txt"}}]},
+        {"text": "The file is missing."},
+    ]
+    url, model = await scripted({"agents": {"engineer": steps}})
+    ended, _ = await run_session(url, sandbox, tmp_path / "log.jsonl", _config())
+    assert ended["outcome"] == "Succeeded"
+    result = model.requests[1]["messages"][-1]["content"][0]
+    assert result["is_error"] is True
+    assert "missing.txt" in result["content"]
+
+
+async def test_many_sessions_run_at_once_in_one_process(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    url, _ = await scripted(TWO_STEPS)
+    outcomes = await asyncio.gather(
+        *(
+            run_session(url, sandbox, tmp_path / f"s{i}.jsonl", _config(prompt=f"task {i}"))
+            for i in range(25)
+        )
+    )
+    assert all(o["outcome"] == "Succeeded" for o, _ in outcomes)
