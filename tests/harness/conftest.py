@@ -10,13 +10,13 @@ from typing import Any
 import anthropic
 import pytest
 from aiohttp import web
-
 from cadre.harness.pricing import prices_for
 from cadre.harness.sandbox_client import SandboxClient, StaticSandbox
 from cadre.harness.session import Session, SessionConfig
 from cadre.harness.sessionlog import SessionLog
 from cadre.scriptedmodel.scenario import Scenario
 from cadre.scriptedmodel.server import ScriptedModel
+
 from tests.sandbox.conftest import SandboxProcess
 
 ModelFactory = Callable[[dict[str, Any]], Awaitable[tuple[str, ScriptedModel]]]

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cadre.harness.sessionlog import SessionLog, SessionLogBusy, SessionLogCorrupt, read
 
 

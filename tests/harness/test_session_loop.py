@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from cadre.harness.session import SessionConfig, SessionLimits
 from cadre.harness.sessionlog import read
+
 from tests.harness.conftest import ModelFactory, run_session
 from tests.sandbox.conftest import SandboxProcess
 

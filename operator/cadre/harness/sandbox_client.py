@@ -73,7 +73,7 @@ class SandboxClient:
                     headers={"Authorization": f"Bearer {endpoint.token}"},
                 ) as response:
                     body = await response.json(content_type=None)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as err:
+            except (TimeoutError, aiohttp.ClientConnectionError) as err:
                 if loop.time() > deadline:
                     raise SandboxUnavailable(
                         f"the sandbox did not answer for {self._retry_for:g}s: {err}"
