@@ -18,22 +18,33 @@ from tests.sandbox.conftest import SandboxProcess
 
 def _config(prompt: str = "Write a file.", **limits: Any) -> SessionConfig:
     return SessionConfig(
-        task="team/fix", agent="engineer", role="Writes code", prompt=prompt, model="claude-sonnet-4-6",
+        task="team/fix",
+        agent="engineer",
+        role="Writes code",
+        prompt=prompt,
+        model="claude-sonnet-4-6",
         limits=SessionLimits(**limits),
-    )  # fmt: skip
+    )
 
 
 TWO_STEPS = {
     "agents": {
         "engineer": [
-            {"text": "I will write it.", "tool_uses": [{"name": "bash", "input": {"command": "echo hi > greeting && cat greeting"}}]},
-            {"choices": [
-                {"when_last_result_contains": "hi", "text": "Done: greeting says hi."},
-                {"text": "It did not work."},
-            ]},
+            {
+                "text": "I will write it.",
+                "tool_uses": [
+                    {"name": "bash", "input": {"command": "echo hi > greeting && cat greeting"}}
+                ],
+            },
+            {
+                "choices": [
+                    {"when_last_result_contains": "hi", "text": "Done: greeting says hi."},
+                    {"text": "It did not work."},
+                ]
+            },
         ]
     }
-}  # fmt: skip
+}
 
 
 async def test_a_tool_call_runs_in_the_sandbox_and_the_session_succeeds(
@@ -81,13 +92,38 @@ async def test_the_stable_prefix_carries_cache_markers(
 @pytest.mark.parametrize(
     ("steps", "outcome", "reason", "result"),
     [
-        ([{"text": "Finished.", "stop_reason": "stop_sequence"}], "Succeeded", "Completed", "Finished."),
-        ([{"text": "part one", "stop_reason": "max_tokens"}, {"text": ", part two"}], "Succeeded", "Completed", "part one, part two"),
-        ([{"text": "thinking", "stop_reason": "pause_turn"}, {"text": " and done"}], "Succeeded", "Completed", "thinking and done"),
+        (
+            [{"text": "Finished.", "stop_reason": "stop_sequence"}],
+            "Succeeded",
+            "Completed",
+            "Finished.",
+        ),
+        (
+            [{"text": "part one", "stop_reason": "max_tokens"}, {"text": ", part two"}],
+            "Succeeded",
+            "Completed",
+            "part one, part two",
+        ),
+        (
+            [{"text": "thinking", "stop_reason": "pause_turn"}, {"text": " and done"}],
+            "Succeeded",
+            "Completed",
+            "thinking and done",
+        ),
         ([{"text": "", "stop_reason": "refusal"}], "Failed", "Refusal", ""),
-        ([{"tool_uses": [{"name": "bash", "input": {"command": "tru"}}], "stop_reason": "max_tokens"}], "Failed", "OutputTruncated", ""),
+        (
+            [
+                {
+                    "tool_uses": [{"name": "bash", "input": {"command": "tru"}}],
+                    "stop_reason": "max_tokens",
+                }
+            ],
+            "Failed",
+            "OutputTruncated",
+            "",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_each_stop_reason(
     scripted: ModelFactory,
     sandbox: SandboxProcess,

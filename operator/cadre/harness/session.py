@@ -186,7 +186,8 @@ class Session:
         """Continue the session until it ends; returns how it ended (also logged)."""
         if not self.log.events:
             self.log.append_all([
-                ("session.created", {"task": self.config.task, "agent": self.config.agent, "model": self.config.model}),
+                ("session.created", {"task": self.config.task, "agent": self.config.agent,
+                                     "model": self.config.model}),
                 ("user.message", {"content": self.config.prompt}),
             ])  # fmt: skip
         state = replay(self.log.events, self.prices)
@@ -282,11 +283,12 @@ class Session:
                 ) as stream:
                     message = await stream.get_final_message()
         except TimeoutError:
+            remaining_limit = self.config.limits.timeout_seconds or 0
             self._end(
                 state,
                 "Failed",
                 "TimeoutReached",
-                f"the session ran longer than its timeout of {self.config.limits.timeout_seconds:g}s",
+                f"the session ran longer than its timeout of {remaining_limit:g}s",
             )
             return
         except anthropic.APIStatusError as err:
@@ -305,7 +307,8 @@ class Session:
         content = [block.model_dump(exclude_none=True) for block in message.content]
         usage = {key: int(getattr(message.usage, key, 0) or 0) for key in _USAGE_KEYS}
         self.log.append_all([
-            ("span.model_request_end", {"turn": turn, "usage": usage, "stop_reason": message.stop_reason, "message_id": message.id}),
+            ("span.model_request_end", {"turn": turn, "usage": usage,
+                                        "stop_reason": message.stop_reason, "message_id": message.id}),
             ("agent.message", {"content": content, "stop_reason": message.stop_reason}),
         ])  # fmt: skip
         for block in content:
