@@ -306,11 +306,14 @@ class Session:
             return
         content = [block.model_dump(exclude_none=True) for block in message.content]
         usage = {key: int(getattr(message.usage, key, 0) or 0) for key in _USAGE_KEYS}
-        self.log.append_all([
-            ("span.model_request_end", {"turn": turn, "usage": usage,
-                                        "stop_reason": message.stop_reason, "message_id": message.id}),
-            ("agent.message", {"content": content, "stop_reason": message.stop_reason}),
-        ])  # fmt: skip
+        end = {
+            "turn": turn,
+            "usage": usage,
+            "stop_reason": message.stop_reason,
+            "message_id": message.id,
+        }
+        answer = {"content": content, "stop_reason": message.stop_reason}
+        self.log.append_all([("span.model_request_end", end), ("agent.message", answer)])
         for block in content:
             if block.get("type") == "text" and block.get("text"):
                 self.say(f"{self.config.agent}: {block['text']}")
