@@ -4,6 +4,7 @@ final log equals an uninterrupted run's, and every tool call ran exactly once in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -14,6 +15,7 @@ from typing import Any
 
 from cadre.harness.sessionlog import read
 from cadre.sandbox.store import read_journal
+
 from tests.harness.conftest import ModelFactory
 from tests.sandbox.conftest import SandboxProcess
 
@@ -51,7 +53,8 @@ async def _harness(url: str, sandbox: SandboxProcess, log: Path) -> asyncio.subp
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cadre.harness.standalone",
         "--log", str(log), "--model-url", url, "--sandbox-url", f"http://127.0.0.1:{sandbox.port}",
-        "--sandbox-token-file", str(token_file), "--agent", "engineer", "--prompt", "Do the 30 steps.",
+        "--sandbox-token-file", str(token_file), "--agent", "engineer",
+        "--prompt", "Do the 30 steps.",
         env={**os.environ, "ANTHROPIC_API_KEY": "sk-test"},
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
@@ -79,10 +82,8 @@ async def _run_with_kills(url: str, sandbox: SandboxProcess, log: Path, rng: ran
                 await proc.wait()
                 kills += 1
                 break
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 0.002)
-            except TimeoutError:
-                pass
         if proc.returncode == 0:
             return kills
         assert proc.returncode == -signal.SIGKILL, (
