@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bench import dev_cluster_startup, sandbox_overhead
+from bench import dev_cluster_startup, harness_bench, sandbox_overhead
 from bench.results import RESULTS, render_table, save
 
-BENCHMARKS = [sandbox_overhead.measure, dev_cluster_startup.measure]
+BENCHMARKS = [sandbox_overhead.measure, dev_cluster_startup.measure, harness_bench.measure]
 
 
 def main() -> None:

@@ -91,6 +91,8 @@ class State:
     sent: set[str] = field(default_factory=set)
     outcome: Obj | None = None
     started_at: float = 0.0
+    applied: int = 0
+    """How many of the log's events are folded in."""
 
     @property
     def tokens(self) -> int:
@@ -115,40 +117,46 @@ def _append_assistant(messages: list[Obj], content: list[Obj]) -> None:
         messages.append({"role": "assistant", "content": content})
 
 
+def apply(state: State, event: Event, prices: Prices) -> None:
+    """Fold one event into the state (the log is replayed through this, in order)."""
+    kind = event["type"]
+    if kind == "session.created":
+        state.started_at = event["time"]
+    elif kind == "user.message":
+        state.messages.append({"role": "user", "content": event["content"]})
+    elif kind == "span.model_request_end":
+        state.turns += 1
+        for key in _USAGE_KEYS:
+            state.usage[key] += int(event["usage"].get(key) or 0)
+        state.cost_usd += cost(prices, event["usage"])
+    elif kind == "agent.message":
+        _append_assistant(state.messages, event["content"])
+        state.last_stop = event["stop_reason"]
+        state.pending = [b for b in event["content"] if b.get("type") == "tool_use"]
+        state.results, state.sent = {}, set()
+    elif kind == "agent.tool_use":
+        state.sent.add(event["tool_use_id"])
+    elif kind == "agent.tool_result":
+        state.results[event["tool_use_id"]] = {
+            "type": "tool_result",
+            "tool_use_id": event["tool_use_id"],
+            "content": event["content"],
+            "is_error": event["is_error"],
+        }
+        if state.pending and all(b["id"] in state.results for b in state.pending):
+            ordered = [state.results[b["id"]] for b in state.pending]
+            state.messages.append({"role": "user", "content": ordered})
+            state.pending, state.last_stop = [], "tool_results"
+    elif kind == "session.status_terminated":
+        state.outcome = {k: v for k, v in event.items() if k not in ("seq", "type", "time")}
+    state.applied += 1
+
+
 def replay(events: list[Event], prices: Prices) -> State:
-    """Fold a session's events into its state (pure: tests call it on crafted logs)."""
+    """The state a log describes (pure: tests call it on crafted logs)."""
     state = State()
     for event in events:
-        kind = event["type"]
-        if kind == "session.created":
-            state.started_at = event["time"]
-        elif kind == "user.message":
-            state.messages.append({"role": "user", "content": event["content"]})
-        elif kind == "span.model_request_end":
-            state.turns += 1
-            for key in _USAGE_KEYS:
-                state.usage[key] += int(event["usage"].get(key) or 0)
-            state.cost_usd += cost(prices, event["usage"])
-        elif kind == "agent.message":
-            _append_assistant(state.messages, event["content"])
-            state.last_stop = event["stop_reason"]
-            state.pending = [b for b in event["content"] if b.get("type") == "tool_use"]
-            state.results, state.sent = {}, set()
-        elif kind == "agent.tool_use":
-            state.sent.add(event["tool_use_id"])
-        elif kind == "agent.tool_result":
-            state.results[event["tool_use_id"]] = {
-                "type": "tool_result",
-                "tool_use_id": event["tool_use_id"],
-                "content": event["content"],
-                "is_error": event["is_error"],
-            }
-            if state.pending and all(b["id"] in state.results for b in state.pending):
-                ordered = [state.results[b["id"]] for b in state.pending]
-                state.messages.append({"role": "user", "content": ordered})
-                state.pending, state.last_stop = [], "tool_results"
-        elif kind == "session.status_terminated":
-            state.outcome = {k: v for k, v in event.items() if k not in ("seq", "type", "time")}
+        apply(state, event, prices)
     return state
 
 
@@ -177,6 +185,14 @@ class Session:
         self.sandbox = sandbox
         self.prices = prices
         self._say = transcript
+        self._state = State()
+
+    def _caught_up(self) -> State:
+        """The state with every event logged since the last look folded in (no re-replay:
+        a long session's turns stay as cheap as its first)."""
+        for event in self.log.events[self._state.applied :]:
+            apply(self._state, event, self.prices)
+        return self._state
 
     def say(self, text: str) -> None:
         for line in text.splitlines() or [""]:
@@ -190,7 +206,7 @@ class Session:
                                      "model": self.config.model}),
                 ("user.message", {"content": self.config.prompt}),
             ])  # fmt: skip
-        state = replay(self.log.events, self.prices)
+        state = self._state = replay(self.log.events, self.prices)
         if state.outcome is None and self.log.events[-1]["type"] != "user.message":
             last = self.log.events[-1]["seq"]
             self.log.append("session.resumed", from_seq=last)
@@ -209,7 +225,7 @@ class Session:
             result=result[:4096],
         )
         self.say(f"{outcome}: {reason}: {message}")
-        return replay(self.log.events, self.prices)
+        return self._caught_up()
 
     def _limit_reached(self, state: State) -> tuple[str, str] | None:
         limits = self.config.limits
@@ -251,7 +267,7 @@ class Session:
             )
         if state.pending:
             await self._run_tools(state)
-            return replay(self.log.events, self.prices)
+            return self._caught_up()
         if stop in ("end_turn", "stop_sequence"):
             return self._end(state, "Succeeded", "Completed", "the agent finished its work")
         if stop == "refusal":
@@ -262,7 +278,7 @@ class Session:
         if reached is not None:
             return self._end(state, "Failed", *reached)
         await self._call_model(state)
-        return replay(self.log.events, self.prices)
+        return self._caught_up()
 
     async def _call_model(self, state: State) -> None:
         turn = state.turns + 1

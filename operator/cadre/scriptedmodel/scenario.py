@@ -96,8 +96,24 @@ def agent_of(request: dict[str, Any]) -> str:
     return match[1]
 
 
-def step_of(request: dict[str, Any]) -> int:
-    return sum(1 for m in request.get("messages", []) if m.get("role") == "assistant")
+def step_of(request: dict[str, Any], steps: list[Reply | Choices] | None = None) -> int:
+    """Which step of the script answers this request: one per earlier answer. A continuation
+    (the request ends with the assistant's partial answer, after max_tokens or pause_turn)
+    carries several steps' texts in that one message; they are counted by matching them."""
+    messages = request.get("messages", [])
+    step = sum(1 for m in messages if m.get("role") == "assistant")
+    if not messages or messages[-1].get("role") != "assistant" or steps is None:
+        return step
+    remaining = _text_of(messages[-1].get("content"))
+    step -= 1  # the step that began this answer
+    while step < len(steps):
+        entry = steps[step]
+        text = entry.text if isinstance(entry, Reply) else ""
+        if not text or not remaining.startswith(text):
+            break
+        remaining = remaining[len(text) :]
+        step += 1
+    return step
 
 
 def last_result(request: dict[str, Any]) -> str:
@@ -121,7 +137,7 @@ def choose(scenario: Scenario, request: dict[str, Any]) -> tuple[str, int, Reply
     steps = scenario.agents.get(agent)
     if steps is None:
         raise ScenarioError(f"the scenario has no agent {agent!r}")
-    step = step_of(request)
+    step = step_of(request, steps)
     if step >= len(steps):
         raise ScenarioError(f"the script of agent {agent!r} is exhausted at step {step + 1}")
     entry = steps[step]
