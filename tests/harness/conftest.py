@@ -28,7 +28,7 @@ async def scripted() -> AsyncIterator[ModelFactory]:
 
     async def start(scenario: dict[str, Any]) -> tuple[str, ScriptedModel]:
         model = ScriptedModel(Scenario.model_validate(scenario))
-        runner = web.AppRunner(model.app(), access_log=None)
+        runner = web.AppRunner(model.app(), access_log=None, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -158,6 +158,12 @@ class SessionStatus(ApiModel):
     """The sandbox pod, while one exists."""
     sandbox_ready: bool = False
     """Whether the sandbox answers tool calls."""
+    sandbox_address: (
+        Annotated[str, StringConstraints(max_length=64, pattern=r"^[0-9A-Fa-f.:\[\]]+:[0-9]{1,5}$")]
+        | None
+    ) = None
+    """``IP:port`` of the sandbox pod, set by the operator once it is ready. The harness calls
+    the pod directly, so it needs no right to read pods or resolve Service names."""
     attempts: Annotated[int, Field(ge=0)] = 0
     """Times a harness took up the session."""
     resumes: Annotated[int, Field(ge=0)] = 0

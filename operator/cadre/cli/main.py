@@ -38,6 +38,51 @@ def crds(output_dir: Path | None) -> None:
         click.echo(f"wrote {output_dir / name}", err=True)
 
 
+@cli.command()
+@click.option("--agent", required=True, help="The Agent this harness works for.")
+@click.option(
+    "--namespace",
+    envvar="POD_NAMESPACE",
+    default="default",
+    show_default=True,
+    help="Where the Agent and its Tasks live (in a pod: POD_NAMESPACE).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/var/lib/cadre"),
+    show_default=True,
+    help="The harness's volume: session logs and the sandbox-token key.",
+)
+def harness(agent: str, namespace: str, state_dir: Path) -> None:
+    """Run the harness of one Agent: its Tasks as sessions, until SIGTERM.
+
+    The model API key comes from ANTHROPIC_API_KEY (in a pod, from the Agent's Secret).
+    """
+    import asyncio
+    import os
+    import signal
+
+    import kubernetes
+
+    from cadre.harness.process import HarnessProcess, TaskApi
+
+    api_key = os.environ.get("ANTHROPIC_API_KEY")
+    if not api_key:
+        raise click.UsageError("ANTHROPIC_API_KEY is not set")
+    kubernetes.config.load_config()  # type: ignore[no-untyped-call]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        with kubernetes.client.ApiClient() as client:
+            await HarnessProcess(agent, TaskApi(client, namespace), state_dir, api_key).run(stop)
+
+    asyncio.run(main())
+
+
 @cli.group()
 def dev() -> None:
     """The local cluster: Kubernetes on this machine with no container runtime."""

@@ -74,6 +74,9 @@ class SandboxClient:
                 ) as response:
                     body = await response.json(content_type=None)
             except (TimeoutError, aiohttp.ClientConnectionError) as err:
+                forget = getattr(self._access, "forget", None)
+                if forget is not None:
+                    forget()  # the sandbox may come back elsewhere: ask again where it is
                 if loop.time() > deadline:
                     raise SandboxUnavailable(
                         f"the sandbox did not answer for {self._retry_for:g}s: {err}"

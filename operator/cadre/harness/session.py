@@ -194,6 +194,19 @@ class Session:
             apply(self._state, event, self.prices)
         return self._state
 
+    @property
+    def state(self) -> State:
+        return self._caught_up()
+
+    def cancel(self, message: str) -> Obj:
+        """End the session Cancelled (its Task was cancelled); returns the outcome."""
+        state = self._caught_up()
+        if state.outcome is None:
+            self._end(state, "Cancelled", "Cancelled", message)
+        outcome = self._caught_up().outcome
+        assert outcome is not None
+        return outcome
+
     def say(self, text: str) -> None:
         for line in text.splitlines() or [""]:
             self._say(f"[{self.config.task}] {line}")

@@ -56,6 +56,8 @@ class Reply(_Strict):
     stop_reason: StopReason | None = None
     output_tokens: int | None = None
     when_last_result_contains: str | None = None
+    when_prompt_contains: str | None = None
+    """In ``choices``: match on the session's first user message (which Task this is)."""
     fail_first: list[InjectedError] = Field(default_factory=list)
     delay_seconds: float = 0.0
     """Wait this long before answering (a slow model, for timeouts)."""
@@ -144,7 +146,15 @@ def choose(scenario: Scenario, request: dict[str, Any]) -> tuple[str, int, Reply
     if isinstance(entry, Reply):
         return agent, step, entry
     result = last_result(request)
+    messages = request.get("messages", [])
+    prompt = _text_of(messages[0].get("content")) if messages else ""
     for reply in entry.choices:
-        if reply.when_last_result_contains is None or reply.when_last_result_contains in result:
-            return agent, step, reply
+        if (
+            reply.when_last_result_contains is not None
+            and reply.when_last_result_contains not in result
+        ):
+            continue
+        if reply.when_prompt_contains is not None and reply.when_prompt_contains not in prompt:
+            continue
+        return agent, step, reply
     raise ScenarioError(f"no choice of agent {agent!r} at step {step + 1} matches the last result")

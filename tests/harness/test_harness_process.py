@@ -1,0 +1,324 @@
+"""``cadre harness`` for one Agent against the local cluster, with least-privilege RBAC, the
+scripted model and a sandbox built by the operator's builders (the test plays the operator)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from cadre.api.agent import Sandbox
+from cadre.harness.process import HarnessProcess, TaskApi
+from cadre.harness.tokens import session_token
+from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver
+from cadre.operator.sandbox_builders import (
+    SandboxDefaults,
+    SandboxTarget,
+    build_sandbox_objects,
+    build_sandbox_service_account,
+)
+
+from tests.harness.conftest import ModelFactory
+from tests.localcluster.conftest import REPO, Http
+
+NS = "default"
+RBAC = "rbac.authorization.k8s.io"
+DEFAULTS = SandboxDefaults(image="ghcr.io/cadre-dev/sandbox:test")
+_PATHS = {
+    "Secret": "/api/v1/namespaces/{ns}/secrets",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
+    "Pod": "/api/v1/namespaces/{ns}/pods",
+    "Service": "/api/v1/namespaces/{ns}/services",
+    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+}
+WRITE_SLUG = {"path": "slug.py", "content": "def slugify(t):\n    return t.lower()\n"}
+SCENARIO = {
+    "agents": {
+        "engineer": [
+            {"choices": [
+                {"when_last_result_contains": "never", "text": "x"},
+                {"text": "Writing it.", "tool_uses": [{"name": "write", "input": WRITE_SLUG}]},
+            ]},
+            {"text": "slug.py is written."},
+        ]
+    }
+}  # fmt: skip
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[ThreadedApiServer, Http]]:
+    with threaded_apiserver(
+        crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node", kubelet_options={"backoff": 0.2}
+    ) as handle:
+        server = handle.server
+        assert server is not None
+        (tmp_path / "ca.crt").write_text(server.ca_pem)
+        yield handle, Http(server.url, tmp_path / "ca.crt", server.admin_token)
+
+
+def _least_privilege_client(
+    http: Http, server_url: str, ca: Path, tmp_path: Path
+) -> kubernetes.client.ApiClient:
+    """A client with only the harness's rights: its Agent, Tasks, and tasks/status."""
+    rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/default"
+    http(
+        "POST",
+        f"/api/v1/namespaces/{NS}/serviceaccounts",
+        {"metadata": {"name": "harness-engineer"}},
+    )
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "harness-engineer"},
+        "rules": [
+            {
+                "apiGroups": ["cadre.dev"],
+                "resources": ["agents"],
+                "resourceNames": ["engineer"],
+                "verbs": ["get"],
+            },
+            {"apiGroups": ["cadre.dev"], "resources": ["tasks"], "verbs": ["get", "list", "watch"]},
+            {
+                "apiGroups": ["cadre.dev"],
+                "resources": ["tasks/status"],
+                "verbs": ["get", "patch", "update"],
+            },
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "harness-engineer"},
+        "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "harness-engineer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "harness-engineer", "namespace": NS}],
+    }  # fmt: skip
+    assert http("POST", f"{rbac}/roles", role).status_code == 201
+    assert http("POST", f"{rbac}/rolebindings", binding).status_code == 201
+    token = http(
+        "POST", f"/api/v1/namespaces/{NS}/serviceaccounts/harness-engineer/token", {"spec": {}}
+    ).json()["status"]["token"]
+    ca_data = base64.b64encode(ca.read_bytes()).decode()
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "h",
+        "clusters": [
+            {"name": "c", "cluster": {"server": server_url, "certificate-authority-data": ca_data}}
+        ],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "h", "context": {"cluster": "c", "user": "u", "namespace": NS}}],
+    }  # fmt: skip
+    path = tmp_path / "harness-kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return kubernetes.config.new_client_from_config(str(path))
+
+
+async def _play_operator(http: Http, stop: asyncio.Event) -> list[str]:
+    """What the operator will do: build the sandbox a Task asks for, report where it is."""
+    built: list[str] = []
+    http("POST", f"/api/v1/namespaces/{NS}/serviceaccounts", build_sandbox_service_account(NS))
+    while not stop.is_set():
+        tasks = (
+            await asyncio.to_thread(http, "GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks")
+        ).json()["items"]
+        for task in tasks:
+            name = task["metadata"]["name"]
+            session = (task.get("status") or {}).get("session") or {}
+            if not session.get("sandboxRequested") or session.get("sandboxReady"):
+                continue
+            if name not in built:
+                target = SandboxTarget(
+                    NS,
+                    name,
+                    task["metadata"]["uid"],
+                    "engineer",
+                    Sandbox(),
+                    session["sandboxTokenSHA256"],
+                )
+                for obj in build_sandbox_objects(target, DEFAULTS):
+                    await asyncio.to_thread(http, "POST", _PATHS[obj["kind"]].format(ns=NS), obj)
+                built.append(name)
+            pod = (
+                await asyncio.to_thread(http, "GET", f"/api/v1/namespaces/{NS}/pods/sbx-{name}")
+            ).json()
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in pod.get("status", {}).get("conditions", [])
+            )
+            if ready:
+                status = {
+                    "session": {
+                        "sandboxReady": True,
+                        "sandboxPod": f"sbx-{name}",
+                        "sandboxAddress": f"{pod['status']['podIP']}:8080",
+                    }
+                }
+                await asyncio.to_thread(
+                    http,
+                    "PATCH",
+                    f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/{name}/status",
+                    {"status": status},
+                    "application/merge-patch+json",
+                )
+        await asyncio.sleep(0.1)
+    return built
+
+
+def _agent(tools: list[str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "role": "Writes code",
+        "model": "claude-sonnet-4-6",
+        "apiKeySecretRef": {"name": "anthropic"},
+    }
+    if tools is not None:
+        spec["tools"] = tools
+    return {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "engineer"},
+        "spec": spec,
+    }
+
+
+def _task(name: str, prompt: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": name},
+        "spec": {"assignee": {"agent": "engineer"}, "prompt": prompt},
+    }
+
+
+async def _until(check: Any, within: float = 30.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_the_harness_works_its_tasks_with_a_lazy_sandbox(
+    cluster: tuple[ThreadedApiServer, Http],
+    scripted: ModelFactory,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handle, http = cluster
+    assert handle.server is not None
+    url, model = await scripted(
+        SCENARIO | {"agents": {**SCENARIO["agents"], "engineer": SCENARIO["agents"]["engineer"]}}
+    )
+    agent = _agent()
+    agent["spec"]["baseURL"] = url
+    assert (
+        http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent).status_code == 201
+    )
+    http(
+        "POST",
+        f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks",
+        _task("slugify", "Write slug.py."),
+    )
+    client = _least_privilege_client(http, handle.server.url, tmp_path / "ca.crt", tmp_path)
+    stop = asyncio.Event()
+    harness = HarnessProcess(
+        "engineer", TaskApi(client, NS), tmp_path / "harness", "sk-test", sandbox_wait_seconds=60
+    )
+    operator = asyncio.get_running_loop().create_task(_play_operator(http, stop))
+    running = asyncio.get_running_loop().create_task(harness.run(stop))
+    try:
+
+        def finished() -> dict[str, Any] | None:
+            task = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/slugify").json()
+            return (
+                task if (task.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+            )
+
+        task = await _until(finished, within=60)
+    finally:
+        stop.set()
+        await running
+        built = await operator
+        client.close()
+    status = task["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status)
+    assert status["result"]["summary"] == "slug.py is written."
+    assert status["usage"]["turns"] == 2
+    key = (tmp_path / "harness" / "token.key").read_bytes()
+    token = session_token(key, task["metadata"]["uid"])
+    assert status["session"]["sandboxTokenSHA256"] == hashlib.sha256(token.encode()).hexdigest()
+    assert status["conditions"][0]["type"] == "Succeeded"
+    assert built == ["slugify"]
+    assert len(model.requests) == 2
+    assert handle.kubelet is not None  # the file is on the sandbox's workspace volume
+    written = list(
+        (handle.kubelet.state_dir / "claims" / NS).glob("sbx-slugify-workspace-*/slug.py")
+    )
+    assert [p.read_text() for p in written] == ["def slugify(t):\n    return t.lower()\n"]
+    out = capsys.readouterr().out
+    assert f"[{NS}/slugify] engineer: slug.py is written." in out
+
+
+LAZY_AND_CANCEL = {
+    "agents": {
+        "engineer": [
+            {"choices": [
+                {"when_prompt_contains": "Say hello", "text": "Hello."},
+                {"when_prompt_contains": "Think", "text": "Still thinking.", "delay_seconds": 60},
+            ]},
+        ]
+    }
+}  # fmt: skip
+
+
+async def test_no_tool_call_means_no_sandbox_and_cancel_stops_a_session(
+    cluster: tuple[ThreadedApiServer, Http], scripted: ModelFactory, tmp_path: Path
+) -> None:
+    handle, http = cluster
+    assert handle.server is not None
+    url, _ = await scripted(LAZY_AND_CANCEL)
+    agent = _agent()
+    agent["spec"]["baseURL"] = url
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent)
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", _task("hello", "Say hello."))
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", _task("ponder", "Think hard."))
+    client = _least_privilege_client(http, handle.server.url, tmp_path / "ca.crt", tmp_path)
+    stop = asyncio.Event()
+    harness = HarnessProcess("engineer", TaskApi(client, NS), tmp_path / "harness", "sk-test")
+    running = asyncio.get_running_loop().create_task(harness.run(stop))
+
+    def phase(name: str) -> str | None:
+        task = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/{name}").json()
+        return (task.get("status") or {}).get("phase")
+
+    try:
+        await _until(lambda: phase("hello") == "Succeeded")
+        await _until(lambda: phase("ponder") == "Running")
+        await asyncio.sleep(0.3)  # the model call is in flight
+        began = asyncio.get_running_loop().time()
+        http(
+            "PATCH",
+            f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/ponder",
+            {"spec": {"cancel": True}},
+            "application/merge-patch+json",
+        )
+        await _until(lambda: phase("ponder") == "Cancelled")
+        took = asyncio.get_running_loop().time() - began
+    finally:
+        stop.set()
+        await running
+        client.close()
+    assert took < 5
+    hello = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/hello").json()["status"]
+    assert not hello["session"].get("sandboxRequested")
+    assert hello["result"]["summary"] == "Hello."
+    ponder = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/ponder").json()["status"]
+    assert ponder["conditions"][0]["reason"] == "Cancelled"
+    logs = list((tmp_path / "harness" / "sessions" / NS).glob("ponder-*.jsonl"))
+    assert json.loads(logs[0].read_text().splitlines()[-1])["outcome"] == "Cancelled"
