@@ -7,6 +7,10 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
+import random
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from cadre.operator.sandbox_builders import (
     build_sandbox_objects,
     build_sandbox_service_account,
 )
+from cadre.sandbox.store import read_journal
 
 from tests.harness.conftest import ModelFactory
 from tests.localcluster.conftest import REPO, Http
@@ -322,3 +327,82 @@ async def test_no_tool_call_means_no_sandbox_and_cancel_stops_a_session(
     assert ponder["conditions"][0]["reason"] == "Cancelled"
     logs = list((tmp_path / "harness" / "sessions" / NS).glob("ponder-*.jsonl"))
     assert json.loads(logs[0].read_text().splitlines()[-1])["outcome"] == "Cancelled"
+
+
+def _steps_scenario(tasks: list[str], steps: int) -> dict[str, Any]:
+    script: list[dict[str, Any]] = []
+    for step in range(steps):
+        script.append({"choices": [
+            {"when_prompt_contains": f"Task {name}.", "text": f"{name} step {step}",
+             "tool_uses": [{"name": "bash", "input": {"command": f"sleep 0.1; echo {name}-{step} >> done.txt"}}]}
+            for name in tasks
+        ]})  # fmt: skip
+    script.append({"text": "All done."})
+    return {"agents": {"engineer": script}}
+
+
+async def test_killing_the_harness_with_three_sessions_in_flight_loses_and_repeats_nothing(
+    cluster: tuple[ThreadedApiServer, Http], scripted: ModelFactory, tmp_path: Path
+) -> None:
+    handle, http = cluster
+    assert handle.server is not None
+    assert handle.kubelet is not None
+    names, steps = ["alpha", "beta", "gamma"], 6
+    url, _ = await scripted(_steps_scenario(names, steps))
+    agent = _agent()
+    agent["spec"]["baseURL"] = url
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent)
+    for name in names:
+        http(
+            "POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", _task(name, f"Task {name}.")
+        )
+    client = _least_privilege_client(http, handle.server.url, tmp_path / "ca.crt", tmp_path)
+    client.close()
+    stop = asyncio.Event()
+    operator = asyncio.get_running_loop().create_task(_play_operator(http, stop))
+    state = tmp_path / "harness"
+    kubeconfig = tmp_path / "harness-kubeconfig"
+    rng = random.Random(11)
+    kills = 0
+
+    def phases() -> dict[str, str | None]:
+        items = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks").json()["items"]
+        return {t["metadata"]["name"]: (t.get("status") or {}).get("phase") for t in items}
+
+    def logged() -> int:
+        return sum(len(p.read_bytes().splitlines()) for p in state.glob("sessions/*/*.jsonl"))
+
+    try:
+        for _ in range(60):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cadre.cli.main", "harness", "--agent", "engineer",
+                "--namespace", NS, "--state-dir", str(state),
+                env={**os.environ, "KUBECONFIG": str(kubeconfig), "ANTHROPIC_API_KEY": "sk-test"},
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            start, target = logged(), rng.randint(4, 14)
+            while proc.returncode is None and logged() < start + target:
+                if all(p == "Succeeded" for p in phases().values()):
+                    break
+                await asyncio.sleep(0.01)
+            if all(p == "Succeeded" for p in (await asyncio.to_thread(phases)).values()):
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+                break
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            kills += 1
+    finally:
+        stop.set()
+        await operator
+    assert kills >= 5
+    assert set(phases().values()) == {"Succeeded"}
+    for name in names:
+        workspaces = list(
+            (handle.kubelet.state_dir / "claims" / NS).glob(f"sbx-{name}-workspace-*")
+        )
+        lines = (workspaces[0] / "done.txt").read_text().split()
+        assert lines == [f"{name}-{step}" for step in range(steps)]  # every effect exactly once
+        journal = read_journal(workspaces[0] / ".cadre-sandbox" / "executions.jsonl")
+        ids = [entry["tool_use_id"] for entry in journal]
+        assert len(ids) == len(set(ids)) == steps

@@ -136,13 +136,13 @@ class TaskApi:
         )  # fmt: skip
 
     def watch(self, emit: Callable[[str, Obj], None], stop: threading.Event) -> None:
-        """List then watch Tasks forever (relisting on 410), calling ``emit`` for each."""
+        """List then watch Tasks forever (relisting on 410). A list is emitted whole, as
+        ``("LIST", {"items": [...]})``, so the harness can order what it takes up."""
         while not stop.is_set():
             listed: Obj = self.custom.list_namespaced_custom_object(  # type: ignore[assignment]
                 GROUP, VERSION, self.namespace, "tasks"
             )
-            for item in listed["items"]:
-                emit("ADDED", item)
+            emit("LIST", listed)
             version = listed["metadata"]["resourceVersion"]
             watcher = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
             try:
@@ -241,13 +241,25 @@ class HarnessProcess:
                 if getter not in done:
                     getter.cancel()
                     continue
-                self._on_task(*getter.result())
+                kind, obj = getter.result()
+                if kind == "LIST":
+                    # Unfinished sessions first: they hold work in progress (and a sandbox).
+                    for task in sorted(obj["items"], key=lambda t: not self._log_path(t).exists()):
+                        self._on_task("ADDED", task)
+                else:
+                    self._on_task(kind, obj)
         finally:
             halt.set()
             for task in self.running.values():
                 task.cancel()
             await asyncio.gather(*self.running.values(), return_exceptions=True)
             await self.client.close()
+
+    def _log_path(self, task: Obj) -> Path:
+        meta = task["metadata"]
+        return (
+            self.state_dir / "sessions" / self.api.namespace / f"{meta['name']}-{meta['uid']}.jsonl"
+        )
 
     def _on_task(self, kind: str, task: Obj) -> None:
         name = task["metadata"]["name"]
@@ -275,7 +287,7 @@ class HarnessProcess:
     async def _session(self, task: Obj) -> None:
         meta, spec = task["metadata"], task["spec"]
         name, uid = meta["name"], meta["uid"]
-        path = self.state_dir / "sessions" / self.api.namespace / f"{name}-{uid}.jsonl"
+        path = self._log_path(task)
         resumed = path.exists()
         try:
             session_log = SessionLog.open(path)
