@@ -329,12 +329,16 @@ async def test_no_tool_call_means_no_sandbox_and_cancel_stops_a_session(
     assert json.loads(logs[0].read_text().splitlines()[-1])["outcome"] == "Cancelled"
 
 
+def _append(name: str, step: int) -> str:
+    return f"sleep 0.1; echo {name}-{step} >> done.txt"
+
+
 def _steps_scenario(tasks: list[str], steps: int) -> dict[str, Any]:
     script: list[dict[str, Any]] = []
     for step in range(steps):
         script.append({"choices": [
             {"when_prompt_contains": f"Task {name}.", "text": f"{name} step {step}",
-             "tool_uses": [{"name": "bash", "input": {"command": f"sleep 0.1; echo {name}-{step} >> done.txt"}}]}
+             "tool_uses": [{"name": "bash", "input": {"command": _append(name, step)}}]}
             for name in tasks
         ]})  # fmt: skip
     script.append({"text": "All done."})
