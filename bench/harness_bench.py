@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -146,6 +149,7 @@ def _resume_figures() -> tuple[float, float, int]:
 def measure() -> list[Metric]:
     overhead, model_time = asyncio.run(_turn_overhead())
     resume, ratio, events = _resume_figures()
+    held = sessions_per_process()
     turn_note = (
         f"per model call of a {TURNS}-turn session against the scripted model in the same"
         f" process: wall time minus the model server's own handling ({model_time:.2f} ms/turn);"
@@ -167,4 +171,87 @@ def measure() -> list[Metric]:
             f"the resume above / reading the file and json.loads of every line; medians of {RUNS}",
             "<= 3",
         ),
+        *held,
     ]
+
+
+SESSIONS = 1000
+BUDGET_MB = 500
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _idle_sessions(url: str, folder: Path) -> tuple[float, float]:
+    """RSS before and with SESSIONS sessions each waiting on a model call."""
+    client = anthropic.AsyncAnthropic(api_key="bench", base_url=url, max_retries=0)
+    sandbox = SandboxClient(StaticSandbox("http://127.0.0.1:9", "unused"))
+    prices = prices_for("claude-sonnet-4-6")
+    before = _rss_mb()
+    logs = [SessionLog.open(folder / f"s{i}.jsonl") for i in range(SESSIONS)]
+    sessions = [
+        Session(SessionConfig(task=f"b/t{i}", agent="bench", role="r", prompt=f"wait {i}",
+                              model="claude-sonnet-4-6"),
+                log, client, sandbox, prices, lambda _: None)
+        for i, log in enumerate(logs)
+    ]  # fmt: skip
+    tasks = [asyncio.create_task(s.run()) for s in sessions]
+    deadline = time.monotonic() + 120
+    while (
+        sum(
+            1 for log in logs if log.events and log.events[-1]["type"] == "span.model_request_start"
+        )
+        < SESSIONS
+    ):
+        assert time.monotonic() < deadline, "the sessions did not all reach their model call"
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # every request is in flight and idle
+    during = _rss_mb()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for log in logs:
+        log.close()
+    await client.close()
+    return before, during
+
+
+def sessions_per_process() -> list[Metric]:
+    with tempfile.TemporaryDirectory() as folder:
+        scenario = Path(folder) / "scenario.yaml"
+        scenario.write_text(
+            json.dumps({"agents": {"bench": [{"text": "late", "delay_seconds": 600}]}})
+        )
+        port = 18_000 + os.getpid() % 1000
+        server = subprocess.Popen(
+            [sys.executable, "-m", "cadre.scriptedmodel", "--scenario", str(scenario),
+             "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        try:
+            assert server.stdout is not None
+            server.stdout.readline()  # "======== Running on ..."
+            before, during = asyncio.run(_idle_sessions(f"http://127.0.0.1:{port}", Path(folder)))
+        finally:
+            server.kill()  # it would wait for the 600 s replies otherwise
+            server.wait(timeout=30)
+            if server.stdout is not None:
+                server.stdout.close()
+    per_session = (during - before) / SESSIONS
+    capacity = int((BUDGET_MB - before) / per_session) if per_session > 0 else SESSIONS
+    return [
+        Metric(
+            "harness_sessions_per_process", min(capacity, 100_000), "sessions",
+            f"{SESSIONS} sessions held in one process, each waiting on a model call (scripted model"
+            f" in another process): RSS {before:.0f} MB before, {during:.0f} MB with them,"
+            f" {per_session * 1024:.0f} KB each; sessions that fit under {BUDGET_MB} MB at that"
+            " rate",
+            ">= 1000",
+        ),
+        Metric("harness_rss_mb_1000_idle_sessions", round(during, 1), "MB",
+               f"RSS of one process holding {SESSIONS} sessions waiting on the model", "< 500"),
+    ]  # fmt: skip
