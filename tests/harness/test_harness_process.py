@@ -31,19 +31,11 @@ from cadre.operator.sandbox_builders import (
 from cadre.sandbox.store import read_journal
 
 from tests.harness.conftest import ModelFactory
-from tests.localcluster.conftest import REPO, Http
+from tests.localcluster.conftest import REPO, Http, create_all
 
 NS = "default"
 RBAC = "rbac.authorization.k8s.io"
 DEFAULTS = SandboxDefaults(image="ghcr.io/cadre-dev/sandbox:test")
-_PATHS = {
-    "Secret": "/api/v1/namespaces/{ns}/secrets",
-    "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
-    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
-    "Pod": "/api/v1/namespaces/{ns}/pods",
-    "Service": "/api/v1/namespaces/{ns}/services",
-    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
-}
 WRITE_SLUG = {"path": "slug.py", "content": "def slugify(t):\n    return t.lower()\n"}
 SCENARIO = {
     "agents": {
@@ -145,8 +137,8 @@ async def _play_operator(http: Http, stop: asyncio.Event) -> list[str]:
                     Sandbox(),
                     session["sandboxTokenSHA256"],
                 )
-                for obj in build_sandbox_objects(target, DEFAULTS):
-                    await asyncio.to_thread(http, "POST", _PATHS[obj["kind"]].format(ns=NS), obj)
+                objects = build_sandbox_objects(target, DEFAULTS)
+                await asyncio.to_thread(create_all, http, NS, objects)
                 built.append(name)
             pod = (
                 await asyncio.to_thread(http, "GET", f"/api/v1/namespaces/{NS}/pods/sbx-{name}")

@@ -123,6 +123,24 @@ def kubectl(kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Kubec
     return run
 
 
+API_PATHS = {
+    "Secret": "/api/v1/namespaces/{ns}/secrets",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
+    "Pod": "/api/v1/namespaces/{ns}/pods",
+    "Service": "/api/v1/namespaces/{ns}/services",
+    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+}
+"""Where to POST each kind the operator's builders make."""
+
+
+def create_all(http: Http, namespace: str, objects: list[dict[str, Any]]) -> None:
+    """Create built objects in order, as the operator will; each must be accepted."""
+    for obj in objects:
+        response = http("POST", API_PATHS[obj["kind"]].format(ns=namespace), obj)
+        assert response.status_code == 201, response.text
+
+
 def task_manifest(name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "cadre.dev/v1alpha1",

@@ -44,6 +44,21 @@ def _has_cache_marker(value: Any) -> bool:
     return "cache_control" in json.dumps(value)
 
 
+class _Refused(Exception):  # noqa: N818 - carries the response that refuses the request
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.text)
+        self.response = response
+
+
+@web.middleware
+async def _refusals(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except _Refused as refused:
+        return refused.response
+    return response
+
+
 @dataclass
 class ScriptedModel:
     scenario: Scenario
@@ -52,7 +67,7 @@ class ScriptedModel:
     _cached_prefixes: set[str] = field(default_factory=set)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[_refusals])
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         app.router.add_get("/_scripted/requests", self._recorded)
@@ -63,46 +78,13 @@ class ScriptedModel:
 
     async def _body(self, request: web.Request) -> Obj:
         if not request.headers.get("x-api-key") and not request.headers.get("Authorization"):
-            raise web.HTTPUnauthorized(
-                text=json.dumps(
-                    {
-                        "type": "error",
-                        "error": {
-                            "type": "authentication_error",
-                            "message": "x-api-key header is required",
-                        },
-                    }
-                ),
-                content_type="application/json",
-            )
+            raise _Refused(_error(401, "x-api-key header is required"))
         try:
             body = await request.json()
         except ValueError as err:
-            raise web.HTTPBadRequest(
-                text=json.dumps(
-                    {
-                        "type": "error",
-                        "error": {
-                            "type": "invalid_request_error",
-                            "message": f"invalid JSON: {err}",
-                        },
-                    }
-                ),
-                content_type="application/json",
-            ) from err
+            raise _Refused(_error(400, f"invalid JSON: {err}")) from err
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            raise web.HTTPBadRequest(
-                text=json.dumps(
-                    {
-                        "type": "error",
-                        "error": {
-                            "type": "invalid_request_error",
-                            "message": "messages: Field required",
-                        },
-                    }
-                ),
-                content_type="application/json",
-            )
+            raise _Refused(_error(400, "messages: Field required"))
         return body
 
     async def _count_tokens(self, request: web.Request) -> web.Response:

@@ -17,19 +17,11 @@ from cadre.operator.sandbox_builders import (
     build_sandbox_service_account,
 )
 
-from tests.localcluster.conftest import Http, task_manifest
+from tests.localcluster.conftest import Http, create_all, task_manifest
 from tests.localcluster.node.conftest import eventually
 
 TOKEN = "session-token-for-test"
 DEFAULTS = SandboxDefaults(image="ghcr.io/cadre-dev/sandbox:0.1.0")
-_PATHS = {
-    "Secret": "/api/v1/namespaces/{ns}/secrets",
-    "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
-    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
-    "Pod": "/api/v1/namespaces/{ns}/pods",
-    "Service": "/api/v1/namespaces/{ns}/services",
-    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
-}
 
 
 def _call(address: str, token: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -59,9 +51,11 @@ def test_the_built_sandbox_serves_tool_calls_and_goes_with_its_task(
         spec=Sandbox(),
         token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest(),
     )
-    for obj in [build_sandbox_service_account(namespace), *build_sandbox_objects(target, DEFAULTS)]:
-        response = http("POST", _PATHS[obj["kind"]].format(ns=namespace), obj)
-        assert response.status_code == 201, response.text
+    create_all(
+        http,
+        namespace,
+        [build_sandbox_service_account(namespace), *build_sandbox_objects(target, DEFAULTS)],
+    )
     pod_path = f"/api/v1/namespaces/{namespace}/pods/sbx-fix"
 
     def ready_pod() -> dict[str, Any] | None:
