@@ -46,6 +46,15 @@ def sandbox_selector(task: str) -> dict[str, str]:
     return {COMPONENT_LABEL: "sandbox", TASK_LABEL: task}
 
 
+def harness_name(agent: str) -> str:
+    """StatefulSet, ServiceAccount, Role and RoleBinding of an Agent's harness."""
+    return f"harness-{agent}"
+
+
+def harness_labels(agent: str) -> dict[str, str]:
+    return {**MANAGED_BY, "app.kubernetes.io/name": "cadre-harness", **harness_selector(agent)}
+
+
 def harness_selector(agent: str) -> dict[str, str]:
     """Selects the harness pod of one Agent (the only client its sandboxes accept)."""
     return {COMPONENT_LABEL: "harness", AGENT_LABEL: agent}

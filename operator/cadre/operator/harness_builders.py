@@ -1,0 +1,181 @@
+"""Pure builders of an Agent's harness: its ServiceAccount, the Role that allows only what the
+harness needs, the RoleBinding, and the StatefulSet of one pod that runs ``cadre harness``.
+
+The harness is the only holder of the Agent's API key (an environment variable from the
+Agent's Secret, in this pod only); its volume keeps the session logs and the token key, so a
+restarted pod resumes every session where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cadre.api.meta import GROUP
+from cadre.operator.objects import harness_labels, harness_name, harness_selector, owner_reference
+
+STATE_MOUNT = "/var/lib/cadre"
+HARNESS_UID = 10001
+CONFIG_HASH = "cadre.dev/config-hash"
+
+
+@dataclass(frozen=True)
+class HarnessDefaults:
+    image: str
+    state_size: str = "1Gi"
+    requests: dict[str, str] | None = None
+    limits: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class AgentTarget:
+    """The Agent a harness serves, as the builders need it."""
+
+    namespace: str
+    name: str
+    uid: str
+    spec: dict[str, Any]
+    """The Agent's spec as stored (a change to it rolls the harness)."""
+    secret_version: str = ""
+    """The API-key Secret's resourceVersion (a new key rolls the harness)."""
+
+
+def _metadata(target: AgentTarget, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": target.namespace,
+        "labels": harness_labels(target.name),
+        "ownerReferences": [owner_reference("Agent", target.name, target.uid)],
+    }
+
+
+def build_harness_service_account(target: AgentTarget) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(target, harness_name(target.name)),
+    }
+
+
+def build_harness_role(target: AgentTarget) -> dict[str, Any]:
+    """Only what ``cadre harness`` calls: its own Agent, the Tasks, and their status. No pods,
+    no Secrets, nothing it could create."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(target, harness_name(target.name)),
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": ["agents"],
+                "resourceNames": [target.name],
+                "verbs": ["get"],
+            },
+            {"apiGroups": [GROUP], "resources": ["tasks"], "verbs": ["get", "list", "watch"]},
+            {
+                "apiGroups": [GROUP],
+                "resources": ["tasks/status"],
+                "verbs": ["get", "patch", "update"],
+            },
+        ],
+    }
+
+
+def build_harness_role_binding(target: AgentTarget) -> dict[str, Any]:
+    name = harness_name(target.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(target, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": target.namespace}],
+    }
+
+
+def config_hash(target: AgentTarget) -> str:
+    """What rolls the harness when it changes: the Agent's spec and its key's Secret."""
+    material = json.dumps([target.spec, target.secret_version], sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) -> dict[str, Any]:
+    name = harness_name(target.name)
+    secret = target.spec["apiKeySecretRef"]
+    resources: dict[str, Any] = {}
+    if defaults.requests:
+        resources["requests"] = defaults.requests
+    if defaults.limits:
+        resources["limits"] = defaults.limits
+    labels = harness_labels(target.name)
+    container = {
+        "name": "harness",
+        "image": defaults.image,
+        "command": ["cadre", "harness", "--agent", target.name, "--state-dir", STATE_MOUNT],
+        "env": [
+            {
+                "name": "ANTHROPIC_API_KEY",
+                "valueFrom": {
+                    "secretKeyRef": {"name": secret["name"], "key": secret.get("key", "api-key")}
+                },
+            },
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+        ],
+        "volumeMounts": [{"name": "state", "mountPath": STATE_MOUNT}],
+        "resources": resources,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": HARNESS_UID,
+            "runAsGroup": HARNESS_UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _metadata(target, name),
+        "spec": {
+            "replicas": 1,
+            "serviceName": name,
+            "selector": {"matchLabels": harness_selector(target.name)},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {CONFIG_HASH: config_hash(target)}},
+                "spec": {
+                    "serviceAccountName": name,
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "fsGroup": HARNESS_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "state"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": defaults.state_size}},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def build_harness_objects(target: AgentTarget, defaults: HarnessDefaults) -> list[dict[str, Any]]:
+    """Everything an Agent's harness needs, in the order to create it."""
+    return [
+        build_harness_service_account(target),
+        build_harness_role(target),
+        build_harness_role_binding(target),
+        build_harness_statefulset(target, defaults),
+    ]

@@ -1,0 +1,128 @@
+"""The harness's objects: least privilege, the key only here, a volume that outlives the pod,
+and a roll when the Agent or its key changes. Each property its own test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from cadre.operator.harness_builders import (
+    CONFIG_HASH,
+    AgentTarget,
+    HarnessDefaults,
+    build_harness_objects,
+    build_harness_role,
+    build_harness_statefulset,
+)
+
+DEFAULTS = HarnessDefaults(image="ghcr.io/cadre-dev/cadre:0.1.0")
+SPEC = {
+    "role": "Writes code",
+    "model": "claude-sonnet-4-6",
+    "apiKeySecretRef": {"name": "anthropic", "key": "api-key"},
+}
+
+
+def target(**changes: Any) -> AgentTarget:
+    values: dict[str, Any] = {
+        "namespace": "team-a",
+        "name": "engineer",
+        "uid": "uid-1",
+        "spec": SPEC,
+        "secret_version": "7",
+    }
+    values.update(changes)
+    return AgentTarget(**values)
+
+
+@pytest.fixture
+def pod_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = build_harness_statefulset(target(), DEFAULTS)["spec"]["template"]["spec"]
+    return spec
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_every_object_is_valid_kubernetes(index: int) -> None:
+    obj = build_harness_objects(target(), DEFAULTS)[index]
+    kubernetes_validate.validate(obj, "1.32", strict=True)
+
+
+def test_the_role_allows_only_its_agent_tasks_and_their_status() -> None:
+    rules = build_harness_role(target())["rules"]
+    assert rules == [
+        {
+            "apiGroups": ["cadre.dev"],
+            "resources": ["agents"],
+            "resourceNames": ["engineer"],
+            "verbs": ["get"],
+        },
+        {"apiGroups": ["cadre.dev"], "resources": ["tasks"], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": ["cadre.dev"],
+            "resources": ["tasks/status"],
+            "verbs": ["get", "patch", "update"],
+        },
+    ]
+
+
+def test_the_role_grants_nothing_on_pods_or_secrets() -> None:
+    resources = {r for rule in build_harness_role(target())["rules"] for r in rule["resources"]}
+    assert not resources & {"pods", "secrets", "*", "pods/exec"}
+
+
+def test_the_api_key_comes_from_the_agents_secret_only(pod_spec: dict[str, Any]) -> None:
+    env = pod_spec["containers"][0]["env"]
+    secret_refs = [
+        e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})
+    ]
+    assert secret_refs == [{"name": "anthropic", "key": "api-key"}]
+    assert "envFrom" not in pod_spec["containers"][0]
+
+
+def test_it_runs_as_its_own_service_account(pod_spec: dict[str, Any]) -> None:
+    assert pod_spec["serviceAccountName"] == "harness-engineer"
+
+
+def test_the_container_is_restricted(pod_spec: dict[str, Any]) -> None:
+    context = pod_spec["containers"][0]["securityContext"]
+    assert context["runAsNonRoot"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert context["readOnlyRootFilesystem"] is True
+
+
+def test_session_logs_live_on_a_claim_that_outlives_the_pod() -> None:
+    sts = build_harness_statefulset(target(), DEFAULTS)
+    assert [c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]] == ["state"]
+    mounts = sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert mounts == [{"name": "state", "mountPath": "/var/lib/cadre"}]
+    assert sts["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == [
+        "--state-dir",
+        "/var/lib/cadre",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "rolls"),
+    [
+        ({}, False),
+        ({"secret_version": "8"}, True),
+        ({"spec": {**SPEC, "model": "claude-opus-4-5"}}, True),
+    ],
+)
+def test_a_change_of_spec_or_key_rolls_the_pod(changes: dict[str, Any], rolls: bool) -> None:
+    def hash_of(t: AgentTarget) -> str:
+        annotations: dict[str, str] = build_harness_statefulset(t, DEFAULTS)["spec"]["template"][
+            "metadata"
+        ]["annotations"]
+        return annotations[CONFIG_HASH]
+
+    assert (hash_of(target(**changes)) != hash_of(target())) is rolls
+
+
+def test_everything_is_owned_by_the_agent() -> None:
+    for obj in build_harness_objects(target(), DEFAULTS):
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+        assert obj["metadata"]["ownerReferences"][0]["kind"] == "Agent"
