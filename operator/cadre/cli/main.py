@@ -83,6 +83,33 @@ def harness(agent: str, namespace: str, state_dir: Path) -> None:
     asyncio.run(main())
 
 
+@cli.command()
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Serve only these namespaces (repeat); default: the whole cluster.",
+)
+@click.option(
+    "--liveness", default=None, help="Liveness endpoint, such as http://0.0.0.0:8080/healthz."
+)
+def operator(namespaces: tuple[str, ...], liveness: str | None) -> None:
+    """Run Cadre's operator (kopf): Agents into harnesses, Tasks into sandboxed sessions."""
+    import kopf
+    import kubernetes
+
+    import cadre.operator.handlers  # noqa: F401 - registers the handlers with kopf
+
+    kubernetes.config.load_config()  # type: ignore[no-untyped-call]
+    kopf.configure(verbose=False)
+    kopf.run(
+        standalone=True,
+        namespaces=list(namespaces),
+        clusterwide=not namespaces,
+        liveness_endpoint=liveness,
+    )
+
+
 @cli.group()
 def dev() -> None:
     """The local cluster: Kubernetes on this machine with no container runtime."""

@@ -1,0 +1,121 @@
+"""The operator's writes and reads, each safe to repeat: create, and on 409 bring the live
+object to what the builder says (StatefulSet spec, Role rules); 404 on delete means done."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from cadre.api import GROUP, VERSION
+from cadre.operator.objects import (
+    sandbox_name,
+    sandbox_token_secret_name,
+    sandbox_workspace_name,
+)
+
+Obj = dict[str, Any]
+# What an existing object's owner may change; everything else stays as first created.
+_UPDATABLE = {"StatefulSet": ("spec",), "Role": ("rules",), "RoleBinding": ("subjects",)}
+
+
+@functools.cache
+def client() -> kubernetes.client.ApiClient:
+    return kubernetes.client.ApiClient()
+
+
+@functools.cache
+def dynamic() -> DynamicClient:
+    return DynamicClient(client())  # type: ignore[no-untyped-call]
+
+
+def ensure(obj: Obj) -> None:
+    resource = dynamic().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+    namespace = obj["metadata"].get("namespace")
+    try:
+        resource.create(body=obj, namespace=namespace)
+        return
+    except ApiException as err:
+        if err.status != 409:
+            raise
+    fields = _UPDATABLE.get(obj["kind"])
+    if fields:
+        patch = {field: obj[field] for field in fields}
+        if obj["kind"] == "StatefulSet":
+            # Immutable parts of a StatefulSet's spec stay; what may change is sent.
+            spec = obj["spec"]
+            patch = {"spec": {"replicas": spec["replicas"], "template": spec["template"]}}
+        resource.patch(
+            body=patch, name=obj["metadata"]["name"], namespace=namespace,
+            content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+
+def _read(call: Any, *args: Any) -> Obj | None:
+    try:
+        found = call(*args)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+    result: Obj = found if isinstance(found, dict) else client().sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
+    return result
+
+
+def get_secret_version(namespace: str, name: str) -> str | None:
+    secret = _read(kubernetes.client.CoreV1Api(client()).read_namespaced_secret, name, namespace)
+    return None if secret is None else str(secret["metadata"]["resourceVersion"])
+
+
+def statefulset_ready(namespace: str, name: str) -> bool:
+    sts = _read(kubernetes.client.AppsV1Api(client()).read_namespaced_stateful_set, name, namespace)
+    return sts is not None and int((sts.get("status") or {}).get("readyReplicas") or 0) >= 1
+
+
+def get_agent(namespace: str, name: str) -> Obj | None:
+    if not name:
+        return None
+    api = kubernetes.client.CustomObjectsApi(client())
+    return _read(api.get_namespaced_custom_object, GROUP, VERSION, namespace, "agents", name)
+
+
+def get_pod(namespace: str, name: str) -> Obj | None:
+    return _read(kubernetes.client.CoreV1Api(client()).read_namespaced_pod, name, namespace)
+
+
+def patch_task_session(namespace: str, task: str, fields: Obj) -> None:
+    """Write session fields of a Task's status, only when they differ (no needless writes)."""
+    api = kubernetes.client.CustomObjectsApi(client())
+    current = _read(api.get_namespaced_custom_object, GROUP, VERSION, namespace, "tasks", task)
+    if current is None:
+        return
+    session = (current.get("status") or {}).get("session") or {}
+    if all(session.get(k) == v for k, v in fields.items()):
+        return
+    api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "tasks", task, {"status": {"session": fields}}
+    )
+
+
+def _delete(call: Any, *args: Any) -> None:
+    try:
+        call(*args)
+    except ApiException as err:
+        if err.status != 404:
+            raise
+
+
+def delete_sandbox(namespace: str, task: str, keep_workspace: bool) -> None:
+    core = kubernetes.client.CoreV1Api(client())
+    net = kubernetes.client.NetworkingV1Api(client())
+    _delete(core.delete_namespaced_pod, sandbox_name(task), namespace)
+    _delete(core.delete_namespaced_service, sandbox_name(task), namespace)
+    _delete(net.delete_namespaced_network_policy, sandbox_name(task), namespace)
+    _delete(core.delete_namespaced_secret, sandbox_token_secret_name(task), namespace)
+    if not keep_workspace:
+        _delete(
+            core.delete_namespaced_persistent_volume_claim, sandbox_workspace_name(task), namespace
+        )

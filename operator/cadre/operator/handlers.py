@@ -1,0 +1,235 @@
+"""The operator's kopf handlers: thin, level-based, every write safe to repeat.
+
+- Agent: keep its harness (ServiceAccount, Role, RoleBinding, StatefulSet) as the builders say;
+  ``Ready`` says whether the key's Secret exists and the harness pod is ready, rechecked on a
+  timer so it recovers by itself.
+- Task: accept it for its Agent; when its session asks for hands, build its sandbox and, once
+  the pod is ready, report where it is; when the Task ends, remove the sandbox.
+
+Not yet here (issue 7 is open): Teams' leads, maxConcurrentTasks queuing, Events, metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from cadre import __version__
+from cadre.api import GROUP, VERSION
+from cadre.api.agent import AgentSpec
+from cadre.operator import apply
+from cadre.operator.harness_builders import AgentTarget, HarnessDefaults, build_harness_objects
+from cadre.operator.objects import COMPONENT_LABEL, TASK_LABEL, harness_name, sandbox_name
+from cadre.operator.sandbox_builders import (
+    SandboxDefaults,
+    SandboxTarget,
+    build_sandbox_objects,
+    build_sandbox_service_account,
+)
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+FINAL = ("Succeeded", "Failed", "Cancelled")
+
+
+def harness_defaults() -> HarnessDefaults:
+    return HarnessDefaults(
+        image=os.environ.get("CADRE_HARNESS_IMAGE", f"ghcr.io/cadre-dev/cadre:{__version__}")
+    )
+
+
+def sandbox_defaults() -> SandboxDefaults:
+    return SandboxDefaults(
+        image=os.environ.get("CADRE_SANDBOX_IMAGE", f"ghcr.io/cadre-dev/sandbox:{__version__}")
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str, generation: int | None) -> Obj:
+    found: Obj = {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": _now(),
+    }
+    if generation is not None:
+        found["observedGeneration"] = generation
+    return found
+
+
+def _merge_condition(current: list[Obj], new: Obj) -> list[Obj]:
+    """Replace a condition by type; keep its transition time when its status did not change."""
+    old = next((c for c in current if c.get("type") == new["type"]), None)
+    if old is not None and old.get("status") == new["status"]:
+        new = {
+            **new,
+            "lastTransitionTime": old.get("lastTransitionTime", new["lastTransitionTime"]),
+        }
+    return [*(c for c in current if c.get("type") != new["type"]), new]
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = "cadre.dev/operator"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="cadre.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="cadre.dev", key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = 300
+
+
+# ---------------------------------------------------------------------------------------------
+# Agents
+
+
+def _agent_readiness(namespace: str, name: str, spec: Obj) -> tuple[bool, str, str]:
+    secret_name = spec["apiKeySecretRef"]["name"]
+    if apply.get_secret_version(namespace, secret_name) is None:
+        return False, "SecretMissing", f'the Secret "{secret_name}" with the API key does not exist'
+    ready = apply.statefulset_ready(namespace, harness_name(name))
+    if not ready:
+        return False, "HarnessNotReady", "the harness pod is not ready yet"
+    return True, "HarnessRunning", "the harness is running"
+
+
+@kopf.on.resume(GROUP, VERSION, "agents", id="agent-harness")
+@kopf.on.create(GROUP, VERSION, "agents", id="agent-harness")
+@kopf.on.update(GROUP, VERSION, "agents", id="agent-harness", field="spec")
+def reconcile_agent(
+    spec: kopf.Spec, name: str, namespace: str | None, uid: str, meta: kopf.Meta,
+    status: kopf.Status, patch: kopf.Patch, **_: Any,
+) -> None:  # fmt: skip
+    assert namespace is not None  # Agents are namespaced
+    parsed = AgentSpec.model_validate(dict(spec))
+    generation = meta.get("generation")
+    version = apply.get_secret_version(namespace, parsed.api_key_secret_ref.name)
+    if version is None:
+        message = f'the Secret "{parsed.api_key_secret_ref.name}" with the API key does not exist'
+        patch.status["conditions"] = _merge_condition(
+            list(status.get("conditions") or []),
+            _condition("Ready", False, "SecretMissing", message, generation),
+        )
+        raise kopf.TemporaryError(message, delay=5)
+    target = AgentTarget(namespace, name, uid, dict(spec), version)
+    for obj in build_harness_objects(target, harness_defaults()):
+        apply.ensure(obj)
+    patch.status["observedGeneration"] = generation
+
+
+@kopf.timer(GROUP, VERSION, "agents", interval=2.0, id="agent-ready")
+def refresh_agent_ready(
+    spec: kopf.Spec,
+    name: str,
+    namespace: str | None,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    assert namespace is not None  # Agents are namespaced
+    ok, reason, message = _agent_readiness(namespace, name, dict(spec))
+    current = list(status.get("conditions") or [])
+    old = next((c for c in current if c.get("type") == "Ready"), None)
+    if (
+        old is not None
+        and old.get("status") == ("True" if ok else "False")
+        and old.get("reason") == reason
+    ):
+        return
+    patch.status["conditions"] = _merge_condition(
+        current, _condition("Ready", ok, reason, message, meta.get("generation"))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+
+
+@kopf.on.resume(GROUP, VERSION, "tasks", id="task-accept")
+@kopf.on.create(GROUP, VERSION, "tasks", id="task-accept")
+def accept_task(
+    spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any
+) -> None:
+    if status.get("phase") in FINAL:
+        return
+    agent = spec.get("assignee", {}).get("agent")
+    if not agent:
+        raise kopf.PermanentError("Tasks assigned to a Team are not supported yet")
+    if not status.get("agent"):
+        patch.status["agent"] = agent
+    if not status.get("phase"):
+        patch.status["phase"] = "Pending"
+    accepted = _condition(
+        "Accepted",
+        True,
+        "AgentAssigned",
+        f'the Agent "{agent}" works this Task',
+        meta.get("generation"),
+    )
+    patch.status["conditions"] = _merge_condition(list(status.get("conditions") or []), accepted)
+
+
+@kopf.on.event(GROUP, VERSION, "tasks", id="task-sandbox")
+def sandbox_for_task(body: kopf.Body, **_: Any) -> None:
+    """Level-based: whatever the event, make the sandbox match what the Task's status says."""
+    meta, status = body["metadata"], body.get("status") or {}
+    session = status.get("session") or {}
+    namespace, name = meta["namespace"], meta["name"]
+    if meta.get("deletionTimestamp"):
+        return
+    if status.get("phase") in FINAL:
+        agent = apply.get_agent(namespace, status.get("agent") or "")
+        retain = (
+            agent is not None
+            and AgentSpec.model_validate(agent["spec"]).sandbox.workspace.retention == "Retain"
+        )
+        apply.delete_sandbox(namespace, name, keep_workspace=retain)
+        return
+    if not session.get("sandboxRequested") or not session.get("sandboxTokenSHA256"):
+        return
+    agent_name = status.get("agent") or body["spec"].get("assignee", {}).get("agent")
+    agent = apply.get_agent(namespace, agent_name)
+    if agent is None:
+        return
+    parsed = AgentSpec.model_validate(agent["spec"])
+    target = SandboxTarget(
+        namespace, name, meta["uid"], agent_name, parsed.sandbox, session["sandboxTokenSHA256"]
+    )
+    apply.ensure(build_sandbox_service_account(namespace))
+    for obj in build_sandbox_objects(target, sandbox_defaults()):
+        apply.ensure(obj)
+    report_sandbox(namespace, name)
+
+
+def report_sandbox(namespace: str, task: str) -> None:
+    """Tell the session where its sandbox is, once its pod is ready (and when it moves)."""
+    pod = apply.get_pod(namespace, sandbox_name(task))
+    ready = pod is not None and any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+    address = f"{pod['status']['podIP']}:{sandbox_defaults().port}" if ready and pod else None
+    apply.patch_task_session(
+        namespace,
+        task,
+        {
+            "sandboxReady": ready,
+            "sandboxAddress": address,
+            "sandboxPod": sandbox_name(task) if pod else None,
+        },
+    )
+
+
+@kopf.on.event("", "v1", "pods", labels={COMPONENT_LABEL: "sandbox"}, id="sandbox-pod")
+def sandbox_pod_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+    task = body["metadata"].get("labels", {}).get(TASK_LABEL)
+    if task:
+        report_sandbox(body["metadata"]["namespace"], task)
