@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from cadre.api.meta import Condition, ConditionStatus
 
@@ -40,3 +41,22 @@ def set_condition(
     others = [c for c in conditions if c.type != type_]
     position = next((i for i, c in enumerate(conditions) if c.type == type_), len(others))
     return [*others[:position], updated, *others[position:]]
+
+
+def merge_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type_: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    *,
+    now: datetime,
+    observed_generation: int | None = None,
+) -> list[dict[str, Any]]:
+    """``set_condition`` on conditions as they come from the API (JSON), for status patches."""
+    parsed = [Condition.model_validate(c) for c in conditions]
+    status = ConditionStatus.TRUE if ok else ConditionStatus.FALSE
+    updated = set_condition(
+        parsed, type_, status, reason, message, now=now, observed_generation=observed_generation
+    )
+    return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated]

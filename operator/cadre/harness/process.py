@@ -28,6 +28,7 @@ import kubernetes
 
 from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
+from cadre.api.conditions import merge_condition
 from cadre.api.limits import Limits
 from cadre.harness.pricing import Prices, prices_for
 from cadre.harness.sandbox_client import SandboxClient, SandboxEndpoint, SandboxUnavailable
@@ -89,24 +90,24 @@ def build_usage_status(state: State) -> Obj:
     }
 
 
-def build_final_status(outcome: Obj, generation: int | None) -> Obj:
-    """Phase, result and the ``Succeeded`` condition of an ended session (pure)."""
+def build_final_status(outcome: Obj, generation: int | None, conditions: list[Obj]) -> Obj:
+    """Phase, result and the ``Succeeded`` condition of an ended session (pure); the other
+    conditions are kept (a merge patch replaces the whole list)."""
     phase = outcome["outcome"]
     summary = outcome.get("result") or ""
-    condition = {
-        "type": "Succeeded",
-        "status": "True" if phase == "Succeeded" else "False",
-        "reason": outcome["reason"],
-        "message": outcome.get("message", "")[:1024],
-        "lastTransitionTime": _now(),
-    }
-    if generation is not None:
-        condition["observedGeneration"] = generation
     return {
         "phase": phase,
         "completionTime": _now(),
         "result": {"summary": summary[:4096], "truncated": len(summary) > 4096},
-        "conditions": [condition],
+        "conditions": merge_condition(
+            conditions,
+            "Succeeded",
+            phase == "Succeeded",
+            outcome["reason"],
+            outcome.get("message", "")[:1024],
+            now=datetime.now(UTC),
+            observed_generation=generation,
+        ),
     }
 
 
@@ -298,7 +299,7 @@ class HarnessProcess:
                 "message": str(err),
                 "result": "",
             }
-            await self.api.patch_status(name, build_final_status(outcome, meta.get("generation")))
+            await self._finish(name, outcome, meta.get("generation"), None)
             return
         prompt = spec["prompt"]
         if spec.get("acceptanceCriteria"):
@@ -340,25 +341,23 @@ class HarnessProcess:
             outcome = await session.run()
         except asyncio.CancelledError:
             outcome = session.cancel("the Task was cancelled")
-            await self.api.patch_status(
-                name,
-                {
-                    **build_final_status(outcome, meta.get("generation")),
-                    **build_usage_status(session.state),
-                },
-            )
+            await self._finish(name, outcome, meta.get("generation"), session.state)
             raise
         finally:
             reporter.cancel()
             await tools.close()
             session_log.close()
-        await self.api.patch_status(
-            name,
-            {
-                **build_final_status(outcome, meta.get("generation")),
-                **build_usage_status(session.state),
-            },
-        )
+        await self._finish(name, outcome, meta.get("generation"), session.state)
+
+    async def _finish(
+        self, name: str, outcome: Obj, generation: int | None, state: State | None
+    ) -> None:
+        """The final status, keeping the conditions others set (Accepted)."""
+        current = ((await self.api.task(name)).get("status") or {}).get("conditions") or []
+        status = build_final_status(outcome, generation, current)
+        if state is not None:
+            status.update(build_usage_status(state))
+        await self.api.patch_status(name, status)
 
     async def _report(self, name: str, session: Session) -> None:
         """Usage and last activity in the Task's status, at most once a second."""

@@ -21,6 +21,7 @@ import kopf
 from cadre import __version__
 from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
+from cadre.api.conditions import merge_condition
 from cadre.operator import apply
 from cadre.operator.harness_builders import AgentTarget, HarnessDefaults, build_harness_objects
 from cadre.operator.objects import COMPONENT_LABEL, TASK_LABEL, harness_name, sandbox_name
@@ -48,32 +49,14 @@ def sandbox_defaults() -> SandboxDefaults:
     )
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _condition(kind: str, ok: bool, reason: str, message: str, generation: int | None) -> Obj:
-    found: Obj = {
-        "type": kind,
-        "status": "True" if ok else "False",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": _now(),
-    }
-    if generation is not None:
-        found["observedGeneration"] = generation
-    return found
-
-
-def _merge_condition(current: list[Obj], new: Obj) -> list[Obj]:
-    """Replace a condition by type; keep its transition time when its status did not change."""
-    old = next((c for c in current if c.get("type") == new["type"]), None)
-    if old is not None and old.get("status") == new["status"]:
-        new = {
-            **new,
-            "lastTransitionTime": old.get("lastTransitionTime", new["lastTransitionTime"]),
-        }
-    return [*(c for c in current if c.get("type") != new["type"]), new]
+def _set(
+    status: kopf.Status, kind: str, ok: bool, reason: str, message: str, generation: Any
+) -> list[Obj]:
+    """The Task's or Agent's conditions with one set (merge patches replace lists: send all)."""
+    return merge_condition(
+        list(status.get("conditions") or []), kind, ok, reason, message,
+        now=datetime.now(UTC), observed_generation=generation,
+    )  # fmt: skip
 
 
 @kopf.on.startup()
@@ -113,9 +96,8 @@ def reconcile_agent(
     version = apply.get_secret_version(namespace, parsed.api_key_secret_ref.name)
     if version is None:
         message = f'the Secret "{parsed.api_key_secret_ref.name}" with the API key does not exist'
-        patch.status["conditions"] = _merge_condition(
-            list(status.get("conditions") or []),
-            _condition("Ready", False, "SecretMissing", message, generation),
+        patch.status["conditions"] = _set(
+            status, "Ready", False, "SecretMissing", message, generation
         )
         raise kopf.TemporaryError(message, delay=5)
     target = AgentTarget(namespace, name, uid, dict(spec), version)
@@ -144,9 +126,7 @@ def refresh_agent_ready(
         and old.get("reason") == reason
     ):
         return
-    patch.status["conditions"] = _merge_condition(
-        current, _condition("Ready", ok, reason, message, meta.get("generation"))
-    )
+    patch.status["conditions"] = _set(status, "Ready", ok, reason, message, meta.get("generation"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,14 +147,10 @@ def accept_task(
         patch.status["agent"] = agent
     if not status.get("phase"):
         patch.status["phase"] = "Pending"
-    accepted = _condition(
-        "Accepted",
-        True,
-        "AgentAssigned",
-        f'the Agent "{agent}" works this Task',
-        meta.get("generation"),
+    message = f'the Agent "{agent}" works this Task'
+    patch.status["conditions"] = _set(
+        status, "Accepted", True, "AgentAssigned", message, meta.get("generation")
     )
-    patch.status["conditions"] = _merge_condition(list(status.get("conditions") or []), accepted)
 
 
 @kopf.on.event(GROUP, VERSION, "tasks", id="task-sandbox")

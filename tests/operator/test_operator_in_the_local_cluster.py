@@ -1,0 +1,155 @@
+"""The operator (``cadre operator``, a real kopf process) against the local cluster: an Agent
+becomes a running harness pod, a Task runs to Succeeded through it with a sandbox pod built on
+request, and the sandbox goes when the Task ends. The model is the scripted one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver, write_kubeconfig
+
+from tests.harness.conftest import ModelFactory, scripted  # noqa: F401 - the fixture
+from tests.localcluster.conftest import REPO, Http
+
+NS = "default"
+WRITE = {"path": "hello.py", "content": "print('hello')\n"}
+RUN = {"command": "python3 hello.py"}
+SCENARIO = {
+    "agents": {
+        "engineer": [
+            {"text": "Writing it.", "tool_uses": [{"name": "write", "input": WRITE}]},
+            {"text": "Running it.", "tool_uses": [{"name": "bash", "input": RUN}]},
+            {
+                "choices": [
+                    {"when_last_result_contains": "hello", "text": "hello.py prints hello."},
+                    {"text": "It failed."},
+                ]
+            },
+        ]
+    }
+}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[ThreadedApiServer, Http, Path]]:
+    with threaded_apiserver(
+        crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node", kubelet_options={"backoff": 0.5}
+    ) as handle:
+        server = handle.server
+        assert server is not None
+        (tmp_path / "ca.crt").write_text(server.ca_pem)
+        kubeconfig = tmp_path / "kubeconfig"
+        write_kubeconfig(kubeconfig, server.kubeconfig())
+        yield handle, Http(server.url, tmp_path / "ca.crt", server.admin_token), kubeconfig
+
+
+@pytest.fixture
+async def operator(
+    cluster: tuple[ThreadedApiServer, Http, Path], tmp_path: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    _, _, kubeconfig = cluster
+    log = (tmp_path / "operator.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cadre.cli.main",
+        "operator",
+        "--namespace",
+        NS,
+        env={
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "CADRE_HARNESS_IMAGE": "ghcr.io/cadre-dev/cadre:test",
+            "CADRE_SANDBOX_IMAGE": "ghcr.io/cadre-dev/sandbox:test",
+        },
+        stdout=log,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    yield proc
+    proc.terminate()
+    await proc.wait()
+    log.close()
+
+
+async def _until(check: Any, within: float = 60.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
+    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    scripted: ModelFactory, tmp_path: Path,  # noqa: F811 - the fixture
+) -> None:  # fmt: skip
+    _, http, _ = cluster
+    url, model = await scripted(SCENARIO)
+    http(
+        "POST",
+        f"/api/v1/namespaces/{NS}/secrets",
+        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}},
+    )
+    agent = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "engineer"},
+        "spec": {
+            "role": "Writes code",
+            "model": "claude-sonnet-4-6",
+            "baseURL": url,
+            "apiKeySecretRef": {"name": "anthropic"},
+        },
+    }
+    assert (
+        http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent).status_code == 201
+    )
+
+    def agent_ready() -> bool:
+        status = (
+            http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents/engineer")
+            .json()
+            .get("status")
+            or {}
+        )
+        return any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+        )
+
+    await _until(agent_ready)
+    task = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": "hello"},
+        "spec": {"assignee": {"agent": "engineer"}, "prompt": "Write hello.py and run it."},
+    }
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", task)
+
+    def finished() -> dict[str, Any] | None:
+        found = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/hello").json()
+        return (
+            found
+            if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
+            else None
+        )
+
+    done = await _until(finished, within=90)
+    status = done["status"]
+    assert status["phase"] == "Succeeded", (status, (tmp_path / "operator.log").read_text()[-3000:])
+    assert status["result"]["summary"] == "hello.py prints hello."
+    assert status["agent"] == "engineer"
+    assert {c["type"] for c in status["conditions"]} >= {"Accepted", "Succeeded"}
+    assert len(model.requests) == 3
+    await _until(lambda: http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-hello").status_code == 404)
+    assert (
+        http("GET", f"/api/v1/namespaces/{NS}/pods/harness-engineer-0").json()["status"]["phase"]
+        == "Running"
+    )
