@@ -167,12 +167,12 @@ def apiserver(host: str, port: int, kubeconfig: Path, crd_dir: Path | None) -> N
 @click.option(
     "--no-operator",
     is_flag=True,
-    help="Do not start Cadre's operator (it is not built yet, so this is the behaviour today).",
+    help="Do not start Cadre's operator (run your own, or none).",
 )
 def up(
     host: str, port: int, state_dir: Path, crd_dir: Path | None, simulate: bool, no_operator: bool
 ) -> None:
-    """Run the local cluster (API server and process kubelet) in the foreground.
+    """Run the local cluster (API server, process kubelet, Cadre's operator) in the foreground.
 
     Prints a line starting with "ready" once it accepts work; stops every pod on Ctrl-C.
     """
@@ -180,12 +180,17 @@ def up(
 
     from cadre.localcluster.devcluster import run_dev_cluster
 
-    if not no_operator:
-        click.echo("note: Cadre's operator is not built yet; the cluster runs without it", err=True)
     if crd_dir is None and Path("crds").is_dir():
         crd_dir = Path("crds")
     asyncio.run(
-        run_dev_cluster(state_dir, host=host, port=port, crd_dir=crd_dir, simulate=simulate)
+        run_dev_cluster(
+            state_dir.resolve(),
+            host=host,
+            port=port,
+            crd_dir=crd_dir,
+            simulate=simulate,
+            operator=not no_operator,
+        )
     )
 
 

@@ -1,15 +1,30 @@
-"""``cadre dev up``: the API server and the process kubelet in one foreground process."""
+"""``cadre dev up``: the API server and the process kubelet in one foreground process, and
+Cadre's operator beside them (a child process, as it would be a pod's)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 from cadre.localcluster.kubelet import Kubelet
 from cadre.localcluster.runner import write_kubeconfig
 from cadre.localcluster.server import LocalApiServer
+
+
+async def _start_operator(state_dir: Path, kubeconfig: Path) -> asyncio.subprocess.Process:
+    log = (state_dir / "operator.log").open("ab")
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cadre.cli.main", "operator",
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            stdout=log, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+    finally:
+        log.close()
 
 
 async def run_dev_cluster(
@@ -19,8 +34,10 @@ async def run_dev_cluster(
     port: int = 6443,
     crd_dir: Path | None = None,
     simulate: bool = False,
+    operator: bool = True,
 ) -> None:
-    """Start everything, print ``ready``, serve until SIGINT/SIGTERM, then stop every pod."""
+    """Start everything, print ``ready``, serve until SIGINT/SIGTERM, then stop every pod.
+    ``state_dir`` must be absolute (the CLI resolves it)."""
     began = time.monotonic()
     server = LocalApiServer(host, port, crd_dir=crd_dir)
     await server.start()
@@ -28,13 +45,25 @@ async def run_dev_cluster(
     await kubelet.start()
     kubeconfig = state_dir / "kubeconfig"
     write_kubeconfig(kubeconfig, server.kubeconfig())
+    operator_process = await _start_operator(state_dir, kubeconfig) if operator else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     elapsed = time.monotonic() - began
-    print(f"ready in {elapsed:.2f}s: API server {server.url}, kubeconfig {kubeconfig}", flush=True)
+    running = f", operator pid {operator_process.pid}" if operator_process else ", no operator"
+    print(
+        f"ready in {elapsed:.2f}s: API server {server.url}, kubeconfig {kubeconfig}{running}",
+        flush=True,
+    )
     await stop.wait()
+    if operator_process is not None and operator_process.returncode is None:
+        operator_process.terminate()
+        try:
+            await asyncio.wait_for(operator_process.wait(), 30)
+        except TimeoutError:
+            operator_process.kill()
+            await operator_process.wait()
     await kubelet.stop()
     await server.stop()
     print("stopped", flush=True)

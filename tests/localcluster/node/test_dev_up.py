@@ -1,5 +1,6 @@
-"""``cadre dev up`` as a user runs it: prints ``ready``, runs pods, and on SIGTERM stops and
-leaves no process behind. Also its simulate mode (pods Running without processes)."""
+"""``cadre dev up`` as a user runs it: prints ``ready``, runs the operator and pods, and on
+SIGTERM stops and leaves no process behind. Also its simulate mode (pods Running without
+processes)."""
 
 from __future__ import annotations
 
@@ -44,13 +45,14 @@ def _alive(pid: int) -> bool:
 
 def test_dev_up_prints_ready_and_leaves_nothing_behind(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cadre.cli.main", "dev", "up", "--port", "0", "--no-operator",
+        [sys.executable, "-m", "cadre.cli.main", "dev", "up", "--port", "0",
          "--state-dir", str(tmp_path / "dev"), "--crds", str(REPO / "crds")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("ready"), line
+    assert "operator pid" in line
     config = yaml.safe_load((tmp_path / "dev" / "kubeconfig").read_text())
     server = config["clusters"][0]["cluster"]["server"]
     ca = tmp_path / "ca.crt"
