@@ -5,6 +5,7 @@ request, and the sandbox goes when the Task ends. The model is the scripted one.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -153,3 +154,78 @@ async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
         http("GET", f"/api/v1/namespaces/{NS}/pods/harness-engineer-0").json()["status"]["phase"]
         == "Running"
     )
+
+
+RECOVERY = {
+    "agents": {
+        "engineer": [
+            {
+                "text": "Taking notes.",
+                "tool_uses": [
+                    {"name": "write", "input": {"path": "notes.txt", "content": "remember me"}}
+                ],
+            },
+            {
+                "text": "Reading them back.",
+                "delay_seconds": 2,
+                "tool_uses": [{"name": "bash", "input": {"command": "cat notes.txt"}}],
+            },
+            {
+                "choices": [
+                    {"when_last_result_contains": "remember me", "text": "The notes survived."},
+                    {"text": "The notes are gone."},
+                ]
+            },
+        ]
+    }
+}
+
+
+async def test_a_sandbox_pod_deleted_mid_task_comes_back_with_its_workspace(
+    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    scripted: ModelFactory, tmp_path: Path,  # noqa: F811 - the fixture
+) -> None:  # fmt: skip
+    _, http, _ = cluster
+    url, model = await scripted(RECOVERY)
+    http(
+        "POST",
+        f"/api/v1/namespaces/{NS}/secrets",
+        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}},
+    )
+    agent = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "engineer"},
+        "spec": {
+            "role": "Writes code",
+            "model": "claude-sonnet-4-6",
+            "baseURL": url,
+            "apiKeySecretRef": {"name": "anthropic"},
+        },
+    }
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent)
+    task = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": "notes"},
+        "spec": {"assignee": {"agent": "engineer"}, "prompt": "Take notes, then read them."},
+    }
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", task)
+    await _until(lambda: len(model.requests) >= 2)  # the notes are written; the model is thinking
+    first = http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-notes").json()["metadata"]["uid"]
+    http("DELETE", f"/api/v1/namespaces/{NS}/pods/sbx-notes", {"gracePeriodSeconds": 0})
+
+    def finished() -> dict[str, Any] | None:
+        found = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/notes").json()
+        return (
+            found
+            if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
+            else None
+        )
+
+    done = await _until(finished, within=90)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["result"]["summary"] == "The notes survived."
+    second = [r for r in model.requests if r["messages"][-1]["role"] == "user"][-1]
+    assert "remember me" in json.dumps(second["messages"][-1])
+    assert first  # the pod that was deleted; a new one served the last call

@@ -41,6 +41,17 @@ class Owner:
             os.chown(path, self.uid, self.gid if self.gid is not None else self.uid)
         path.chmod(mode)
 
+    def own_tree(self, root: Path) -> None:
+        """Give a claim's contents to this pod's user, as the kubelet's fsGroup handling does
+        (``fsGroupChangePolicy: Always``): a pod that replaces another on the same claim runs
+        as a different host user here, and must still read and write its files."""
+        if self.uid is None:
+            return
+        gid = self.gid if self.gid is not None else self.uid
+        for folder, folders, files in os.walk(root):
+            for entry in [*folders, *files]:
+                os.chown(os.path.join(folder, entry), self.uid, gid, follow_symlinks=False)
+
 
 def _write(path: Path, data: bytes, owner: Owner, mode: int = 0o400) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +102,8 @@ class PodFilesystem:
                 target = self.root / "volumes" / name
             target.mkdir(parents=True, exist_ok=True)
             self.owner.own(target, 0o700)
+            if "persistentVolumeClaim" in volume:
+                self.owner.own_tree(target)
             self.volumes[name] = target
             files = self._files(volume, pod, lookup, issue_token)
             for relative, data in files.items():

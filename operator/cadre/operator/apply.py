@@ -82,6 +82,11 @@ def get_agent(namespace: str, name: str) -> Obj | None:
     return _read(api.get_namespaced_custom_object, GROUP, VERSION, namespace, "agents", name)
 
 
+def get_task(namespace: str, name: str) -> Obj | None:
+    api = kubernetes.client.CustomObjectsApi(client())
+    return _read(api.get_namespaced_custom_object, GROUP, VERSION, namespace, "tasks", name)
+
+
 def get_pod(namespace: str, name: str) -> Obj | None:
     return _read(kubernetes.client.CoreV1Api(client()).read_namespaced_pod, name, namespace)
 

@@ -156,6 +156,10 @@ def accept_task(
 @kopf.on.event(GROUP, VERSION, "tasks", id="task-sandbox")
 def sandbox_for_task(body: kopf.Body, **_: Any) -> None:
     """Level-based: whatever the event, make the sandbox match what the Task's status says."""
+    reconcile_sandbox(dict(body))
+
+
+def reconcile_sandbox(body: Obj) -> None:
     meta, status = body["metadata"], body.get("status") or {}
     session = status.get("session") or {}
     namespace, name = meta["namespace"], meta["name"]
@@ -207,5 +211,13 @@ def report_sandbox(namespace: str, task: str) -> None:
 @kopf.on.event("", "v1", "pods", labels={COMPONENT_LABEL: "sandbox"}, id="sandbox-pod")
 def sandbox_pod_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     task = body["metadata"].get("labels", {}).get(TASK_LABEL)
-    if task:
-        report_sandbox(body["metadata"]["namespace"], task)
+    if not task:
+        return
+    namespace = body["metadata"]["namespace"]
+    if type == "DELETED":
+        # A sandbox that died while its Task still works comes back (the workspace is kept).
+        found = apply.get_task(namespace, task)
+        if found is not None:
+            reconcile_sandbox(found)
+            return
+    report_sandbox(namespace, task)
