@@ -229,3 +229,72 @@ async def test_a_sandbox_pod_deleted_mid_task_comes_back_with_its_workspace(
     second = [r for r in model.requests if r["messages"][-1]["role"] == "user"][-1]
     assert "remember me" in json.dumps(second["messages"][-1])
     assert first  # the pod that was deleted; a new one served the last call
+
+
+RESUME = {
+    "agents": {
+        "engineer": [
+            {
+                "text": "Step one.",
+                "tool_uses": [{"name": "bash", "input": {"command": "echo one >> log.txt"}}],
+            },
+            {
+                "text": "Step two.",
+                "delay_seconds": 3,
+                "tool_uses": [
+                    {"name": "bash", "input": {"command": "echo two >> log.txt; cat log.txt"}}
+                ],
+            },
+            {
+                "choices": [
+                    {"when_last_result_contains": "one\ntwo", "text": "Both steps ran once."},
+                    {"text": "Something repeated."},
+                ]
+            },
+        ]
+    }
+}
+
+
+async def test_the_harness_pod_deleted_mid_task_comes_back_and_resumes(
+    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    scripted: ModelFactory, tmp_path: Path,  # noqa: F811 - the fixture
+) -> None:  # fmt: skip
+    _, http, kubeconfig = cluster
+    url, model = await scripted(RESUME)
+    http(
+        "POST",
+        f"/api/v1/namespaces/{NS}/secrets",
+        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}},
+    )
+    agent = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "engineer"},
+        "spec": {
+            "role": "Writes code",
+            "model": "claude-sonnet-4-6",
+            "baseURL": url,
+            "apiKeySecretRef": {"name": "anthropic"},
+        },
+    }
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent)
+    task = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": "steps"},
+        "spec": {"assignee": {"agent": "engineer"}, "prompt": "Do both steps."},
+    }
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", task)
+    await _until(lambda: len(model.requests) >= 2)  # step one ran; the model is thinking
+    http("DELETE", f"/api/v1/namespaces/{NS}/pods/harness-engineer-0", {"gracePeriodSeconds": 0})
+    result = await asyncio.create_subprocess_exec(
+        "kubectl", f"--kubeconfig={kubeconfig}", f"--cache-dir={tmp_path / 'kcache'}",
+        "wait", "task/steps", "-n", NS, "--for=condition=Succeeded", "--timeout=90s",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await result.communicate()
+    assert result.returncode == 0, err.decode()
+    status = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/steps").json()["status"]
+    assert status["result"]["summary"] == "Both steps ran once."
+    assert status["session"]["resumes"] >= 1

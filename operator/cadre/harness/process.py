@@ -200,6 +200,8 @@ class HarnessProcess:
     api_key: str
     sandbox_wait_seconds: float = 300.0
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)
+    """Tasks whose session was stopped because the Task was cancelled (not a shutdown)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         agent = await self.api.agent(self.agent)
@@ -269,6 +271,7 @@ class HarnessProcess:
         phase = (task.get("status") or {}).get("phase")
         running = self.running.get(name)
         if task["spec"].get("cancel") and running is not None:
+            self.cancelled.add(name)
             running.cancel()
             return
         if running is not None or phase in FINAL_PHASES or task["spec"].get("cancel"):
@@ -340,8 +343,11 @@ class HarnessProcess:
         try:
             outcome = await session.run()
         except asyncio.CancelledError:
-            outcome = session.cancel("the Task was cancelled")
-            await self._finish(name, outcome, meta.get("generation"), session.state)
+            # A shutdown leaves the session as it is, to be resumed from its log; only a
+            # cancelled Task ends it.
+            if name in self.cancelled:
+                outcome = session.cancel("the Task was cancelled")
+                await self._finish(name, outcome, meta.get("generation"), session.state)
             raise
         finally:
             reporter.cancel()
