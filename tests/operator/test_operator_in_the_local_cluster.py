@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver, write_kubeconfig
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.conftest import ModelFactory, scripted  # noqa: F401 - the fixture
 from tests.localcluster.conftest import REPO, Http
 
 NS = "default"
+METRICS_PORT = 19_000 + os.getpid() % 500
+LIVENESS_PORT = METRICS_PORT + 500
 WRITE = {"path": "hello.py", "content": "print('hello')\n"}
 RUN = {"command": "python3 hello.py"}
 SCENARIO = {
@@ -63,6 +67,10 @@ async def operator(
         "operator",
         "--namespace",
         NS,
+        "--metrics-port",
+        str(METRICS_PORT),
+        "--liveness",
+        f"http://127.0.0.1:{LIVENESS_PORT}/healthz",
         env={
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
@@ -154,6 +162,30 @@ async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
         http("GET", f"/api/v1/namespaces/{NS}/pods/harness-engineer-0").json()["status"]["phase"]
         == "Running"
     )
+
+    def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = requests.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    succeeded = ("cadre_tasks", (("namespace", NS), ("phase", "Succeeded")))
+    samples = await _until(lambda: (found := scraped()).get(succeeded) == 1 and found)
+    tokens = {labels: v for (name, labels), v in samples.items() if name == "cadre_tokens_total"}
+    assert sum(tokens.values()) > 0
+    assert all(dict(labels)["model"] == "claude-sonnet-4-6" for labels in tokens)
+    assert samples[("cadre_sandbox_start_seconds_count", ())] == 1
+    duration = (
+        "cadre_task_duration_seconds_count",
+        (("agent", "engineer"), ("outcome", "Succeeded")),
+    )
+    assert samples[duration] == 1
+    live = await asyncio.to_thread(
+        requests.get, f"http://127.0.0.1:{LIVENESS_PORT}/healthz", timeout=10
+    )
+    assert live.status_code == 200
 
 
 RECOVERY = {

@@ -91,16 +91,20 @@ def harness(agent: str, namespace: str, state_dir: Path) -> None:
     help="Serve only these namespaces (repeat); default: the whole cluster.",
 )
 @click.option(
-    "--liveness", default=None, help="Liveness endpoint, such as http://0.0.0.0:8080/healthz."
+    "--liveness", default=None, help="Liveness endpoint, such as http://0.0.0.0:8081/healthz."
 )
-def operator(namespaces: tuple[str, ...], liveness: str | None) -> None:
+@click.option("--metrics-port", default=0, help="Serve Prometheus /metrics on this port (0: off).")
+def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: int) -> None:
     """Run Cadre's operator (kopf): Agents into harnesses, Tasks into sandboxed sessions."""
+    import os
+
     import kopf
     import kubernetes
 
     import cadre.operator.handlers  # noqa: F401 - registers the handlers with kopf
 
     kubernetes.config.load_config()  # type: ignore[no-untyped-call]
+    os.environ["CADRE_METRICS_PORT"] = str(metrics_port)  # read by the startup handler
     kopf.configure(verbose=False)
     kopf.run(
         standalone=True,

@@ -6,13 +6,15 @@
 - Task: accept it for its Agent; when its session asks for hands, build its sandbox and, once
   the pod is ready, report where it is; when the Task ends, remove the sandbox.
 
-Not yet here (issue 7 is open): Teams' leads, maxConcurrentTasks queuing, Events, metrics.
+Not yet here (issue 7 is open): Teams' leads, maxConcurrentTasks queuing, Events.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +24,7 @@ from cadre import __version__
 from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
 from cadre.api.conditions import merge_condition
-from cadre.operator import apply
+from cadre.operator import apply, metrics
 from cadre.operator.harness_builders import AgentTarget, HarnessDefaults, build_harness_objects
 from cadre.operator.objects import COMPONENT_LABEL, TASK_LABEL, harness_name, sandbox_name
 from cadre.operator.sandbox_builders import (
@@ -67,6 +69,24 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix="cadre.dev", key="last-handled-configuration"
     )
     settings.watching.server_timeout = 300
+    port = int(os.environ.get("CADRE_METRICS_PORT", "0") or 0)
+    if port:
+        metrics.serve(port)
+
+
+def counted(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Count a handler's failures by reason (then let kopf retry or report as usual)."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except Exception as err:
+            reason = str(getattr(err, "status", "") or type(err).__name__)
+            metrics.RECONCILE_ERRORS.labels(handler.__name__, reason).inc()
+            raise
+
+    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +106,7 @@ def _agent_readiness(namespace: str, name: str, spec: Obj) -> tuple[bool, str, s
 @kopf.on.resume(GROUP, VERSION, "agents", id="agent-harness")
 @kopf.on.create(GROUP, VERSION, "agents", id="agent-harness")
 @kopf.on.update(GROUP, VERSION, "agents", id="agent-harness", field="spec")
+@counted
 def reconcile_agent(
     spec: kopf.Spec, name: str, namespace: str | None, uid: str, meta: kopf.Meta,
     status: kopf.Status, patch: kopf.Patch, **_: Any,
@@ -107,6 +128,7 @@ def reconcile_agent(
 
 
 @kopf.timer(GROUP, VERSION, "agents", interval=2.0, id="agent-ready")
+@counted
 def refresh_agent_ready(
     spec: kopf.Spec,
     name: str,
@@ -135,6 +157,7 @@ def refresh_agent_ready(
 
 @kopf.on.resume(GROUP, VERSION, "tasks", id="task-accept")
 @kopf.on.create(GROUP, VERSION, "tasks", id="task-accept")
+@counted
 def accept_task(
     spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any
 ) -> None:
@@ -153,10 +176,21 @@ def accept_task(
     )
 
 
+def _model_of(namespace: str) -> Callable[[str], str]:
+    def model(agent: str) -> str:
+        found = apply.get_agent(namespace, agent)
+        return str(found["spec"].get("model", "")) if found else ""
+
+    return model
+
+
 @kopf.on.event(GROUP, VERSION, "tasks", id="task-sandbox")
-def sandbox_for_task(body: kopf.Body, **_: Any) -> None:
+@counted
+def sandbox_for_task(body: kopf.Body, type: str | None, **_: Any) -> None:
     """Level-based: whatever the event, make the sandbox match what the Task's status says."""
-    reconcile_sandbox(dict(body))
+    metrics.observe_task(dict(body), _model_of(body["metadata"]["namespace"]), type == "DELETED")
+    if type != "DELETED":
+        reconcile_sandbox(dict(body))
 
 
 def reconcile_sandbox(body: Obj) -> None:
@@ -175,6 +209,8 @@ def reconcile_sandbox(body: Obj) -> None:
         return
     if not session.get("sandboxRequested") or not session.get("sandboxTokenSHA256"):
         return
+    if not session.get("sandboxReady"):
+        metrics.sandbox_requested(f"{namespace}/{name}")
     agent_name = status.get("agent") or body["spec"].get("assignee", {}).get("agent")
     agent = apply.get_agent(namespace, agent_name)
     if agent is None:
@@ -197,6 +233,8 @@ def report_sandbox(namespace: str, task: str) -> None:
         for c in (pod.get("status") or {}).get("conditions") or []
     )
     address = f"{pod['status']['podIP']}:{sandbox_defaults().port}" if ready and pod else None
+    if ready:
+        metrics.sandbox_ready(f"{namespace}/{task}")
     apply.patch_task_session(
         namespace,
         task,

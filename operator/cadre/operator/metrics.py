@@ -1,0 +1,130 @@
+"""The operator's Prometheus metrics, derived from what it sees of Tasks and sandboxes.
+
+Counters move once per Task, when it ends (tokens and cost are final then), so a Task seen
+again after an operator restart is counted again only by that restart's process: Prometheus'
+``rate()``/``increase()`` handle counter resets. Names: ``cadre_`` prefix, base units.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+PHASES = ("Pending", "Running", "Waiting", "InReview", "Succeeded", "Failed", "Cancelled")
+FINAL = ("Succeeded", "Failed", "Cancelled")
+
+TASKS = Gauge("cadre_tasks", "Tasks by phase.", ["namespace", "phase"], registry=REGISTRY)
+TASK_DURATION = Histogram(
+    "cadre_task_duration_seconds",
+    "From a Task's creation to its end.",
+    ["agent", "outcome"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, float("inf")),
+    registry=REGISTRY,
+)
+TIME_TO_START = Histogram(
+    "cadre_task_time_to_start_seconds",
+    "From a Task's creation to its harness taking it up (its first model request follows at once).",
+    ["agent"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, float("inf")),
+    registry=REGISTRY,
+)
+TOKENS = Counter(
+    "cadre_tokens", "Tokens used by ended Tasks.", ["agent", "model", "kind"], registry=REGISTRY
+)
+COST = Counter("cadre_cost_usd", "US dollars spent by ended Tasks.", ["agent"], registry=REGISTRY)
+RESUMES = Counter(
+    "cadre_session_resumes", "Sessions resumed from their log.", ["agent"], registry=REGISTRY
+)
+SANDBOX_START = Histogram(
+    "cadre_sandbox_start_seconds",
+    "From a sandbox's request to its pod being ready.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, float("inf")),
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "cadre_reconcile_errors",
+    "Handler failures, by handler and reason.",
+    ["handler", "reason"],
+    registry=REGISTRY,
+)
+
+_phases: dict[str, tuple[str, str]] = {}  # uid -> (namespace, phase)
+_ended: set[str] = set()
+_started: set[str] = set()
+_resumes: dict[str, int] = {}
+_sandbox_requested: dict[str, float] = {}  # "namespace/task" -> when asked
+_USAGE_KINDS = {
+    "inputTokens": "input",
+    "outputTokens": "output",
+    "cacheReadInputTokens": "cache_read",
+    "cacheCreationInputTokens": "cache_write",
+}
+
+
+def serve(port: int) -> None:
+    start_http_server(port, registry=REGISTRY)
+
+
+def _parse(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (_parse(end) - _parse(start)).total_seconds()
+
+
+def observe_task(
+    body: dict[str, Any], model_of: Callable[[str], str], deleted: bool = False
+) -> None:
+    """Fold one view of a Task into the metrics (called on every Task event)."""
+    meta, status = body["metadata"], body.get("status") or {}
+    uid, namespace = meta["uid"], meta["namespace"]
+    agent = status.get("agent") or body.get("spec", {}).get("assignee", {}).get("agent") or ""
+    if deleted:
+        _phases.pop(uid, None)
+    else:
+        _phases[uid] = (namespace, status.get("phase") or "Pending")
+    for ns in {n for n, _ in _phases.values()} | {namespace}:
+        for phase in PHASES:
+            TASKS.labels(ns, phase).set(
+                sum(1 for n, p in _phases.values() if n == ns and p == phase)
+            )
+    if deleted:
+        return
+    resumes = int((status.get("session") or {}).get("resumes") or 0)
+    if resumes > _resumes.get(uid, 0):
+        RESUMES.labels(agent).inc(resumes - _resumes.get(uid, 0))
+        _resumes[uid] = resumes
+    if uid not in _started and status.get("startTime"):
+        _started.add(uid)
+        waited = _seconds_between(meta.get("creationTimestamp"), status["startTime"])
+        if waited is not None:
+            TIME_TO_START.labels(agent).observe(max(waited, 0))
+    if status.get("phase") in FINAL and uid not in _ended:
+        _ended.add(uid)
+        took = _seconds_between(meta.get("creationTimestamp"), status.get("completionTime"))
+        if took is not None:
+            TASK_DURATION.labels(agent, status["phase"]).observe(max(took, 0))
+        usage = status.get("usage") or {}
+        model = model_of(agent)
+        for field, kind in _USAGE_KINDS.items():
+            TOKENS.labels(agent, model, kind).inc(int(usage.get(field) or 0))
+        COST.labels(agent).inc(float(Decimal(str(usage.get("costUSD") or "0"))))
+
+
+def sandbox_requested(task: str) -> None:
+    _sandbox_requested.setdefault(task, time.monotonic())
+
+
+def sandbox_ready(task: str) -> None:
+    began = _sandbox_requested.pop(task, None)
+    if began is not None:
+        SANDBOX_START.observe(time.monotonic() - began)
