@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cadre.api.limits import Limits
+from cadre.harness.process import effective_limits
 from cadre.harness.session import SessionConfig, SessionLimits
 from cadre.harness.sessionlog import read
 
@@ -239,3 +241,22 @@ async def test_many_sessions_run_at_once_in_one_process(
         )
     )
     assert all(o["outcome"] == "Succeeded" for o, _ in outcomes)
+
+
+@pytest.mark.parametrize(
+    ("agent", "task", "expected"),
+    [
+        ({}, {}, SessionLimits(max_turns=200)),
+        ({"maxTurns": 5}, {}, SessionLimits(max_turns=5)),
+        ({"maxTurns": 5}, {"maxTurns": 9}, SessionLimits(max_turns=9)),
+        (
+            {"timeout": "1h30m"},
+            {"maxCostUSD": "2.50"},
+            SessionLimits(timeout_seconds=5400.0, max_cost_usd=Decimal("2.50")),
+        ),
+    ],
+)
+def test_effective_limits(
+    agent: dict[str, Any], task: dict[str, Any], expected: SessionLimits
+) -> None:
+    assert effective_limits(Limits.model_validate(agent), Limits.model_validate(task)) == expected

@@ -48,8 +48,13 @@ def parse_duration(text: str) -> float:
     return sum(float(value) * _UNITS[unit] for value, unit in _DURATION.findall(text))
 
 
+DEFAULT_MAX_TURNS = 200
+"""When neither the Task nor its Agent bounds a session at all: no runaway session by default."""
+
+
 def effective_limits(agent: Limits, task: Limits) -> SessionLimits:
-    """A Task's limits replace its Agent's, field by field."""
+    """A Task's limits replace its Agent's, field by field. With no limit set anywhere, the
+    session gets ``DEFAULT_MAX_TURNS``, so a model that never stops cannot spend forever."""
 
     def pick(name: str) -> Any:
         value = getattr(task, name)
@@ -57,8 +62,11 @@ def effective_limits(agent: Limits, task: Limits) -> SessionLimits:
 
     timeout = pick("timeout")
     cost = pick("max_cost_usd")
+    unbounded = all(
+        pick(name) is None for name in ("max_turns", "max_tokens", "timeout", "max_cost_usd")
+    )
     return SessionLimits(
-        max_turns=pick("max_turns"),
+        max_turns=DEFAULT_MAX_TURNS if unbounded else pick("max_turns"),
         max_tokens=pick("max_tokens"),
         timeout_seconds=parse_duration(timeout) if timeout else None,
         max_cost_usd=Decimal(cost) if cost is not None else None,
