@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from bench import dev_cluster_startup, harness_bench, sandbox_overhead
+from bench import dev_cluster_startup, harness_bench, operator_bench, sandbox_overhead
 from bench.results import RESULTS, render_table, save
 
-BENCHMARKS = [sandbox_overhead.measure, dev_cluster_startup.measure, harness_bench.measure]
+BENCHMARKS = [
+    sandbox_overhead.measure,
+    dev_cluster_startup.measure,
+    harness_bench.measure,
+    operator_bench.measure,
+]
 
 
 def main() -> None:

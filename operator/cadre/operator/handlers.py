@@ -199,18 +199,27 @@ def reconcile_sandbox(body: Obj) -> None:
     namespace, name = meta["namespace"], meta["name"]
     if meta.get("deletionTimestamp"):
         return
+    pod = apply.get_pod(namespace, sandbox_name(name))
     if status.get("phase") in FINAL:
+        # Read before writing: later events of an ended Task cost no deletes.
+        if pod is None and not session.get("sandboxPod"):
+            return
         agent = apply.get_agent(namespace, status.get("agent") or "")
         retain = (
             agent is not None
             and AgentSpec.model_validate(agent["spec"]).sandbox.workspace.retention == "Retain"
         )
         apply.delete_sandbox(namespace, name, keep_workspace=retain)
+        gone = {"sandboxReady": False, "sandboxAddress": None, "sandboxPod": None}
+        apply.patch_task_session(namespace, name, gone)
         return
     if not session.get("sandboxRequested") or not session.get("sandboxTokenSHA256"):
         return
     if not session.get("sandboxReady"):
         metrics.sandbox_requested(f"{namespace}/{name}")
+    if pod is not None and not pod["metadata"].get("deletionTimestamp"):
+        report_sandbox(namespace, name)  # it exists: only say where
+        return
     agent_name = status.get("agent") or body["spec"].get("assignee", {}).get("agent")
     agent = apply.get_agent(namespace, agent_name)
     if agent is None:

@@ -1,0 +1,164 @@
+"""What one Task costs the API server, all clients counted (operator and harness over HTTP):
+a Task from creation to Succeeded and its sandbox removed, in the local cluster, with its
+harness and sandbox as processes and the scripted model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+from cadre.localcluster.runner import threaded_apiserver, write_kubeconfig
+
+from bench.results import Metric
+
+REPO = Path(__file__).resolve().parents[1]
+NS = "default"
+WRITES = ("create", "update", "patch", "delete", "deletecollection")
+WRITE_TOOL = {"name": "write", "input": {"path": "a.txt", "content": "a"}}
+SCENARIO = {
+    "agents": {"engineer": [{"text": "Writing.", "tool_uses": [WRITE_TOOL]}, {"text": "Done."}]}
+}
+
+
+def _counts(server: Any) -> tuple[float, float]:
+    """Requests and writes so far, leaving out this benchmark's own (python-requests)."""
+    counts = {k: v for k, v in server.request_counts().items() if k[4] != "python-requests"}
+    writes = sum(v for (verb, *_), v in counts.items() if verb in WRITES)
+    return sum(counts.values()), writes
+
+
+def _wait(check: Callable[[], bool], within: float = 120.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the local cluster did not get there in time")
+        time.sleep(0.05)
+
+
+def _model(folder: Path) -> tuple[subprocess.Popen[str], str]:
+    scenario = folder / "scenario.yaml"
+    scenario.write_text(json.dumps(SCENARIO))
+    port = 18_500 + os.getpid() % 400
+    model = subprocess.Popen(
+        [sys.executable, "-m", "cadre.scriptedmodel", "--scenario", str(scenario),
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert model.stdout is not None
+    model.stdout.readline()  # serving
+    return model, f"http://127.0.0.1:{port}"
+
+
+def _one_task(folder: Path) -> tuple[float, float, float]:
+    model, url = _model(folder)
+    with threaded_apiserver(crd_dir=REPO / "crds", kubelet_dir=folder / "node") as handle:
+        server = handle.server
+        assert server is not None
+        kubeconfig = folder / "kubeconfig"
+        write_kubeconfig(kubeconfig, server.kubeconfig())
+        (folder / "ca.crt").write_text(server.ca_pem)
+        api = requests.Session()
+        api.trust_env = False  # else REQUESTS_CA_BUNDLE would replace our CA
+        api.verify = str(folder / "ca.crt")
+        api.headers["Authorization"] = f"Bearer {server.admin_token}"
+        cadre = f"{server.url}/apis/cadre.dev/v1alpha1/namespaces/{NS}"
+        env = {
+            **os.environ, "KUBECONFIG": str(kubeconfig),
+            "CADRE_HARNESS_IMAGE": "ghcr.io/cadre-dev/cadre:bench",
+            "CADRE_SANDBOX_IMAGE": "ghcr.io/cadre-dev/sandbox:bench",
+        }  # fmt: skip
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "cadre.cli.main", "operator", "--namespace", NS],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            secret = {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk"}}
+            api.post(f"{server.url}/api/v1/namespaces/{NS}/secrets", json=secret)
+            spec = {
+                "role": "r",
+                "model": "claude-sonnet-4-6",
+                "baseURL": url,
+                "apiKeySecretRef": {"name": "anthropic"},
+            }
+            agent = {
+                "apiVersion": "cadre.dev/v1alpha1",
+                "kind": "Agent",
+                "metadata": {"name": "engineer"},
+                "spec": spec,
+            }
+            api.post(f"{cadre}/agents", json=agent)
+
+            def agent_ready() -> bool:
+                status = api.get(f"{cadre}/agents/engineer").json().get("status") or {}
+                return any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in status.get("conditions", [])
+                )
+
+            _wait(agent_ready)
+            time.sleep(3)  # the operator's and harness's start-up traffic settles first
+            before = _counts(server)
+            began = time.monotonic()
+            spec = {"assignee": {"agent": "engineer"}, "prompt": "Write a.txt."}
+            api.post(
+                f"{cadre}/tasks",
+                json={
+                    "apiVersion": "cadre.dev/v1alpha1",
+                    "kind": "Task",
+                    "metadata": {"name": "bench"},
+                    "spec": spec,
+                },
+            )
+
+            def phase() -> str | None:
+                return (api.get(f"{cadre}/tasks/bench").json().get("status") or {}).get("phase")
+
+            _wait(lambda: phase() in ("Succeeded", "Failed"))
+            took = time.monotonic() - began
+            if phase() != "Succeeded":
+                raise RuntimeError(f"the Task ended {phase()}")
+            _wait(
+                lambda: (
+                    api.get(f"{server.url}/api/v1/namespaces/{NS}/pods/sbx-bench").status_code
+                    == 404
+                )
+            )
+            time.sleep(2)  # the clean-up's traffic
+            after = _counts(server)
+        finally:
+            operator.terminate()
+            operator.wait(timeout=30)
+            model.kill()
+            model.wait(timeout=30)
+            if model.stdout is not None:
+                model.stdout.close()
+    return after[0] - before[0], after[1] - before[1], took
+
+
+def measure() -> list[Metric]:
+    with tempfile.TemporaryDirectory() as folder:
+        requests_total, writes, took = _one_task(Path(folder))
+    how = (
+        "one Task (two model calls, one tool call) from creation to Succeeded and its sandbox"
+        " removed, in the local cluster; operator and harness counted, the benchmark's own"
+        " polling not; one run"
+    )
+    return [
+        Metric("api_requests_per_task", requests_total, "requests", how),
+        Metric(
+            "api_writes_per_task",
+            writes,
+            "writes",
+            f"creates, updates, patches, deletes; {how}",
+            "<= 25",
+        ),
+        Metric("local_task_seconds", round(took, 2), "s", f"creation to Succeeded; {how}"),
+    ]
