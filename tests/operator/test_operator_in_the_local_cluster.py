@@ -182,6 +182,10 @@ async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
         (("agent", "engineer"), ("outcome", "Succeeded")),
     )
     assert samples[duration] == 1
+    events = http("GET", f"/api/v1/namespaces/{NS}/events").json()["items"]
+    reasons = {(e["involvedObject"]["kind"], e["reason"]) for e in events}
+    assert {("Task", "Accepted"), ("Task", "SandboxCreated"), ("Task", "SandboxDeleted")} <= reasons
+    assert ("Agent", "HarnessReconciled") in reasons
     live = await asyncio.to_thread(
         requests.get, f"http://127.0.0.1:{LIVENESS_PORT}/healthz", timeout=10
     )
@@ -330,3 +334,48 @@ async def test_the_harness_pod_deleted_mid_task_comes_back_and_resumes(
     status = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/steps").json()["status"]
     assert status["result"]["summary"] == "Both steps ran once."
     assert status["session"]["resumes"] >= 1
+
+
+async def test_an_agent_waits_for_its_secret_and_recovers_by_itself(
+    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process
+) -> None:
+    _, http, _ = cluster
+    agent = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "patient"},
+        "spec": {"role": "r", "model": "claude-sonnet-4-6", "apiKeySecretRef": {"name": "later"}},
+    }
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent)
+
+    def ready() -> dict[str, Any] | None:
+        status = (
+            http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents/patient")
+            .json()
+            .get("status")
+            or {}
+        )
+        return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+
+    waiting = await _until(lambda: (c := ready()) and c["reason"] == "SecretMissing" and c)
+    assert waiting["status"] == "False"
+    assert 'the Secret "later" with the API key does not exist' in waiting["message"]
+    assert (
+        http("GET", f"/apis/apps/v1/namespaces/{NS}/statefulsets/harness-patient").status_code
+        == 404
+    )
+    warnings = [
+        e
+        for e in http("GET", f"/api/v1/namespaces/{NS}/events").json()["items"]
+        if e["reason"] == "SecretMissing"
+    ]
+    assert warnings
+    assert warnings[0]["type"] == "Warning"
+    http(
+        "POST",
+        f"/api/v1/namespaces/{NS}/secrets",
+        {"metadata": {"name": "later"}, "stringData": {"api-key": "sk"}},
+    )
+    await _until(lambda: (c := ready()) and c["status"] == "True")
+    http("DELETE", f"/api/v1/namespaces/{NS}/secrets/later")
+    await _until(lambda: (c := ready()) and c["reason"] == "SecretMissing")

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -108,6 +108,7 @@ def _agent_readiness(namespace: str, name: str, spec: Obj) -> tuple[bool, str, s
 @kopf.on.update(GROUP, VERSION, "agents", id="agent-harness", field="spec")
 @counted
 def reconcile_agent(
+    body: kopf.Body,
     spec: kopf.Spec, name: str, namespace: str | None, uid: str, meta: kopf.Meta,
     status: kopf.Status, patch: kopf.Patch, **_: Any,
 ) -> None:  # fmt: skip
@@ -120,11 +121,13 @@ def reconcile_agent(
         patch.status["conditions"] = _set(
             status, "Ready", False, "SecretMissing", message, generation
         )
+        kopf.warn(body, reason="SecretMissing", message=message)
         raise kopf.TemporaryError(message, delay=5)
     target = AgentTarget(namespace, name, uid, dict(spec), version)
     for obj in build_harness_objects(target, harness_defaults()):
         apply.ensure(obj)
     patch.status["observedGeneration"] = generation
+    kopf.info(body, reason="HarnessReconciled", message=f"{harness_name(name)} matches the Agent")
 
 
 @kopf.timer(GROUP, VERSION, "agents", interval=2.0, id="agent-ready")
@@ -159,7 +162,12 @@ def refresh_agent_ready(
 @kopf.on.create(GROUP, VERSION, "tasks", id="task-accept")
 @counted
 def accept_task(
-    spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any
+    body: kopf.Body,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    **_: Any,
 ) -> None:
     if status.get("phase") in FINAL:
         return
@@ -171,6 +179,8 @@ def accept_task(
     if not status.get("phase"):
         patch.status["phase"] = "Pending"
     message = f'the Agent "{agent}" works this Task'
+    if not any(c.get("type") == "Accepted" for c in status.get("conditions") or []):
+        kopf.info(body, reason="Accepted", message=message)
     patch.status["conditions"] = _set(
         status, "Accepted", True, "AgentAssigned", message, meta.get("generation")
     )
@@ -193,6 +203,11 @@ def sandbox_for_task(body: kopf.Body, type: str | None, **_: Any) -> None:
         reconcile_sandbox(dict(body))
 
 
+def _ref(body: Obj) -> kopf.Body:
+    """A plain Task dict as kopf's event poster wants it (it reads kind, name, uid, namespace)."""
+    return cast(kopf.Body, body)
+
+
 def reconcile_sandbox(body: Obj) -> None:
     meta, status = body["metadata"], body.get("status") or {}
     session = status.get("session") or {}
@@ -212,6 +227,8 @@ def reconcile_sandbox(body: Obj) -> None:
         apply.delete_sandbox(namespace, name, keep_workspace=retain)
         gone = {"sandboxReady": False, "sandboxAddress": None, "sandboxPod": None}
         apply.patch_task_session(namespace, name, gone)
+        kept = "kept" if retain else "deleted"
+        kopf.info(_ref(body), reason="SandboxDeleted", message=f"the Task ended; workspace {kept}")
         return
     if not session.get("sandboxRequested") or not session.get("sandboxTokenSHA256"):
         return
@@ -231,6 +248,9 @@ def reconcile_sandbox(body: Obj) -> None:
     apply.ensure(build_sandbox_service_account(namespace))
     for obj in build_sandbox_objects(target, sandbox_defaults()):
         apply.ensure(obj)
+    kopf.info(
+        _ref(body), reason="SandboxCreated", message=f"{sandbox_name(name)} for the session's tools"
+    )
     report_sandbox(namespace, name)
 
 
