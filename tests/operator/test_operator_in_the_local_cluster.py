@@ -17,7 +17,7 @@ import requests
 from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver, write_kubeconfig
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness.conftest import ModelFactory, scripted  # noqa: F401 - the fixture
+from tests.harness.conftest import ModelFactory
 from tests.localcluster.conftest import REPO, Http
 
 NS = "default"
@@ -98,7 +98,7 @@ async def _until(check: Any, within: float = 60.0) -> Any:
 
 async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
     cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
-    scripted: ModelFactory, tmp_path: Path,  # noqa: F811 - the fixture
+    scripted: ModelFactory, tmp_path: Path,
 ) -> None:  # fmt: skip
     _, http, _ = cluster
     url, model = await scripted(SCENARIO)
@@ -219,7 +219,7 @@ RECOVERY = {
 
 async def test_a_sandbox_pod_deleted_mid_task_comes_back_with_its_workspace(
     cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
-    scripted: ModelFactory, tmp_path: Path,  # noqa: F811 - the fixture
+    scripted: ModelFactory, tmp_path: Path,
 ) -> None:  # fmt: skip
     _, http, _ = cluster
     url, model = await scripted(RECOVERY)
@@ -294,7 +294,7 @@ RESUME = {
 
 async def test_the_harness_pod_deleted_mid_task_comes_back_and_resumes(
     cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
-    scripted: ModelFactory, tmp_path: Path,  # noqa: F811 - the fixture
+    scripted: ModelFactory, tmp_path: Path,
 ) -> None:  # fmt: skip
     _, http, kubeconfig = cluster
     url, model = await scripted(RESUME)
@@ -379,3 +379,97 @@ async def test_an_agent_waits_for_its_secret_and_recovers_by_itself(
     await _until(lambda: (c := ready()) and c["status"] == "True")
     http("DELETE", f"/api/v1/namespaces/{NS}/secrets/later")
     await _until(lambda: (c := ready()) and c["reason"] == "SecretMissing")
+
+
+async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_once(
+    cluster: tuple[ThreadedApiServer, Http, Path],
+    scripted: ModelFactory,
+    tmp_path: Path,
+) -> None:
+    handle, http, kubeconfig = cluster
+    assert handle.kubelet is not None
+    count = 20
+    steps = [
+        {
+            "text": "Working.",
+            "tool_uses": [{"name": "bash", "input": {"command": "echo done >> once.txt"}}],
+        },
+        {"text": "Finished.", "delay_seconds": 0.5},
+    ]
+    url, _ = await scripted({"agents": {"engineer": steps}})
+    http(
+        "POST",
+        f"/api/v1/namespaces/{NS}/secrets",
+        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk"}},
+    )
+    spec = {
+        "role": "r",
+        "model": "claude-sonnet-4-6",
+        "baseURL": url,
+        "apiKeySecretRef": {"name": "anthropic"},
+        "maxConcurrentTasks": count,
+        "sandbox": {"workspace": {"retention": "Retain"}},  # kept, so the test can read them
+    }
+    http(
+        "POST",
+        f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents",
+        {
+            "apiVersion": "cadre.dev/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": "engineer"},
+            "spec": spec,
+        },
+    )
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "CADRE_HARNESS_IMAGE": "ghcr.io/cadre-dev/cadre:t",
+        "CADRE_SANDBOX_IMAGE": "ghcr.io/cadre-dev/sandbox:t",
+    }
+
+    async def start() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cadre.cli.main", "operator", "--namespace", NS, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def phases() -> list[str | None]:
+        items = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks").json()["items"]
+        return [(t.get("status") or {}).get("phase") for t in items]
+
+    operator = await start()
+    for i in range(count):
+        task = {
+            "apiVersion": "cadre.dev/v1alpha1",
+            "kind": "Task",
+            "metadata": {"name": f"t{i}"},
+            "spec": {"assignee": {"agent": "engineer"}, "prompt": f"Task {i}."},
+        }
+        http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", task)
+    kills = 0
+    try:
+        for delay in (1.5, 1.0, 1.5):
+            await asyncio.sleep(delay)
+            operator.kill()
+            await operator.wait()
+            kills += 1
+            await asyncio.sleep(0.3)  # nobody reconciles for a moment
+            operator = await start()
+        await _until(lambda: phases().count("Succeeded") == count, within=120)
+    finally:
+        operator.terminate()
+        await operator.wait()
+    assert kills == 3
+    claims = handle.kubelet.state_dir / "claims" / NS
+    for i in range(count):
+        files = list(claims.glob(f"sbx-t{i}-workspace-*/once.txt"))
+        assert [f.read_text() for f in files] == ["done\n"], i  # one sandbox, one run each
+    await _until(
+        lambda: (
+            not [
+                p
+                for p in http("GET", f"/api/v1/namespaces/{NS}/pods").json()["items"]
+                if p["metadata"]["name"].startswith("sbx-")
+            ]
+        )
+    )

@@ -483,6 +483,7 @@ class Kubelet:
         self._slots: set[int] = set()
         self._subscription: Subscription | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._claims_task: asyncio.Task[None] | None = None
         self.workloads = WorkloadControllers(server.cluster)
 
     # -- wiring ----------------------------------------------------------------------------
@@ -576,9 +577,16 @@ class Kubelet:
         for pod in self.server.store.items(("", "pods")):
             self._on_pod(pod, deleted=False)
         self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        self._claims = self.server.store.subscribe(("", "persistentvolumeclaims"))
+        self._claims_task = asyncio.get_running_loop().create_task(self._reclaim())
 
     async def stop(self) -> None:
         await self.workloads.stop()
+        if self._claims_task is not None:
+            self._claims_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._claims_task
+            self.server.store.unsubscribe(self._claims)
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -635,6 +643,17 @@ class Kubelet:
         self.server.cluster.patch(
             nodes, "", NODE_NAME, "application/merge-patch+json", {"status": status}, "status"
         )
+
+    async def _reclaim(self) -> None:
+        """A deleted claim's folder goes with it (reclaim policy Delete, as local-path does)."""
+        while True:
+            change = await self._claims.queue.get()
+            if change.type == "DELETED":
+                meta = change.obj["metadata"]
+                folder = (
+                    self.state_dir / "claims" / meta["namespace"] / f"{meta['name']}-{meta['uid']}"
+                )
+                await asyncio.to_thread(shutil.rmtree, folder, True)
 
     async def _loop(self) -> None:
         assert self._subscription is not None
