@@ -10,6 +10,7 @@ BENCHMARKS = [
     dev_cluster_startup.measure,
     harness_bench.measure,
     operator_bench.measure,
+    operator_bench.measure_scale,
 ]
 
 

@@ -35,12 +35,12 @@ def _counts(server: Any) -> tuple[float, float]:
     return sum(counts.values()), writes
 
 
-def _wait(check: Callable[[], bool], within: float = 120.0) -> None:
+def _wait(check: Callable[[], bool], within: float = 120.0, every: float = 0.05) -> None:
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             raise RuntimeError("the local cluster did not get there in time")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def _model(folder: Path) -> tuple[subprocess.Popen[str], str]:
@@ -161,4 +161,115 @@ def measure() -> list[Metric]:
             "<= 25",
         ),
         Metric("local_task_seconds", round(took, 2), "s", f"creation to Succeeded; {how}"),
+    ]
+
+
+TASKS = int(os.environ.get("CADRE_BENCH_TASKS", "1000"))
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _accepted(task: dict[str, Any]) -> bool:
+    conditions = (task.get("status") or {}).get("conditions", [])
+    return any(c["type"] == "Accepted" for c in conditions)
+
+
+def _many_tasks(folder: Path) -> tuple[float, float]:
+    """TASKS Tasks created at once; the benchmark plays their harnesses (asks for sandboxes);
+    the kubelet simulates pods. Until every Task is accepted and its sandbox pod runs."""
+    with threaded_apiserver(
+        crd_dir=REPO / "crds", kubelet_dir=folder / "node", kubelet_options={"simulate": True}
+    ) as handle:
+        server = handle.server
+        assert server is not None
+        kubeconfig = folder / "kubeconfig"
+        write_kubeconfig(kubeconfig, server.kubeconfig())
+        (folder / "ca.crt").write_text(server.ca_pem)
+        api = requests.Session()
+        api.trust_env = False
+        api.verify = str(folder / "ca.crt")
+        api.headers["Authorization"] = f"Bearer {server.admin_token}"
+        cadre = f"{server.url}/apis/cadre.dev/v1alpha1/namespaces/{NS}"
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "cadre.cli.main", "operator", "--namespace", NS],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            secret = {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk"}}
+            api.post(f"{server.url}/api/v1/namespaces/{NS}/secrets", json=secret)
+            spec = {
+                "role": "r",
+                "model": "claude-sonnet-4-6",
+                "apiKeySecretRef": {"name": "anthropic"},
+            }
+            agent = {
+                "apiVersion": "cadre.dev/v1alpha1",
+                "kind": "Agent",
+                "metadata": {"name": "a"},
+                "spec": spec,
+            }
+            api.post(f"{cadre}/agents", json=agent)
+            time.sleep(3)  # the operator is up and idle
+            digest = "0" * 64
+            began = time.monotonic()
+            for i in range(TASKS):
+                meta = {"name": f"t{i}"}
+                spec = {"assignee": {"agent": "a"}, "prompt": "p"}
+                task = {
+                    "apiVersion": "cadre.dev/v1alpha1",
+                    "kind": "Task",
+                    "metadata": meta,
+                    "spec": spec,
+                }
+                api.post(f"{cadre}/tasks", json=task)
+                request = {
+                    "status": {"session": {"sandboxRequested": True, "sandboxTokenSHA256": digest}}
+                }
+                api.patch(
+                    f"{cadre}/tasks/t{i}/status",
+                    json=request,
+                    headers={"Content-Type": "application/merge-patch+json"},
+                )
+
+            def done() -> bool:
+                tasks = api.get(f"{cadre}/tasks").json()["items"]
+                accepted = sum(1 for t in tasks if _accepted(t))
+                pods = api.get(
+                    f"{server.url}/api/v1/namespaces/{NS}/pods?labelSelector=app.kubernetes.io/component%3Dsandbox"
+                ).json()["items"]
+                running = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Running")
+                return accepted == TASKS and running == TASKS
+
+            _wait(done, within=900, every=1.0)  # listing 1,000 objects is work: not too often
+            took = time.monotonic() - began
+            rss = _rss_mb(operator.pid)
+        finally:
+            operator.terminate()
+            operator.wait(timeout=60)
+    return TASKS / took, rss
+
+
+def measure_scale() -> list[Metric]:
+    with tempfile.TemporaryDirectory() as folder:
+        rate, rss = _many_tasks(Path(folder))
+    how = (
+        f"{TASKS} Tasks created at once (the benchmark asks for each sandbox, as a harness"
+        " would); until every one is Accepted and its sandbox pod Running (kubelet in simulate"
+        " mode); one run"
+    )
+    return [
+        Metric("tasks_per_second", round(rate, 2), "tasks/s", how, ">= 20"),
+        Metric(
+            f"operator_rss_mb_{TASKS}_tasks",
+            round(rss, 1),
+            "MB",
+            f"RSS of the operator after: {how}",
+            "<= 250",
+        ),
     ]

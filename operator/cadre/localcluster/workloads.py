@@ -55,6 +55,11 @@ def _controlled_by(pod: Obj, owner: Obj) -> bool:
     return any(r.get("uid") == owner["metadata"]["uid"] and r.get("controller") for r in refs)
 
 
+def _selects(selector: Obj, pod: Obj) -> bool:
+    labels = pod["metadata"].get("labels") or {}
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
 def _ready(pod: Obj) -> bool:
     conditions = pod.get("status", {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
@@ -238,8 +243,13 @@ class WorkloadControllers:
         elif change.resource == ("", "services") and change.type != "DELETED":
             self._sync_endpoints(obj)
         elif change.resource == ("", "pods"):
+            # Only the Services that select this pod (before or after the change): each sync
+            # reads every pod of the namespace, so syncing them all would be quadratic.
+            versions = [obj] if change.old is None else [obj, change.old]
             for service in self.cluster.store.items(("", "services"), obj["metadata"]["namespace"]):
-                self._sync_endpoints(service)
+                selector = service["spec"].get("selector") or {}
+                if selector and any(_selects(selector, pod) for pod in versions):
+                    self._sync_endpoints(service)
             for ref in obj["metadata"].get("ownerReferences") or []:
                 found = self.cluster.store.by_uid(ref.get("uid", ""))
                 if found is None or not ref.get("controller"):

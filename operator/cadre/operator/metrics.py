@@ -16,7 +16,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry()
-PHASES = ("Pending", "Running", "Waiting", "InReview", "Succeeded", "Failed", "Cancelled")
 FINAL = ("Succeeded", "Failed", "Cancelled")
 
 TASKS = Gauge("cadre_tasks", "Tasks by phase.", ["namespace", "phase"], registry=REGISTRY)
@@ -88,17 +87,13 @@ def observe_task(
     meta, status = body["metadata"], body.get("status") or {}
     uid, namespace = meta["uid"], meta["namespace"]
     agent = status.get("agent") or body.get("spec", {}).get("assignee", {}).get("agent") or ""
-    if deleted:
-        _phases.pop(uid, None)
-    else:
-        _phases[uid] = (namespace, status.get("phase") or "Pending")
-    for ns in {n for n, _ in _phases.values()} | {namespace}:
-        for phase in PHASES:
-            TASKS.labels(ns, phase).set(
-                sum(1 for n, p in _phases.values() if n == ns and p == phase)
-            )
+    previous = _phases.pop(uid, None)
+    if previous is not None:
+        TASKS.labels(*previous).dec()
     if deleted:
         return
+    _phases[uid] = (namespace, status.get("phase") or "Pending")
+    TASKS.labels(*_phases[uid]).inc()
     resumes = int((status.get("session") or {}).get("resumes") or 0)
     if resumes > _resumes.get(uid, 0):
         RESUMES.labels(agent).inc(resumes - _resumes.get(uid, 0))
