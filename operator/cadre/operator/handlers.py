@@ -6,13 +6,12 @@
 - Task: accept it for its Agent; when its session asks for hands, build its sandbox and, once
   the pod is ready, report where it is; when the Task ends, remove the sandbox.
 
-Not yet here (issue 7 is open): Teams' leads, maxConcurrentTasks queuing, Events.
+Not yet here (issue 7 is open): Teams' leads, a reason on Tasks waiting for a harness slot.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -34,7 +33,6 @@ from cadre.operator.sandbox_builders import (
     build_sandbox_service_account,
 )
 
-log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 FINAL = ("Succeeded", "Failed", "Cancelled")
 
