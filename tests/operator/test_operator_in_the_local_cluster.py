@@ -473,3 +473,38 @@ async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_o
             ]
         )
     )
+
+
+async def test_a_task_for_a_missing_agent_says_so_and_is_taken_once_it_exists(
+    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process
+) -> None:
+    _, http, _ = cluster
+    task = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": "orphan"},
+        "spec": {"assignee": {"agent": "nobody"}, "prompt": "Anyone?"},
+    }
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", task)
+
+    def accepted() -> dict[str, Any] | None:
+        status = (
+            http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/orphan")
+            .json()
+            .get("status")
+            or {}
+        )
+        return next((c for c in status.get("conditions", []) if c["type"] == "Accepted"), None)
+
+    missing = await _until(accepted)
+    assert (missing["status"], missing["reason"]) == ("False", "AgentNotFound")
+    assert 'the Agent "nobody" does not exist' in missing["message"]
+    agent = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "nobody"},
+        "spec": {"role": "r", "model": "claude-sonnet-4-6", "apiKeySecretRef": {"name": "x"}},
+    }
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent)
+    taken = await _until(lambda: (c := accepted()) and c["status"] == "True" and c)
+    assert taken["reason"] == "AgentAssigned"

@@ -169,9 +169,26 @@ def accept_task(
 ) -> None:
     if status.get("phase") in FINAL:
         return
+    generation = meta.get("generation")
     agent = spec.get("assignee", {}).get("agent")
     if not agent:
-        raise kopf.PermanentError("Tasks assigned to a Team are not supported yet")
+        # Teams arrive with their own issue; until then say so where the user looks.
+        message = "Tasks assigned to a Team are not supported by this version of Cadre yet"
+        kopf.warn(body, reason="TeamsNotSupported", message=message)
+        patch.status["conditions"] = _set(
+            status, "Accepted", False, "TeamsNotSupported", message, generation
+        )
+        patch.status["phase"] = "Pending"
+        return
+    namespace = meta.get("namespace") or ""
+    if apply.get_agent(namespace, agent) is None:
+        message = f'the Agent "{agent}" does not exist in namespace "{namespace}"'
+        patch.status["conditions"] = _set(
+            status, "Accepted", False, "AgentNotFound", message, generation
+        )
+        patch.status["phase"] = "Pending"
+        kopf.warn(body, reason="AgentNotFound", message=message)
+        raise kopf.TemporaryError(message, delay=10)  # it may yet be created
     if not status.get("agent"):
         patch.status["agent"] = agent
     if not status.get("phase"):
