@@ -28,6 +28,18 @@ SCENARIO = {
 }
 
 
+def _admin(server: Any, folder: Path) -> tuple[Path, requests.Session]:
+    """A kubeconfig for the operator, and an admin HTTPS session for the benchmark itself."""
+    kubeconfig = folder / "kubeconfig"
+    write_kubeconfig(kubeconfig, server.kubeconfig())
+    (folder / "ca.crt").write_text(server.ca_pem)
+    api = requests.Session()
+    api.trust_env = False  # else REQUESTS_CA_BUNDLE would replace our CA
+    api.verify = str(folder / "ca.crt")
+    api.headers["Authorization"] = f"Bearer {server.admin_token}"
+    return kubeconfig, api
+
+
 def _counts(server: Any) -> tuple[float, float]:
     """Requests and writes so far, leaving out this benchmark's own (python-requests)."""
     counts = {k: v for k, v in server.request_counts().items() if k[4] != "python-requests"}
@@ -62,13 +74,7 @@ def _one_task(folder: Path) -> tuple[float, float, float]:
     with threaded_apiserver(crd_dir=REPO / "crds", kubelet_dir=folder / "node") as handle:
         server = handle.server
         assert server is not None
-        kubeconfig = folder / "kubeconfig"
-        write_kubeconfig(kubeconfig, server.kubeconfig())
-        (folder / "ca.crt").write_text(server.ca_pem)
-        api = requests.Session()
-        api.trust_env = False  # else REQUESTS_CA_BUNDLE would replace our CA
-        api.verify = str(folder / "ca.crt")
-        api.headers["Authorization"] = f"Bearer {server.admin_token}"
+        kubeconfig, api = _admin(server, folder)
         cadre = f"{server.url}/apis/cadre.dev/v1alpha1/namespaces/{NS}"
         env = {
             **os.environ, "KUBECONFIG": str(kubeconfig),
@@ -187,13 +193,7 @@ def _many_tasks(folder: Path) -> tuple[float, float]:
     ) as handle:
         server = handle.server
         assert server is not None
-        kubeconfig = folder / "kubeconfig"
-        write_kubeconfig(kubeconfig, server.kubeconfig())
-        (folder / "ca.crt").write_text(server.ca_pem)
-        api = requests.Session()
-        api.trust_env = False
-        api.verify = str(folder / "ca.crt")
-        api.headers["Authorization"] = f"Bearer {server.admin_token}"
+        kubeconfig, api = _admin(server, folder)
         cadre = f"{server.url}/apis/cadre.dev/v1alpha1/namespaces/{NS}"
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         operator = subprocess.Popen(

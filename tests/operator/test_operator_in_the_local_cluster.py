@@ -96,31 +96,60 @@ async def _until(check: Any, within: float = 60.0) -> Any:
         await asyncio.sleep(0.2)
 
 
+CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
+
+
+def create_agent(http: Http, url: str | None, name: str = "engineer", **extra: Any) -> None:
+    """The API-key Secret (once) and an Agent using the scripted model at ``url``."""
+    http(
+        "POST",
+        f"/api/v1/namespaces/{NS}/secrets",
+        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}},
+    )
+    spec: dict[str, Any] = {
+        "role": "Writes code",
+        "model": "claude-sonnet-4-6",
+        "apiKeySecretRef": {"name": "anthropic"},
+        **extra,
+    }
+    if url is not None:
+        spec["baseURL"] = url
+    agent = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    assert http("POST", f"{CADRE}/agents", agent).status_code == 201
+
+
+def create_task(http: Http, name: str, prompt: str, agent: str = "engineer") -> None:
+    task = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": name},
+        "spec": {"assignee": {"agent": agent}, "prompt": prompt},
+    }
+    assert http("POST", f"{CADRE}/tasks", task).status_code == 201
+
+
+def ended(http: Http, name: str) -> dict[str, Any] | None:
+    """The Task once it has ended, else None."""
+    found: dict[str, Any] = http("GET", f"{CADRE}/tasks/{name}").json()
+    return (
+        found
+        if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
+        else None
+    )
+
+
 async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
     cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
     scripted: ModelFactory, tmp_path: Path,
 ) -> None:  # fmt: skip
     _, http, _ = cluster
     url, model = await scripted(SCENARIO)
-    http(
-        "POST",
-        f"/api/v1/namespaces/{NS}/secrets",
-        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}},
-    )
-    agent = {
-        "apiVersion": "cadre.dev/v1alpha1",
-        "kind": "Agent",
-        "metadata": {"name": "engineer"},
-        "spec": {
-            "role": "Writes code",
-            "model": "claude-sonnet-4-6",
-            "baseURL": url,
-            "apiKeySecretRef": {"name": "anthropic"},
-        },
-    }
-    assert (
-        http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent).status_code == 201
-    )
+    create_agent(http, url)
 
     def agent_ready() -> bool:
         status = (
@@ -134,23 +163,8 @@ async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
         )
 
     await _until(agent_ready)
-    task = {
-        "apiVersion": "cadre.dev/v1alpha1",
-        "kind": "Task",
-        "metadata": {"name": "hello"},
-        "spec": {"assignee": {"agent": "engineer"}, "prompt": "Write hello.py and run it."},
-    }
-    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", task)
-
-    def finished() -> dict[str, Any] | None:
-        found = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/hello").json()
-        return (
-            found
-            if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
-            else None
-        )
-
-    done = await _until(finished, within=90)
+    create_task(http, "hello", "Write hello.py and run it.")
+    done = await _until(lambda: ended(http, "hello"), within=90)
     status = done["status"]
     assert status["phase"] == "Succeeded", (status, (tmp_path / "operator.log").read_text()[-3000:])
     assert status["result"]["summary"] == "hello.py prints hello."
@@ -223,43 +237,13 @@ async def test_a_sandbox_pod_deleted_mid_task_comes_back_with_its_workspace(
 ) -> None:  # fmt: skip
     _, http, _ = cluster
     url, model = await scripted(RECOVERY)
-    http(
-        "POST",
-        f"/api/v1/namespaces/{NS}/secrets",
-        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}},
-    )
-    agent = {
-        "apiVersion": "cadre.dev/v1alpha1",
-        "kind": "Agent",
-        "metadata": {"name": "engineer"},
-        "spec": {
-            "role": "Writes code",
-            "model": "claude-sonnet-4-6",
-            "baseURL": url,
-            "apiKeySecretRef": {"name": "anthropic"},
-        },
-    }
-    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent)
-    task = {
-        "apiVersion": "cadre.dev/v1alpha1",
-        "kind": "Task",
-        "metadata": {"name": "notes"},
-        "spec": {"assignee": {"agent": "engineer"}, "prompt": "Take notes, then read them."},
-    }
-    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", task)
+    create_agent(http, url)
+    create_task(http, "notes", "Take notes, then read them.")
     await _until(lambda: len(model.requests) >= 2)  # the notes are written; the model is thinking
     first = http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-notes").json()["metadata"]["uid"]
     http("DELETE", f"/api/v1/namespaces/{NS}/pods/sbx-notes", {"gracePeriodSeconds": 0})
 
-    def finished() -> dict[str, Any] | None:
-        found = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/notes").json()
-        return (
-            found
-            if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
-            else None
-        )
-
-    done = await _until(finished, within=90)
+    done = await _until(lambda: ended(http, "notes"), within=90)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert done["status"]["result"]["summary"] == "The notes survived."
     second = [r for r in model.requests if r["messages"][-1]["role"] == "user"][-1]
@@ -298,30 +282,8 @@ async def test_the_harness_pod_deleted_mid_task_comes_back_and_resumes(
 ) -> None:  # fmt: skip
     _, http, kubeconfig = cluster
     url, model = await scripted(RESUME)
-    http(
-        "POST",
-        f"/api/v1/namespaces/{NS}/secrets",
-        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}},
-    )
-    agent = {
-        "apiVersion": "cadre.dev/v1alpha1",
-        "kind": "Agent",
-        "metadata": {"name": "engineer"},
-        "spec": {
-            "role": "Writes code",
-            "model": "claude-sonnet-4-6",
-            "baseURL": url,
-            "apiKeySecretRef": {"name": "anthropic"},
-        },
-    }
-    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent)
-    task = {
-        "apiVersion": "cadre.dev/v1alpha1",
-        "kind": "Task",
-        "metadata": {"name": "steps"},
-        "spec": {"assignee": {"agent": "engineer"}, "prompt": "Do both steps."},
-    }
-    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", task)
+    create_agent(http, url)
+    create_task(http, "steps", "Do both steps.")
     await _until(lambda: len(model.requests) >= 2)  # step one ran; the model is thinking
     http("DELETE", f"/api/v1/namespaces/{NS}/pods/harness-engineer-0", {"gracePeriodSeconds": 0})
     result = await asyncio.create_subprocess_exec(

@@ -32,6 +32,18 @@ def dynamic() -> DynamicClient:
     return DynamicClient(client())  # type: ignore[no-untyped-call]
 
 
+def ensure_exists(obj: Obj) -> None:
+    """Create ``obj`` unless it exists (read first: shared objects are looked at far more often
+    than they are missing, and a read costs the API server less than a refused create)."""
+    resource = dynamic().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+    try:
+        resource.get(name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace"))
+    except ApiException as err:
+        if err.status != 404:
+            raise
+        ensure(obj)
+
+
 def ensure(obj: Obj) -> None:
     resource = dynamic().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     namespace = obj["metadata"].get("namespace")

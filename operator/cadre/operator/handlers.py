@@ -231,8 +231,12 @@ def reconcile_sandbox(body: Obj) -> None:
         return
     pod = apply.get_pod(namespace, sandbox_name(name))
     if status.get("phase") in FINAL:
-        # Read before writing: later events of an ended Task cost no deletes.
+        # Read before writing: later events of an ended Task cost no deletes. The pod goes
+        # first in the same pass as the rest, so a pod already going means the pass ran (what
+        # a crash mid-pass leaves is owned by the Task and goes with it).
         if pod is None and not session.get("sandboxPod"):
+            return
+        if pod is not None and pod["metadata"].get("deletionTimestamp"):
             return
         agent = apply.get_agent(namespace, status.get("agent") or "")
         retain = (
@@ -260,7 +264,7 @@ def reconcile_sandbox(body: Obj) -> None:
     target = SandboxTarget(
         namespace, name, meta["uid"], agent_name, parsed.sandbox, session["sandboxTokenSHA256"]
     )
-    apply.ensure(build_sandbox_service_account(namespace))
+    apply.ensure_exists(build_sandbox_service_account(namespace))  # shared by the namespace
     for obj in build_sandbox_objects(target, sandbox_defaults()):
         apply.ensure(obj)
     kopf.info(
