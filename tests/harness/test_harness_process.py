@@ -30,7 +30,7 @@ from cadre.operator.sandbox_builders import (
 )
 from cadre.sandbox.store import read_journal
 
-from tests.harness.conftest import ModelFactory
+from tests.harness.conftest import ModelFactory, until
 from tests.localcluster.conftest import REPO, Http, create_all
 
 NS = "default"
@@ -191,16 +191,6 @@ def _task(name: str, prompt: str) -> dict[str, Any]:
     }
 
 
-async def _until(check: Any, within: float = 30.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
-
-
 async def test_the_harness_works_its_tasks_with_a_lazy_sandbox(
     cluster: tuple[ThreadedApiServer, Http],
     scripted: ModelFactory,
@@ -237,7 +227,7 @@ async def test_the_harness_works_its_tasks_with_a_lazy_sandbox(
                 task if (task.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
             )
 
-        task = await _until(finished, within=60)
+        task = await until(finished, within=60)
     finally:
         stop.set()
         await running
@@ -295,8 +285,8 @@ async def test_no_tool_call_means_no_sandbox_and_cancel_stops_a_session(
         return (task.get("status") or {}).get("phase")
 
     try:
-        await _until(lambda: phase("hello") == "Succeeded")
-        await _until(lambda: phase("ponder") == "Running")
+        await until(lambda: phase("hello") == "Succeeded")
+        await until(lambda: phase("ponder") == "Running")
         await asyncio.sleep(0.3)  # the model call is in flight
         began = asyncio.get_running_loop().time()
         http(
@@ -305,7 +295,7 @@ async def test_no_tool_call_means_no_sandbox_and_cancel_stops_a_session(
             {"spec": {"cancel": True}},
             "application/merge-patch+json",
         )
-        await _until(lambda: phase("ponder") == "Cancelled")
+        await until(lambda: phase("ponder") == "Cancelled")
         took = asyncio.get_running_loop().time() - began
     finally:
         stop.set()

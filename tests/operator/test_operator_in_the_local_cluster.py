@@ -17,7 +17,7 @@ import requests
 from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver, write_kubeconfig
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness.conftest import ModelFactory
+from tests.harness.conftest import ModelFactory, until
 from tests.localcluster.conftest import REPO, Http
 
 NS = "default"
@@ -86,16 +86,6 @@ async def operator(
     log.close()
 
 
-async def _until(check: Any, within: float = 60.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.2)
-
-
 CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
 
 
@@ -162,16 +152,16 @@ async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
             c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
         )
 
-    await _until(agent_ready)
+    await until(agent_ready)
     create_task(http, "hello", "Write hello.py and run it.")
-    done = await _until(lambda: ended(http, "hello"), within=90)
+    done = await until(lambda: ended(http, "hello"), within=90)
     status = done["status"]
     assert status["phase"] == "Succeeded", (status, (tmp_path / "operator.log").read_text()[-3000:])
     assert status["result"]["summary"] == "hello.py prints hello."
     assert status["agent"] == "engineer"
     assert {c["type"] for c in status["conditions"]} >= {"Accepted", "Succeeded"}
     assert len(model.requests) == 3
-    await _until(lambda: http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-hello").status_code == 404)
+    await until(lambda: http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-hello").status_code == 404)
     assert (
         http("GET", f"/api/v1/namespaces/{NS}/pods/harness-engineer-0").json()["status"]["phase"]
         == "Running"
@@ -186,7 +176,7 @@ async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
         }
 
     succeeded = ("cadre_tasks", (("namespace", NS), ("phase", "Succeeded")))
-    samples = await _until(lambda: (found := scraped()).get(succeeded) == 1 and found)
+    samples = await until(lambda: (found := scraped()).get(succeeded) == 1 and found)
     tokens = {labels: v for (name, labels), v in samples.items() if name == "cadre_tokens_total"}
     assert sum(tokens.values()) > 0
     assert all(dict(labels)["model"] == "claude-sonnet-4-6" for labels in tokens)
@@ -239,11 +229,11 @@ async def test_a_sandbox_pod_deleted_mid_task_comes_back_with_its_workspace(
     url, model = await scripted(RECOVERY)
     create_agent(http, url)
     create_task(http, "notes", "Take notes, then read them.")
-    await _until(lambda: len(model.requests) >= 2)  # the notes are written; the model is thinking
+    await until(lambda: len(model.requests) >= 2)  # the notes are written; the model is thinking
     first = http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-notes").json()["metadata"]["uid"]
     http("DELETE", f"/api/v1/namespaces/{NS}/pods/sbx-notes", {"gracePeriodSeconds": 0})
 
-    done = await _until(lambda: ended(http, "notes"), within=90)
+    done = await until(lambda: ended(http, "notes"), within=90)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert done["status"]["result"]["summary"] == "The notes survived."
     second = [r for r in model.requests if r["messages"][-1]["role"] == "user"][-1]
@@ -284,7 +274,7 @@ async def test_the_harness_pod_deleted_mid_task_comes_back_and_resumes(
     url, model = await scripted(RESUME)
     create_agent(http, url)
     create_task(http, "steps", "Do both steps.")
-    await _until(lambda: len(model.requests) >= 2)  # step one ran; the model is thinking
+    await until(lambda: len(model.requests) >= 2)  # step one ran; the model is thinking
     http("DELETE", f"/api/v1/namespaces/{NS}/pods/harness-engineer-0", {"gracePeriodSeconds": 0})
     result = await asyncio.create_subprocess_exec(
         "kubectl", f"--kubeconfig={kubeconfig}", f"--cache-dir={tmp_path / 'kcache'}",
@@ -319,7 +309,7 @@ async def test_an_agent_waits_for_its_secret_and_recovers_by_itself(
         )
         return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
 
-    waiting = await _until(lambda: (c := ready()) and c["reason"] == "SecretMissing" and c)
+    waiting = await until(lambda: (c := ready()) and c["reason"] == "SecretMissing" and c)
     assert waiting["status"] == "False"
     assert 'the Secret "later" with the API key does not exist' in waiting["message"]
     assert (
@@ -338,9 +328,9 @@ async def test_an_agent_waits_for_its_secret_and_recovers_by_itself(
         f"/api/v1/namespaces/{NS}/secrets",
         {"metadata": {"name": "later"}, "stringData": {"api-key": "sk"}},
     )
-    await _until(lambda: (c := ready()) and c["status"] == "True")
+    await until(lambda: (c := ready()) and c["status"] == "True")
     http("DELETE", f"/api/v1/namespaces/{NS}/secrets/later")
-    await _until(lambda: (c := ready()) and c["reason"] == "SecretMissing")
+    await until(lambda: (c := ready()) and c["reason"] == "SecretMissing")
 
 
 async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_once(
@@ -417,7 +407,7 @@ async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_o
             kills += 1
             await asyncio.sleep(0.3)  # nobody reconciles for a moment
             operator = await start()
-        await _until(lambda: phases().count("Succeeded") == count, within=120)
+        await until(lambda: phases().count("Succeeded") == count, within=120)
     finally:
         operator.terminate()
         await operator.wait()
@@ -426,7 +416,7 @@ async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_o
     for i in range(count):
         files = list(claims.glob(f"sbx-t{i}-workspace-*/once.txt"))
         assert [f.read_text() for f in files] == ["done\n"], i  # one sandbox, one run each
-    await _until(
+    await until(
         lambda: (
             not [
                 p
@@ -458,7 +448,7 @@ async def test_a_task_for_a_missing_agent_says_so_and_is_taken_once_it_exists(
         )
         return next((c for c in status.get("conditions", []) if c["type"] == "Accepted"), None)
 
-    missing = await _until(accepted)
+    missing = await until(accepted)
     assert (missing["status"], missing["reason"]) == ("False", "AgentNotFound")
     assert 'the Agent "nobody" does not exist' in missing["message"]
     agent = {
@@ -468,5 +458,5 @@ async def test_a_task_for_a_missing_agent_says_so_and_is_taken_once_it_exists(
         "spec": {"role": "r", "model": "claude-sonnet-4-6", "apiKeySecretRef": {"name": "x"}},
     }
     http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent)
-    taken = await _until(lambda: (c := accepted()) and c["status"] == "True" and c)
+    taken = await until(lambda: (c := accepted()) and c["status"] == "True" and c)
     assert taken["reason"] == "AgentAssigned"

@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,9 +127,6 @@ class SessionLog:
         os.fsync(self._fd)
         self.events.extend(events)
         return events
-
-    def of_type(self, event_type: str) -> Iterator[Event]:
-        return (e for e in self.events if e["type"] == event_type)
 
     def close(self) -> None:
         if self._fd >= 0:

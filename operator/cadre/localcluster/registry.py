@@ -203,9 +203,6 @@ class Registry:
     def by_group_resource(self, group: str, plural: str) -> ResourceType | None:
         return next((t for t in self if t.group == group and t.plural == plural), None)
 
-    def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
-        return next((t for t in self if t.api_version == api_version and t.kind == kind), None)
-
     def group_versions(self) -> dict[str, list[str]]:
         """Served versions by group, in the order discovery lists them."""
         groups: dict[str, list[str]] = {}

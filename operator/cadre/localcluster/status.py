@@ -51,16 +51,6 @@ class ApiError(Exception):
         return body
 
 
-def success_status(name: str, group: str, plural: str, uid: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success",
-        "details": {"name": name, "group": group, "kind": plural, "uid": uid},
-    }
-
-
 def _qualified(group: str, plural: str) -> str:
     return f"{plural}.{group}" if group else plural
 

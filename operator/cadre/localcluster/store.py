@@ -113,10 +113,6 @@ class Store:
             raise TooOldError(rv)
         return [c for c in self._history if c.rv > rv and c.resource == resource]
 
-    def next_revision(self) -> str:
-        """The resourceVersion the next write will get (for objects built before storing)."""
-        return str(self._rv + 1)
-
     def write(
         self, resource: GroupResource, obj: dict[str, Any], change_type: EventType
     ) -> dict[str, Any]:
