@@ -19,7 +19,8 @@ import kubernetes
 import pytest
 import yaml
 from cadre.api.agent import Sandbox
-from cadre.harness.process import HarnessProcess, TaskApi
+from cadre.harness.process import HarnessProcess
+from cadre.harness.taskapi import TaskApi
 from cadre.harness.tokens import session_token
 from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver
 from cadre.operator.sandbox_builders import (

@@ -42,28 +42,44 @@ def pod_spec() -> dict[str, Any]:
     return spec
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_every_object_is_valid_kubernetes(index: int) -> None:
     obj = build_harness_objects(target(), DEFAULTS)[index]
     kubernetes_validate.validate(obj, "1.32", strict=True)
 
 
-def test_the_role_allows_only_its_agent_tasks_and_their_status() -> None:
+def test_the_role_allows_reading_agents_teams_tasks_and_writing_task_status_and_memory() -> None:
     rules = build_harness_role(target())["rules"]
     assert rules == [
-        {
-            "apiGroups": ["cadre.dev"],
-            "resources": ["agents"],
-            "resourceNames": ["engineer"],
-            "verbs": ["get"],
-        },
+        {"apiGroups": ["cadre.dev"], "resources": ["agents", "teams"], "verbs": ["get"]},
         {"apiGroups": ["cadre.dev"], "resources": ["tasks"], "verbs": ["get", "list", "watch"]},
         {
             "apiGroups": ["cadre.dev"],
             "resources": ["tasks/status"],
             "verbs": ["get", "patch", "update"],
         },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["memory-engineer"],
+            "verbs": ["get", "update", "patch"],
+        },
     ]
+
+
+def test_the_role_cannot_create_anything_nor_write_task_specs() -> None:
+    rules = build_harness_role(target())["rules"]
+    verbs = {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]}
+    assert not {v for _, v in verbs} & {"create", "delete", "deletecollection", "*"}
+    assert not {v for r, v in verbs if r == "tasks"} & {"patch", "update"}
+
+
+def test_the_memory_config_map_starts_empty_and_is_owned_by_the_agent() -> None:
+    memory = build_harness_objects(target(), DEFAULTS)[0]
+    assert memory["kind"] == "ConfigMap"
+    assert memory["metadata"]["name"] == "memory-engineer"
+    assert memory["data"] == {"entries.yaml": "[]\n"}
+    assert memory["metadata"]["ownerReferences"][0]["kind"] == "Agent"
 
 
 def test_the_role_grants_nothing_on_pods_or_secrets() -> None:

@@ -46,16 +46,21 @@ def set_condition(
 def merge_condition(
     conditions: Sequence[Mapping[str, Any]],
     type_: str,
-    ok: bool,
+    ok: bool | None,
     reason: str,
     message: str,
     *,
     now: datetime,
     observed_generation: int | None = None,
 ) -> list[dict[str, Any]]:
-    """``set_condition`` on conditions as they come from the API (JSON), for status patches."""
+    """``set_condition`` on conditions as they come from the API (JSON), for status patches;
+    ``ok`` None is ``Unknown`` (not decided yet)."""
     parsed = [Condition.model_validate(c) for c in conditions]
-    status = ConditionStatus.TRUE if ok else ConditionStatus.FALSE
+    status = (
+        ConditionStatus.UNKNOWN
+        if ok is None
+        else (ConditionStatus.TRUE if ok else ConditionStatus.FALSE)
+    )
     updated = set_condition(
         parsed, type_, status, reason, message, now=now, observed_generation=observed_generation
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import Field
@@ -23,3 +24,12 @@ class Limits(ApiModel):
     """Wall-clock time from the session's start to its end, such as ``30m``."""
     max_cost_usd: UsdAmount | None = Field(default=None, alias="maxCostUSD")
     """Spend the session may reach, in US dollars as a decimal string (``"2.50"``)."""
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration (``1h30m``, ``90s``) in seconds; the API's pattern guarantees the form."""
+    return sum(float(value) * _UNITS[unit] for value, unit in _DURATION.findall(text))

@@ -185,13 +185,62 @@ class ChildrenStatus(ApiModel):
     """Child Tasks that failed or were cancelled."""
 
 
+class ReviewDecision(StrEnum):
+    """The requester's verdict on a delivered result."""
+
+    ACCEPTED = "Accepted"
+    """The Task ends Succeeded."""
+    CHANGES_REQUESTED = "ChangesRequested"
+    """The session reopens with the feedback (or ends Failed past ``maxRounds``)."""
+
+
 class ReviewStatus(ApiModel):
-    """Where the deliverable is in review."""
+    """Where the deliverable is in review; the verdict fields are written by the requester's
+    harness, ``deliveries`` by the working one (a merge patch keeps both)."""
 
     round: Annotated[int, Field(ge=0)] = 0
     """Rounds of requested changes so far."""
+    deliveries: Annotated[int, Field(ge=0)] = 0
+    """Results the working session delivered so far (written by its harness); a delivery
+    waits for a verdict while ``round`` is below it."""
+    decision: ReviewDecision | None = None
+    """The latest verdict; unset while the first delivery is awaited."""
+    reviewer: ObjectName | None = None
+    """The Agent that gave the latest verdict."""
     last_feedback: Annotated[str, StringConstraints(max_length=8192)] = ""
     """The most recent request for changes."""
+
+
+class DelegationState(StrEnum):
+    """Where a delegation request is."""
+
+    CREATED = "Created"
+    """The operator created the child Task."""
+    REFUSED = "Refused"
+    """The Team's rules forbid it; ``message`` says which."""
+
+
+MAX_DELEGATION_INSTRUCTIONS = 16384
+
+
+class DelegationRequest(ApiModel):
+    """A delegation asked for by the session (keyed by its tool call id), answered by the
+    operator, which alone creates child Tasks and enforces the Team's rules."""
+
+    agent: ObjectName
+    """The teammate asked to do the work."""
+    title: ShortText = ""
+    """A short name for the child Task."""
+    instructions: Annotated[str, StringConstraints(max_length=MAX_DELEGATION_INSTRUCTIONS)] = ""
+    """What to do; cleared by the operator once it is in the child's ``spec.prompt``."""
+    acceptance_criteria: Annotated[str, StringConstraints(max_length=8192)] = ""
+    """How the result will be judged; cleared once in the child's spec."""
+    state: DelegationState | None = None
+    """Unset while the operator has not answered."""
+    child: ObjectName | None = None
+    """The child Task, once created."""
+    message: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """Why a request was refused."""
 
 
 class DeliveredFile(ApiModel):
@@ -239,6 +288,13 @@ class TaskStatus(ApiModel):
     """Delegated Tasks."""
     review: ReviewStatus = Field(default_factory=ReviewStatus)
     """Review rounds."""
+    team: ObjectName | None = None
+    """The Team whose rules govern this Task's delegation tree."""
+    delegations: dict[str, DelegationRequest] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": 100}
+    )
+    """Delegation requests by the session's tool call id (a map, so the harness and the
+    operator each merge-patch their own fields of one entry without clobbering the other's)."""
     result: TaskResult | None = None
     """The deliverable's summary, once there is one."""
 

@@ -65,7 +65,8 @@ def harness(agent: str, namespace: str, state_dir: Path) -> None:
 
     import kubernetes
 
-    from cadre.harness.process import HarnessProcess, TaskApi
+    from cadre.harness.process import HarnessProcess
+    from cadre.harness.taskapi import TaskApi
 
     api_key = os.environ.get("ANTHROPIC_API_KEY")
     if not api_key:
@@ -101,7 +102,9 @@ def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: in
     import kopf
     import kubernetes
 
-    import cadre.operator.handlers  # noqa: F401 - registers the handlers with kopf
+    # Importing them registers the handlers with kopf.
+    import cadre.operator.handlers
+    import cadre.operator.team_handlers  # noqa: F401
 
     kubernetes.config.load_config()  # type: ignore[no-untyped-call]
     os.environ["CADRE_METRICS_PORT"] = str(metrics_port)  # read by the startup handler

@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -26,28 +24,35 @@ from typing import Any
 import anthropic
 import kubernetes
 
-from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
 from cadre.api.conditions import merge_condition
-from cadre.api.limits import Limits
+from cadre.api.limits import Limits, parse_duration
+from cadre.api.team import TeamSpec
+from cadre.harness.memory import MemoryStore, MemoryUnreadable, add, for_prompt, mark_used, render
 from cadre.harness.pricing import Prices, prices_for
 from cadre.harness.sandbox_client import SandboxClient, SandboxEndpoint, SandboxUnavailable
-from cadre.harness.session import Session, SessionConfig, SessionLimits, State
+from cadre.harness.session import (
+    AWAITING_REVIEW,
+    WAITING,
+    Session,
+    SessionConfig,
+    SessionLimits,
+    State,
+    Verdict,
+)
 from cadre.harness.sessionlog import SessionLog, SessionLogError
+from cadre.harness.taskapi import TaskApi
+from cadre.harness.team_tools import TeamTools
 from cadre.harness.tokens import load_or_create_key, session_token, token_digest
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 FINAL_PHASES = ("Succeeded", "Failed", "Cancelled")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration (``1h30m``, ``90s``) in seconds; the API's pattern guarantees the form."""
-    return sum(float(value) * _UNITS[unit] for value, unit in _DURATION.findall(text))
-
-
+PAUSED_PHASES = ("Waiting", "InReview")
+_PAUSED_MESSAGES = {
+    "Waiting": "the session waits for delegated Tasks",
+    "InReview": "the result waits for the requester's review",
+}
 DEFAULT_MAX_TURNS = 200
 """When neither the Task nor its Agent bounds a session at all: no runaway session by default."""
 
@@ -99,74 +104,67 @@ def build_usage_status(state: State) -> Obj:
 
 
 def build_final_status(outcome: Obj, generation: int | None, conditions: list[Obj]) -> Obj:
-    """Phase, result and the ``Succeeded`` condition of an ended session (pure); the other
-    conditions are kept (a merge patch replaces the whole list)."""
+    """Phase, result and the ``Succeeded`` condition of a session that ended or paused (pure);
+    the other conditions are kept (a merge patch replaces the whole list). A paused session
+    (``Waiting``, ``InReview``) has ``Succeeded`` Unknown and no completion time."""
     phase = outcome["outcome"]
     summary = outcome.get("result") or ""
-    return {
+    paused = phase in PAUSED_PHASES
+    status: Obj = {
         "phase": phase,
-        "completionTime": _now(),
-        "result": {"summary": summary[:4096], "truncated": len(summary) > 4096},
         "conditions": merge_condition(
             conditions,
             "Succeeded",
-            phase == "Succeeded",
+            None if paused else phase == "Succeeded",
             outcome["reason"],
-            outcome.get("message", "")[:1024],
+            _PAUSED_MESSAGES.get(phase) or outcome.get("message", "")[:1024],
             now=datetime.now(UTC),
             observed_generation=generation,
         ),
     }
+    if summary or not paused:
+        status["result"] = {"summary": summary[:4096], "truncated": len(summary) > 4096}
+    if not paused:
+        status["completionTime"] = _now()
+    return status
 
 
-class TaskApi:
-    """The few calls the harness makes, on a thread (the kubernetes client blocks)."""
+def verdict_of(task: Obj) -> Verdict | None:
+    """The latest verdict on a delivered result (pure): the requester's, written into a child
+    Task's ``status.review``, or a human's ``spec.approval`` on a top-level Task."""
+    status = task.get("status") or {}
+    if task["spec"].get("parentRef"):
+        review = status.get("review") or {}
+        reviewer = str(review.get("reviewer") or "")
+        if review.get("decision") == "Accepted":
+            return Verdict("accepted", True, reviewer=reviewer)
+        if review.get("decision") == "ChangesRequested":
+            rounds = int(review.get("round") or 0)
+            feedback = str(review.get("lastFeedback") or "")
+            return Verdict(f"round-{rounds}", False, feedback, reviewer, rounds)
+        return None
+    approval = task["spec"].get("approval")
+    if not approval:
+        return None
+    generation = task["metadata"].get("generation")
+    if approval.get("decision") == "Approved":
+        return Verdict(f"approved-{generation}", True, reviewer="a human")
+    return Verdict(f"rejected-{generation}", False, str(approval.get("feedback") or ""), "a human")
 
-    def __init__(self, client: kubernetes.client.ApiClient, namespace: str) -> None:
-        self.custom = kubernetes.client.CustomObjectsApi(client)
-        self.namespace = namespace
 
-    def _get(self, plural: str, name: str) -> Obj:
-        found: Obj = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]
-            GROUP, VERSION, self.namespace, plural, name
+def team_context(team: str, spec: TeamSpec, roles: dict[str, str], agent: str) -> str:
+    """The team part of the system prompt: who is on it and whom this Agent may ask (pure)."""
+    me = next((m for m in spec.members if m.agent == agent), None)
+    lines = [f"You work in team {team}. Its members:"]
+    lines += [f"- {m.agent}: {roles.get(m.agent, '(no such Agent)')}" for m in spec.members]
+    if me is not None and me.delegates_to:
+        lines.append(
+            f"You may delegate to: {', '.join(me.delegates_to)}. Use delegate, then "
+            "wait_for_results, and review every result with review_result before you rely on it."
         )
-        return found
-
-    async def agent(self, name: str) -> Obj:
-        return await asyncio.to_thread(self._get, "agents", name)
-
-    async def task(self, name: str) -> Obj:
-        return await asyncio.to_thread(self._get, "tasks", name)
-
-    async def patch_status(self, name: str, status: Obj) -> None:
-        await asyncio.to_thread(
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP, VERSION, self.namespace, "tasks", name, {"status": status},
-        )  # fmt: skip
-
-    def watch(self, emit: Callable[[str, Obj], None], stop: threading.Event) -> None:
-        """List then watch Tasks forever (relisting on 410). A list is emitted whole, as
-        ``("LIST", {"items": [...]})``, so the harness can order what it takes up."""
-        while not stop.is_set():
-            listed: Obj = self.custom.list_namespaced_custom_object(  # type: ignore[assignment]
-                GROUP, VERSION, self.namespace, "tasks"
-            )
-            emit("LIST", listed)
-            version = listed["metadata"]["resourceVersion"]
-            watcher = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-            try:
-                for event in watcher.stream(  # type: ignore[no-untyped-call]
-                    self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
-                    "tasks", resource_version=version, timeout_seconds=30,
-                ):  # fmt: skip
-                    if stop.is_set():
-                        return
-                    emit(event["type"], event["object"])
-            except kubernetes.client.ApiException as err:
-                if err.status != 410:
-                    raise
-            finally:
-                watcher.stop()  # type: ignore[no-untyped-call]
+    else:
+        lines.append("You do your work yourself; you do not delegate.")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -210,6 +208,8 @@ class HarnessProcess:
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)
     """Tasks whose session was stopped because the Task was cancelled (not a shutdown)."""
+    known: dict[str, Obj] = field(default_factory=dict)
+    """This Agent's Tasks as last seen (a parent woken by its child's change is found here)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         agent = await self.api.agent(self.agent)
@@ -274,31 +274,53 @@ class HarnessProcess:
 
     def _on_task(self, kind: str, task: Obj) -> None:
         name = task["metadata"]["name"]
-        if kind == "DELETED" or not assigned_to(task, self.agent):
+        if kind == "DELETED":
+            self.known.pop(name, None)
             return
+        if not assigned_to(task, self.agent):
+            # A delegated Task moved: its parent, if it is ours and waits, may have news.
+            parent = self.known.get((task["spec"].get("parentRef") or {}).get("name", ""))
+            if parent is not None and (parent.get("status") or {}).get("phase") == "Waiting":
+                self._start(parent)
+            return
+        self.known[name] = task
         phase = (task.get("status") or {}).get("phase")
         running = self.running.get(name)
         if task["spec"].get("cancel") and running is not None:
             self.cancelled.add(name)
             running.cancel()
             return
-        if running is not None or phase in FINAL_PHASES or task["spec"].get("cancel"):
+        if phase in FINAL_PHASES:
             return
-        self.running[name] = asyncio.get_running_loop().create_task(self._work(task))
+        if phase == "InReview" and verdict_of(task) is None and not task["spec"].get("cancel"):
+            return  # nothing to act on until a verdict comes
+        self._start(task)
+
+    def _start(self, task: Obj) -> None:
+        name = task["metadata"]["name"]
+        if name not in self.running:
+            self.running[name] = asyncio.get_running_loop().create_task(self._work(task))
 
     async def _work(self, task: Obj) -> None:
         name = task["metadata"]["name"]
+        acted = False
         try:
             async with self.slots:
-                await self._session(task)
+                acted = await self._session(task)
         except Exception:
             log.exception("session of %s failed", name)
         finally:
             self.running.pop(name, None)
+        latest = self.known.get(name)
+        if acted and latest is not None:
+            # What arrived while the session was busy (a verdict, a child's news) is looked at
+            # once more now that it is not: events seen while running were not acted on.
+            self._on_task("MODIFIED", latest)
 
-    async def _session(self, task: Obj) -> None:
-        meta, spec = task["metadata"], task["spec"]
-        name, uid = meta["name"], meta["uid"]
+    async def _session(self, task: Obj) -> bool:
+        """Work (or cancel) one Task's session until it ends or pauses. False when it was only
+        looked at: a paused session with nothing new to act on is left as it is."""
+        meta = task["metadata"]
         path = self._log_path(task)
         resumed = path.exists()
         try:
@@ -310,11 +332,59 @@ class HarnessProcess:
                 "message": str(err),
                 "result": "",
             }
-            await self._finish(name, outcome, meta.get("generation"), None)
-            return
+            await self._finish(meta["name"], outcome, meta.get("generation"), None)
+            return True
+        try:
+            return await self._drive(task, session_log, resumed)
+        finally:
+            session_log.close()
+
+    async def _context(self, task: Obj, session_log: SessionLog) -> tuple[str, TeamTools]:
+        """The session's team and memory context (from its log once it exists: a resumed
+        session sends the same prefix) and its harness-side tools."""
+        status = task.get("status") or {}
+        team_name = status.get("team")
+        team_obj = await self.api.team(team_name) if team_name else None
+        team = TeamSpec.model_validate(team_obj["spec"]) if team_obj else None
+        member = next((m for m in team.members if m.agent == self.agent), None) if team else None
+        memory = None
+        if self.spec.memory.enabled:
+            memory = MemoryStore(
+                self.api.custom.api_client, self.api.namespace, f"memory-{self.agent}"
+            )
+        tools = TeamTools(
+            self.api, task["metadata"]["name"], self.agent,
+            delegation=bool(member and member.delegates_to), memory=memory,
+            max_memory_entries=self.spec.memory.max_entries,
+        )  # fmt: skip
+        if session_log.events:
+            return str(session_log.events[0].get("context") or ""), tools
+        parts = []
+        if team is not None and team_name:
+            roles = {}
+            for m in team.members:
+                found = await self.api.agent(m.agent) if m.agent != self.agent else None
+                roles[m.agent] = (found or {}).get("spec", {}).get("role", self.spec.role)
+            parts.append(team_context(team_name, team, roles, self.agent))
+        if memory is not None:
+            try:
+                entries = await memory.load()
+                shown = for_prompt(entries)
+                if shown:
+                    parts.append(render(shown))
+                    await memory.update(lambda current: mark_used(current, shown))
+            except (MemoryUnreadable, kubernetes.client.ApiException) as err:
+                print(f"[{task['metadata']['name']}] memory not loaded: {err}", flush=True)
+        return "\n\n".join(parts), tools
+
+    async def _drive(self, task: Obj, session_log: SessionLog, resumed: bool) -> bool:
+        meta, spec = task["metadata"], task["spec"]
+        name, uid = meta["name"], meta["uid"]
         prompt = spec["prompt"]
         if spec.get("acceptanceCriteria"):
             prompt += f"\n\nAcceptance criteria: {spec['acceptanceCriteria']}"
+        context, team_tools = await self._context(task, session_log)
+        review = spec.get("review") or {}
         config = SessionConfig(
             task=f"{self.api.namespace}/{name}",
             agent=self.agent,
@@ -326,42 +396,74 @@ class HarnessProcess:
             limits=effective_limits(
                 self.spec.limits, Limits.model_validate(spec.get("limits") or {})
             ),
+            context=context,
+            extra_tools=tuple(team_tools.definitions()),
+            review_required=bool(spec.get("parentRef") or review.get("humanApproval")),
+            max_review_rounds=int(review.get("maxRounds") or 3),
         )
-        status = task.get("status") or {}
-        session_status = status.get("session") or {}
-        await self.api.patch_status(name, {
-            "phase": "Running", "agent": self.agent, "startTime": status.get("startTime") or _now(),
-            "session": {"attempts": int(session_status.get("attempts", 0)) + 1,
-                        "resumes": int(session_status.get("resumes", 0)) + (1 if resumed else 0),
-                        "lastActivityTime": _now()},
-        })  # fmt: skip
         sandbox = ClusterSandbox(
             self.api, name, session_token(self.key, uid), self.sandbox_wait_seconds
         )
         tools = SandboxClient(sandbox)
         session = Session(
-            config,
-            session_log,
-            self.client,
-            tools,
-            self.prices,
-            lambda line: print(line, flush=True),
-        )
-        reporter = asyncio.get_running_loop().create_task(self._report(name, session))
+            config, session_log, self.client, tools, self.prices,
+            lambda line: print(line, flush=True), harness_tools=team_tools,
+        )  # fmt: skip
         try:
-            outcome = await session.run()
-        except asyncio.CancelledError:
-            # A shutdown leaves the session as it is, to be resumed from its log; only a
-            # cancelled Task ends it.
-            if name in self.cancelled:
+            state = session.start()
+            if spec.get("cancel") and state.outcome is None:
                 outcome = session.cancel("the Task was cancelled")
                 await self._finish(name, outcome, meta.get("generation"), session.state)
-            raise
+                return True
+            if state.idle == AWAITING_REVIEW:
+                verdict = verdict_of(task)
+                if verdict is None or not session.apply_verdict(verdict):
+                    return False
+            elif state.idle == WAITING and not await team_tools.pending_news(state):
+                return False
+            status = task.get("status") or {}
+            session_status = status.get("session") or {}
+            if session.state.outcome is None:
+                await self.api.patch_status(name, {
+                    "phase": "Running", "agent": self.agent,
+                    "startTime": status.get("startTime") or _now(),
+                    "session": {
+                        "attempts": int(session_status.get("attempts", 0)) + 1,
+                        "resumes": int(session_status.get("resumes", 0)) + (1 if resumed else 0),
+                        "lastActivityTime": _now()},
+                })  # fmt: skip
+            reporter = asyncio.get_running_loop().create_task(self._report(name, session))
+            try:
+                outcome = await session.run()
+            except asyncio.CancelledError:
+                # A shutdown leaves the session as it is, to be resumed from its log; only a
+                # cancelled Task ends it.
+                if name in self.cancelled:
+                    outcome = session.cancel("the Task was cancelled")
+                    await self._finish(name, outcome, meta.get("generation"), session.state)
+                raise
+            finally:
+                reporter.cancel()
         finally:
-            reporter.cancel()
             await tools.close()
-            session_log.close()
         await self._finish(name, outcome, meta.get("generation"), session.state)
+        if outcome["outcome"] in FINAL_PHASES and team_tools.memory is not None:
+            await self._record_lesson(task, outcome, team_tools.memory)
+        return True
+
+    async def _record_lesson(self, task: Obj, outcome: Obj, memory: MemoryStore) -> None:
+        """The end-of-Task entry: what the Task was and how it ended, in one line."""
+        spec = task["spec"]
+        title = spec.get("title") or spec["prompt"].splitlines()[0][:80]
+        result = " ".join((outcome.get("result") or "").split())[:300]
+        lesson = f"Task '{title}' ended {outcome['outcome']} ({outcome['reason']}): {result}"
+        name = task["metadata"]["name"]
+        try:
+            await memory.update(
+                lambda entries: add(entries, lesson, name, _now(), self.spec.memory.max_entries)
+            )
+        except (MemoryUnreadable, kubernetes.client.ApiException) as err:
+            print(f"[{name}] lesson not recorded: {err}", flush=True)
 
     async def _finish(
         self, name: str, outcome: Obj, generation: int | None, state: State | None
@@ -371,6 +473,8 @@ class HarnessProcess:
         status = build_final_status(outcome, generation, current)
         if state is not None:
             status.update(build_usage_status(state))
+            if outcome["outcome"] == "InReview":
+                status["review"] = {"deliveries": state.deliveries}
         await self.api.patch_status(name, status)
 
     async def _report(self, name: str, session: Session) -> None:

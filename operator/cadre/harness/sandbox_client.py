@@ -46,6 +46,8 @@ class ToolOutcome:
     content: str
     is_error: bool
     replayed: bool = False
+    reported: frozenset[str] = frozenset()
+    """Harness-side tools: keys of news handed to the model (logged with the result)."""
 
 
 class SandboxClient:

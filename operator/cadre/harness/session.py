@@ -8,6 +8,11 @@ continues from there, logging each step before acting on it:
 when it returns, ``session.status_terminated`` at the end. After a crash, an unanswered model
 call is issued again and an unanswered tool call is sent again with the same ``tool_use_id``
 (the sandbox answers from its store if it already ran).
+
+A session can also pause without ending (``session.status_idle``): waiting on delegated Tasks
+(``WaitingForChildren``: the wait tool re-runs when it wakes) or with a deliverable in review
+(``AwaitingReview``: a ``user.review`` verdict accepts it or reopens the conversation with the
+feedback). A paused session holds nothing but its log.
 """
 
 from __future__ import annotations
@@ -17,12 +22,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import anthropic
 
 from cadre.harness.pricing import Prices, cost
-from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable
+from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable, ToolOutcome
 from cadre.harness.sessionlog import Event, SessionLog
 from cadre.sandbox.tools import TOOL_SCHEMAS
 
@@ -33,6 +38,36 @@ _USAGE_KEYS = (
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
 )
+
+
+WAITING = "WaitingForChildren"
+AWAITING_REVIEW = "AwaitingReview"
+
+
+class Suspend(Exception):  # noqa: N818 - control flow: the session pauses, it did not fail
+    """Raised by a harness-side tool: nothing to answer yet, the session waits idle."""
+
+
+class HarnessTools(Protocol):
+    """Tools the harness answers itself (delegation, review, memory), not the sandbox."""
+
+    @property
+    def names(self) -> frozenset[str]: ...
+
+    async def call(self, tool_use_id: str, name: str, input: Obj, state: State) -> ToolOutcome: ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A requester's (or a human's) decision on a delivered result."""
+
+    key: str
+    """Identifies the verdict, so it is applied once however often the harness sees it."""
+    accepted: bool
+    feedback: str = ""
+    reviewer: str = ""
+    round: int = 0
+    """For changes requested: which round this is (1 for the first)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +92,14 @@ class SessionConfig:
     tools: tuple[str, ...] = tuple(TOOL_SCHEMAS)
     limits: SessionLimits = SessionLimits()
     max_output_tokens: int = 8192
+    context: str = ""
+    """The team roster and the Agent's memory, fixed when the session is created (and logged
+    then, so a resumed session sends the very same prefix)."""
+    extra_tools: tuple[Obj, ...] = ()
+    """Definitions of the harness-side tools offered to this session."""
+    review_required: bool = False
+    """Whether a finished answer waits ``InReview`` for a verdict instead of succeeding."""
+    max_review_rounds: int = 3
 
     def system_blocks(self) -> list[Obj]:
         """The stable prefix, with the cache marker on its last block (tools carry their own)."""
@@ -64,13 +107,15 @@ class SessionConfig:
         blocks: list[Obj] = [{"type": "text", "text": text}]
         if self.system_prompt:
             blocks.append({"type": "text", "text": self.system_prompt})
+        if self.context:
+            blocks.append({"type": "text", "text": self.context})
         blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
         return blocks
 
     def tool_definitions(self) -> list[Obj]:
         tools = [
             {"name": name, **TOOL_SCHEMAS[name]} for name in self.tools if name in TOOL_SCHEMAS
-        ]
+        ] + [dict(tool) for tool in self.extra_tools]
         if tools:
             tools[-1] = {**tools[-1], "cache_control": {"type": "ephemeral"}}
         return tools
@@ -90,6 +135,18 @@ class State:
     results: dict[str, Obj] = field(default_factory=dict)
     sent: set[str] = field(default_factory=set)
     outcome: Obj | None = None
+    idle: str | None = None
+    """Why the session is paused (``WaitingForChildren``, ``AwaitingReview``), if it is."""
+    idle_result: str = ""
+    reported: set[str] = field(default_factory=set)
+    """News of delegated Tasks already handed to the model (by the wait tool)."""
+    verdicts: set[str] = field(default_factory=set)
+    """Keys of the review verdicts applied."""
+    review_round: int = 0
+    deliveries: int = 0
+    """Results delivered for review so far."""
+    context: str | None = None
+    """The context logged when the session was created."""
     started_at: float = 0.0
     applied: int = 0
     """How many of the log's events are folded in."""
@@ -120,10 +177,24 @@ def _append_assistant(messages: list[Obj], content: list[Obj]) -> None:
 def apply(state: State, event: Event, prices: Prices) -> None:
     """Fold one event into the state (the log is replayed through this, in order)."""
     kind = event["type"]
+    if kind not in ("session.status_idle", "session.resumed"):
+        state.idle = None
     if kind == "session.created":
         state.started_at = event["time"]
+        state.context = event.get("context")
     elif kind == "user.message":
         state.messages.append({"role": "user", "content": event["content"]})
+        state.last_stop = None
+    elif kind == "session.status_idle":
+        state.idle = event["reason"]
+        state.idle_result = event.get("result", "")
+        state.deliveries += 1 if state.idle == AWAITING_REVIEW else 0
+    elif kind == "user.review":
+        state.verdicts.add(event["key"])
+        if not event["accepted"]:
+            state.review_round = max(state.review_round, int(event["round"]))
+            state.messages.append({"role": "user", "content": event["content"]})
+            state.last_stop = None
     elif kind == "span.model_request_end":
         state.turns += 1
         for key in _USAGE_KEYS:
@@ -143,6 +214,7 @@ def apply(state: State, event: Event, prices: Prices) -> None:
             "content": event["content"],
             "is_error": event["is_error"],
         }
+        state.reported.update(event.get("reported") or ())
         if state.pending and all(b["id"] in state.results for b in state.pending):
             ordered = [state.results[b["id"]] for b in state.pending]
             state.messages.append({"role": "user", "content": ordered})
@@ -178,7 +250,9 @@ class Session:
         sandbox: SandboxClient,
         prices: Prices,
         transcript: Callable[[str], None] = print,
+        harness_tools: HarnessTools | None = None,
     ) -> None:
+        self.harness_tools = harness_tools
         self.config = config
         self.log = log
         self.client = client
@@ -211,22 +285,75 @@ class Session:
         for line in text.splitlines() or [""]:
             self._say(f"[{self.config.task}] {line}")
 
-    async def run(self) -> Obj:
-        """Continue the session until it ends; returns how it ended (also logged)."""
+    def start(self) -> State:
+        """Create the log's first events if it is new; the state the log describes."""
         if not self.log.events:
             self.log.append_all([
                 ("session.created", {"task": self.config.task, "agent": self.config.agent,
-                                     "model": self.config.model}),
+                                     "model": self.config.model, "context": self.config.context}),
                 ("user.message", {"content": self.config.prompt}),
             ])  # fmt: skip
-        state = self._state = replay(self.log.events, self.prices)
-        if state.outcome is None and self.log.events[-1]["type"] != "user.message":
+        return self._caught_up()
+
+    def apply_verdict(self, verdict: Verdict) -> bool:
+        """Apply a verdict on the delivered result, once: acceptance ends the session
+        Succeeded; changes requested reopen it with the feedback, or end it Failed past
+        ``max_review_rounds``. False when there was nothing to apply."""
+        state = self._caught_up()
+        if state.idle != AWAITING_REVIEW or verdict.key in state.verdicts:
+            return False
+        by = f" by {verdict.reviewer}" if verdict.reviewer else ""
+        max_rounds = self.config.max_review_rounds
+        if verdict.accepted:
+            content = f"Your result was accepted{by}."
+        else:
+            content = (
+                f"Changes requested{by} (round {verdict.round} of at most {max_rounds}):\n"
+                f"{verdict.feedback}"
+            )
+        self.log.append(
+            "user.review", key=verdict.key, accepted=verdict.accepted, round=verdict.round,
+            reviewer=verdict.reviewer, content=content,
+        )  # fmt: skip
+        self.say(content)
+        state = self._caught_up()
+        if verdict.accepted:
+            self._end(state, "Succeeded", "Accepted", f"the result was accepted{by}")
+        elif verdict.round > max_rounds:
+            self._end(
+                state, "Failed", "ReviewRoundsExhausted",
+                f"changes were still requested after {max_rounds} review rounds",
+            )  # fmt: skip
+        return True
+
+    async def run(self) -> Obj:
+        """Continue the session until it ends or pauses; returns how (also logged)."""
+        state = self.start()
+        if state.idle == AWAITING_REVIEW:
+            return self._paused(state)
+        if state.idle == WAITING:
+            self.log.append("session.status_running", reason="woken")
+        elif state.outcome is None and self.log.events[-1]["type"] not in (
+            "user.message",
+            "user.review",
+        ):
             last = self.log.events[-1]["seq"]
             self.log.append("session.resumed", from_seq=last)
             self.say(f"resumed after event {last}")
-        while state.outcome is None:
+        state = self._caught_up()
+        while state.outcome is None and state.idle is None:
             state = await self._step(state)
-        return state.outcome
+        return state.outcome if state.outcome is not None else self._paused(state)
+
+    @staticmethod
+    def _paused(state: State) -> Obj:
+        phase = "InReview" if state.idle == AWAITING_REVIEW else "Waiting"
+        return {"outcome": phase, "reason": state.idle, "message": "", "result": state.idle_result}
+
+    def _idle(self, state: State, reason: str, result: str = "") -> State:
+        self.log.append("session.status_idle", reason=reason, result=result[:4096])
+        self.say(f"idle: {reason}")
+        return self._caught_up()
 
     def _end(self, state: State, outcome: str, reason: str, message: str) -> State:
         result = final_text(state)
@@ -282,6 +409,8 @@ class Session:
             await self._run_tools(state)
             return self._caught_up()
         if stop in ("end_turn", "stop_sequence"):
+            if self.config.review_required:
+                return self._idle(state, AWAITING_REVIEW, final_text(state))
             return self._end(state, "Succeeded", "Completed", "the agent finished its work")
         if stop == "refusal":
             return self._end(state, "Failed", "Refusal", "the model declined to continue")
@@ -360,10 +489,21 @@ class Session:
                     name=block["name"],
                     input=block.get("input", {}),
                 )
+            extra: Obj = {}
             try:
-                outcome = await self.sandbox.call(
-                    block["id"], block["name"], block.get("input", {})
-                )
+                if self.harness_tools is not None and block["name"] in self.harness_tools.names:
+                    outcome = await self.harness_tools.call(
+                        block["id"], block["name"], block.get("input", {}), state
+                    )
+                    extra = {"reported": sorted(outcome.reported)} if outcome.reported else {}
+                else:
+                    outcome = await self.sandbox.call(
+                        block["id"], block["name"], block.get("input", {})
+                    )
+            except Suspend:
+                if self.log.events[-1]["type"] != "session.status_idle":
+                    self._idle(state, WAITING)
+                return
             except SandboxUnavailable as err:
                 self._end(state, "Failed", "SandboxUnavailable", str(err))
                 return
@@ -372,6 +512,7 @@ class Session:
                 tool_use_id=block["id"],
                 content=outcome.content,
                 is_error=outcome.is_error,
+                **extra,
             )
             self.say(f"   {_brief(outcome.content)}")
 

@@ -12,6 +12,7 @@ from kubernetes.dynamic import DynamicClient
 
 from cadre.api import GROUP, VERSION
 from cadre.operator.objects import (
+    PARENT_LABEL,
     sandbox_name,
     sandbox_token_secret_name,
     sandbox_workspace_name,
@@ -136,3 +137,53 @@ def delete_sandbox(namespace: str, task: str, keep_workspace: bool) -> None:
         _delete(
             core.delete_namespaced_persistent_volume_claim, sandbox_workspace_name(task), namespace
         )
+
+
+def get_team(namespace: str, name: str) -> Obj | None:
+    if not name:
+        return None
+    api = kubernetes.client.CustomObjectsApi(client())
+    return _read(api.get_namespaced_custom_object, GROUP, VERSION, namespace, "teams", name)
+
+
+def list_children(namespace: str, parent: str) -> list[Obj]:
+    """The Tasks a Task delegated (by the label the operator sets on them)."""
+    api = kubernetes.client.CustomObjectsApi(client())
+    found: Obj = api.list_namespaced_custom_object(  # type: ignore[assignment]
+        GROUP, VERSION, namespace, "tasks", label_selector=f"{PARENT_LABEL}={parent}"
+    )
+    return list(found["items"])
+
+
+def patch_task_status(
+    namespace: str, task: str, status: Obj, resource_version: str | None = None
+) -> bool:
+    """Merge-patch a Task's status; with ``resource_version``, only if the Task is still at it
+    (False when it moved on: the caller decided on a stale view)."""
+    api = kubernetes.client.CustomObjectsApi(client())
+    body: Obj = {"status": status}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
+    try:
+        api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "tasks", task, body)
+    except ApiException as err:
+        if err.status in (404, 409):
+            return False
+        raise
+    return True
+
+
+def cancel_task(namespace: str, task: str) -> None:
+    api = kubernetes.client.CustomObjectsApi(client())
+    _delete(
+        api.patch_namespaced_custom_object,
+        GROUP, VERSION, namespace, "tasks", task, {"spec": {"cancel": True}},
+    )  # fmt: skip
+
+
+def list_agents(namespace: str) -> dict[str, Obj]:
+    api = kubernetes.client.CustomObjectsApi(client())
+    found: Obj = api.list_namespaced_custom_object(  # type: ignore[assignment]
+        GROUP, VERSION, namespace, "agents"
+    )
+    return {a["metadata"]["name"]: a for a in found["items"]}

@@ -6,7 +6,7 @@
 - Task: accept it for its Agent; when its session asks for hands, build its sandbox and, once
   the pod is ready, report where it is; when the Task ends, remove the sandbox.
 
-Not yet here (issue 7 is open): Teams' leads, a reason on Tasks waiting for a harness slot.
+Teams (delegation, children, waiting) are in ``team_handlers``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import functools
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import kopf
 
@@ -25,7 +25,14 @@ from cadre.api.agent import AgentSpec
 from cadre.api.conditions import merge_condition
 from cadre.operator import apply, metrics
 from cadre.operator.harness_builders import AgentTarget, HarnessDefaults, build_harness_objects
-from cadre.operator.objects import COMPONENT_LABEL, TASK_LABEL, harness_name, sandbox_name
+from cadre.operator.objects import (
+    COMPONENT_LABEL,
+    DEPTH_ANNOTATION,
+    TASK_LABEL,
+    TEAM_LABEL,
+    harness_name,
+    sandbox_name,
+)
 from cadre.operator.sandbox_builders import (
     SandboxDefaults,
     SandboxTarget,
@@ -170,25 +177,28 @@ def accept_task(
     if status.get("phase") in FINAL:
         return
     generation = meta.get("generation")
-    agent = spec.get("assignee", {}).get("agent")
-    if not agent:
-        # Teams arrive with their own issue; until then say so where the user looks.
-        message = "Tasks assigned to a Team are not supported by this version of Cadre yet"
-        kopf.warn(body, reason="TeamsNotSupported", message=message)
-        patch.status["conditions"] = _set(
-            status, "Accepted", False, "TeamsNotSupported", message, generation
-        )
-        patch.status["phase"] = "Pending"
-        return
     namespace = meta.get("namespace") or ""
-    if apply.get_agent(namespace, agent) is None:
-        message = f'the Agent "{agent}" does not exist in namespace "{namespace}"'
-        patch.status["conditions"] = _set(
-            status, "Accepted", False, "AgentNotFound", message, generation
-        )
+    agent = spec.get("assignee", {}).get("agent")
+    team = spec.get("assignee", {}).get("team") or meta.get("labels", {}).get(TEAM_LABEL)
+
+    def refuse(reason: str, message: str) -> NoReturn:
+        patch.status["conditions"] = _set(status, "Accepted", False, reason, message, generation)
         patch.status["phase"] = "Pending"
-        kopf.warn(body, reason="AgentNotFound", message=message)
+        kopf.warn(body, reason=reason, message=message)
         raise kopf.TemporaryError(message, delay=10)  # it may yet be created
+
+    if not agent:
+        found = apply.get_team(namespace, team or "")
+        if found is None:
+            refuse("TeamNotFound", f'the Team "{team}" does not exist in namespace "{namespace}"')
+        agent = found["spec"]["lead"]
+    if apply.get_agent(namespace, agent) is None:
+        refuse("AgentNotFound", f'the Agent "{agent}" does not exist in namespace "{namespace}"')
+    if team and status.get("team") != team:
+        patch.status["team"] = team
+    depth = meta.get("annotations", {}).get(DEPTH_ANNOTATION)
+    if depth and int(status.get("depth") or 0) != int(depth):
+        patch.status["depth"] = int(depth)
     if not status.get("agent"):
         patch.status["agent"] = agent
     if not status.get("phase"):

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from cadre.api.meta import GROUP
-from cadre.operator.objects import harness_labels, harness_name, harness_selector, owner_reference
+from cadre.operator.objects import (
+    AGENT_LABEL,
+    MANAGED_BY,
+    harness_labels,
+    harness_name,
+    harness_selector,
+    memory_name,
+    owner_reference,
+)
 
 STATE_MOUNT = "/var/lib/cadre"
 HARNESS_UID = 10001
@@ -60,24 +68,26 @@ def build_harness_service_account(target: AgentTarget) -> dict[str, Any]:
 
 
 def build_harness_role(target: AgentTarget) -> dict[str, Any]:
-    """Only what ``cadre harness`` calls: its own Agent, the Tasks, and their status. No pods,
-    no Secrets, nothing it could create."""
+    """Only what ``cadre harness`` calls: Agents and Teams (read: its teammates' roles), the
+    Tasks and their status (its sessions' progress, delegation requests, verdicts on its
+    children), and its own memory ConfigMap. No pods, no Secrets, nothing it could create."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _metadata(target, harness_name(target.name)),
         "rules": [
-            {
-                "apiGroups": [GROUP],
-                "resources": ["agents"],
-                "resourceNames": [target.name],
-                "verbs": ["get"],
-            },
+            {"apiGroups": [GROUP], "resources": ["agents", "teams"], "verbs": ["get"]},
             {"apiGroups": [GROUP], "resources": ["tasks"], "verbs": ["get", "list", "watch"]},
             {
                 "apiGroups": [GROUP],
                 "resources": ["tasks/status"],
                 "verbs": ["get", "patch", "update"],
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [memory_name(target.name)],
+                "verbs": ["get", "update", "patch"],
             },
         ],
     }
@@ -171,9 +181,28 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
     }
 
 
+def build_memory_config_map(target: AgentTarget) -> dict[str, Any]:
+    """The Agent's memory, empty at first; the operator never writes it again (``ensure``
+    leaves an existing ConfigMap alone), the harness and people with kubectl do."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            **_metadata(target, memory_name(target.name)),
+            "labels": {
+                **MANAGED_BY,
+                "app.kubernetes.io/name": "cadre-memory",
+                AGENT_LABEL: target.name,
+            },
+        },
+        "data": {"entries.yaml": "[]\n"},
+    }
+
+
 def build_harness_objects(target: AgentTarget, defaults: HarnessDefaults) -> list[dict[str, Any]]:
     """Everything an Agent's harness needs, in the order to create it."""
     return [
+        build_memory_config_map(target),
         build_harness_service_account(target),
         build_harness_role(target),
         build_harness_role_binding(target),

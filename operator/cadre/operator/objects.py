@@ -13,6 +13,13 @@ from cadre.api.meta import API_VERSION
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cadre", "app.kubernetes.io/part-of": "cadre"}
 TASK_LABEL = "cadre.dev/task"
 AGENT_LABEL = "cadre.dev/agent"
+PARENT_LABEL = "cadre.dev/parent"
+"""On a delegated Task: its parent's name (the harness lists a parent's children by it)."""
+TEAM_LABEL = "cadre.dev/team"
+"""On a delegated Task: the Team whose rules govern its tree."""
+DEPTH_ANNOTATION = "cadre.dev/depth"
+DELEGATION_ANNOTATION = "cadre.dev/delegation-id"
+"""The parent session's tool call that asked for the Task (what makes its creation idempotent)."""
 COMPONENT_LABEL = "app.kubernetes.io/component"
 
 
@@ -49,6 +56,11 @@ def sandbox_selector(task: str) -> dict[str, str]:
 def harness_name(agent: str) -> str:
     """StatefulSet, ServiceAccount, Role and RoleBinding of an Agent's harness."""
     return f"harness-{agent}"
+
+
+def memory_name(agent: str) -> str:
+    """The ConfigMap holding an Agent's memory (``kubectl edit configmap memory-NAME``)."""
+    return f"memory-{agent}"
 
 
 def harness_labels(agent: str) -> dict[str, str]:

@@ -1,0 +1,279 @@
+"""Tools the harness answers itself: ``delegate`` work to a teammate, ``wait_for_results``,
+``review_result`` of what comes back, and ``remember`` a lesson.
+
+Delegation goes through the operator, which alone creates child Tasks and enforces the Team's
+rules: ``delegate`` writes a request (keyed by its tool call id, so a re-sent call asks once)
+into the session's own Task status and waits for the answer. ``wait_for_results`` pauses the
+session (``Suspend``) until a child delivers or fails; the harness wakes it then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from cadre.api.task import DelegationRequest
+from cadre.harness.memory import MemoryStore, MemoryUnreadable, add
+from cadre.harness.sandbox_client import ToolOutcome
+from cadre.harness.session import State, Suspend
+from cadre.harness.taskapi import TaskApi
+
+Obj = dict[str, Any]
+FINAL = ("Succeeded", "Failed", "Cancelled")
+
+DELEGATE: Obj = {
+    "name": "delegate",
+    "description": (
+        "Hand a piece of work to a teammate you may delegate to. It becomes a child Task worked "
+        "in the teammate's own session and sandbox. Its result comes back through "
+        "wait_for_results, and you must accept it or request changes with review_result."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "agent": {"type": "string", "description": "The teammate's name."},
+            "title": {"type": "string", "description": "A short name for the work."},
+            "instructions": {"type": "string", "description": "What to do, completely."},
+            "acceptance_criteria": {
+                "type": "string",
+                "description": "How you will judge the result.",
+            },
+        },
+        "required": ["agent", "instructions"],
+    },
+}
+WAIT: Obj = {
+    "name": "wait_for_results",
+    "description": (
+        "Wait until delegated work comes back: returns every result delivered for your review "
+        "and every delegated Task that failed. While you wait you hold no sandbox."
+    ),
+    "input_schema": {"type": "object", "properties": {}},
+}
+REVIEW: Obj = {
+    "name": "review_result",
+    "description": (
+        "Give your verdict on a result a delegated Task delivered: accept it (the Task "
+        "succeeds) or request changes with feedback (its session continues with your feedback)."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "task": {"type": "string", "description": "The delegated Task's name."},
+            "decision": {"type": "string", "enum": ["accept", "request_changes"]},
+            "feedback": {"type": "string", "description": "What to change (for changes)."},
+        },
+        "required": ["task", "decision"],
+    },
+}
+REMEMBER: Obj = {
+    "name": "remember",
+    "description": (
+        "Record a short lesson worth knowing in later Tasks; it is shown to you at the start "
+        "of every future Task."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {"text": {"type": "string", "description": "The lesson, one or two lines."}},
+        "required": ["text"],
+    },
+}
+
+
+def _error(message: str) -> ToolOutcome:
+    return ToolOutcome(message, True)
+
+
+def awaits_review(child: Obj) -> bool:
+    """A delivered result with no verdict yet."""
+    status = child.get("status") or {}
+    review = status.get("review") or {}
+    return status.get("phase") == "InReview" and int(review.get("round") or 0) < int(
+        review.get("deliveries") or 0
+    )
+
+
+def news_of(children: list[Obj], reported: set[str]) -> list[tuple[str, Obj]]:
+    """Children with something the requester has not been told: a delivery to review, or an
+    end without one (pure; keys go into the log with the result that told them)."""
+    news = []
+    for child in children:
+        status = child.get("status") or {}
+        phase = status.get("phase")
+        name = child["metadata"]["name"]
+        if awaits_review(child):
+            key = f"{name}#delivery-{(status.get('review') or {}).get('deliveries')}"
+        elif phase in ("Failed", "Cancelled"):
+            key = f"{name}#{phase}"
+        else:
+            continue
+        if key not in reported:
+            news.append((key, child))
+    return news
+
+
+def describe(child: Obj) -> str:
+    status = child.get("status") or {}
+    spec = child["spec"]
+    name, agent = child["metadata"]["name"], spec["assignee"].get("agent")
+    summary = (status.get("result") or {}).get("summary") or "(no summary)"
+    if status.get("phase") == "InReview":
+        deliveries = (status.get("review") or {}).get("deliveries")
+        title = spec.get("title") or "untitled"
+        head = f"Task {name} ({agent}: {title}) delivered result #{deliveries}"
+        return f"{head}, waiting for your review_result:\n{summary}"
+    condition: Obj = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {}
+    )
+    why = f"{condition.get('reason', '')}: {condition.get('message', '')}".strip(": ")
+    return f"Task {name} ({agent}) ended {status.get('phase')} ({why}):\n{summary}"
+
+
+@dataclass
+class TeamTools:
+    """The harness-side tools of one session."""
+
+    api: TaskApi
+    task: str
+    agent: str
+    delegation: bool
+    """Whether this Agent may delegate in its Team (it is offered delegate/wait/review)."""
+    memory: MemoryStore | None = None
+    max_memory_entries: int = 100
+    answer_within: float = 120.0
+    clock: Callable[[], str] = field(
+        default=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(d["name"] for d in self.definitions())
+
+    def definitions(self) -> list[Obj]:
+        tools = [DELEGATE, WAIT, REVIEW] if self.delegation else []
+        return tools + ([REMEMBER] if self.memory is not None else [])
+
+    async def call(self, tool_use_id: str, name: str, input: Obj, state: State) -> ToolOutcome:
+        if name == "delegate":
+            return await self._delegate(tool_use_id, input)
+        if name == "wait_for_results":
+            return await self._wait(state)
+        if name == "review_result":
+            return await self._review(input)
+        if name == "remember":
+            return await self._remember(input)
+        return _error(f"unknown tool {name!r}")
+
+    async def pending_news(self, state: State) -> bool:
+        """Whether a paused ``wait_for_results`` has something to return now."""
+        children = await self.api.children(self.task)
+        if news_of(children, state.reported):
+            return True
+        return not any(
+            (c.get("status") or {}).get("phase") not in FINAL and not awaits_review(c)
+            for c in children
+        )
+
+    async def _delegate(self, tool_use_id: str, input: Obj) -> ToolOutcome:
+        try:
+            request = DelegationRequest.model_validate(
+                {
+                    "agent": input.get("agent"),
+                    "title": input.get("title") or "",
+                    "instructions": input.get("instructions"),
+                    "acceptanceCriteria": input.get("acceptance_criteria") or "",
+                }
+            )
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            return _error(f"delegate: input {where}: {first['msg']}")
+        if not request.instructions:
+            return _error("delegate: input instructions: must say what to do")
+        current = (await self.api.task(self.task)).get("status") or {}
+        if tool_use_id not in (current.get("delegations") or {}):
+            entry = request.model_dump(by_alias=True, exclude_none=True, exclude={"state"})
+            await self.api.patch_status(self.task, {"delegations": {tool_use_id: entry}})
+        deadline = time.monotonic() + self.answer_within
+        while time.monotonic() < deadline:
+            status = (await self.api.task(self.task)).get("status") or {}
+            answer = (status.get("delegations") or {}).get(tool_use_id) or {}
+            if answer.get("state") == "Created":
+                return ToolOutcome(
+                    f"Delegated to {request.agent} as Task {answer['child']}. Call "
+                    "wait_for_results to receive its result.",
+                    False,
+                )
+            if answer.get("state") == "Refused":
+                return _error(f"delegation refused: {answer.get('message')}")
+            await asyncio.sleep(0.2)
+        return _error(f"the operator did not answer the delegation within {self.answer_within:g}s")
+
+    async def _wait(self, state: State) -> ToolOutcome:
+        children = await self.api.children(self.task)
+        news = news_of(children, state.reported)
+        if news:
+            text = "\n\n".join(describe(child) for _, child in news)
+            return ToolOutcome(text, False, reported=frozenset(k for k, _ in news))
+        unreviewed = [c["metadata"]["name"] for c in children if awaits_review(c)]
+        if unreviewed:
+            return _error(f"waiting for your review_result first: {', '.join(unreviewed)}")
+        if any((c.get("status") or {}).get("phase") not in FINAL for c in children):
+            raise Suspend
+        return ToolOutcome("No delegated Task is outstanding.", False)
+
+    async def _review(self, input: Obj) -> ToolOutcome:
+        name, decision = input.get("task"), input.get("decision")
+        feedback = input.get("feedback") or ""
+        if decision not in ("accept", "request_changes"):
+            return _error("review_result: input decision: must be accept or request_changes")
+        if not isinstance(feedback, str) or (decision == "request_changes" and not feedback):
+            return _error("review_result: input feedback: say what to change")
+        child = next(
+            (c for c in await self.api.children(self.task) if c["metadata"]["name"] == name), None
+        )
+        if child is None or not isinstance(name, str):
+            return _error(f"review_result: {name!r} is not a Task you delegated")
+        if not awaits_review(child):
+            phase = (child.get("status") or {}).get("phase")
+            return _error(f"review_result: Task {name} has no result waiting for review ({phase})")
+        review = (child.get("status") or {}).get("review") or {}
+        if decision == "accept":
+            verdict: Obj = {"decision": "Accepted", "reviewer": self.agent}
+            await self.api.patch_status(name, {"review": verdict})
+            return ToolOutcome(f"Accepted the result of {name}; it ends Succeeded.", False)
+        deliveries = int(review.get("deliveries") or 1)
+        max_rounds = int((child["spec"].get("review") or {}).get("maxRounds") or 3)
+        verdict = {
+            "decision": "ChangesRequested", "round": deliveries, "reviewer": self.agent,
+            "lastFeedback": feedback[:8192],
+        }  # fmt: skip
+        await self.api.patch_status(name, {"review": verdict})
+        if deliveries > max_rounds:
+            return ToolOutcome(
+                f"Changes requested after {max_rounds} rounds already: {name} ends Failed.", False
+            )
+        return ToolOutcome(
+            f"Sent {name} back with your feedback (round {deliveries} of at most {max_rounds}). "
+            "Call wait_for_results for its next result.",
+            False,
+        )
+
+    async def _remember(self, input: Obj) -> ToolOutcome:
+        text = input.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return _error("remember: input text: must be a non-empty string")
+        assert self.memory is not None
+        try:
+            await self.memory.update(
+                lambda entries: add(entries, text, self.task, self.clock(), self.max_memory_entries)
+            )
+        except MemoryUnreadable as err:
+            return _error(f"remember: the memory cannot be updated: {err}")
+        return ToolOutcome("Remembered.", False)

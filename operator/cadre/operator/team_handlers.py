@@ -1,0 +1,272 @@
+"""The operator's Team handlers: Teams' readiness, delegation requests turned into child Tasks
+(or refused, with the reason), children counted on their parent, a finished parent's unfinished
+children cancelled, and a waiting session's sandbox released.
+
+Level-based like the rest: every pass derives what to do from what exists (a child Task's name
+comes from the request's id, so a pass repeated after a crash creates nothing twice).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+
+from cadre.api import GROUP, VERSION
+from cadre.api.agent import AgentSpec
+from cadre.api.conditions import merge_condition
+from cadre.api.limits import Limits, parse_duration
+from cadre.api.task import DelegationRequest
+from cadre.api.team import TeamSpec
+from cadre.operator import apply
+from cadre.operator.delegation import (
+    ParentView,
+    build_child_task,
+    child_task_name,
+    child_timeout_seconds,
+    refusal,
+)
+
+Obj = dict[str, Any]
+FINAL = ("Succeeded", "Failed", "Cancelled")
+RELEASE_SECONDS = float(os.environ.get("CADRE_SANDBOX_RELEASE_SECONDS", "10"))
+"""How long a session waits on its children before its sandbox pod is released."""
+
+
+def _ref(body: Obj) -> kopf.Body:
+    return cast(kopf.Body, body)
+
+
+def _agent_of(task: Obj) -> str:
+    return str(
+        (task.get("status") or {}).get("agent") or task["spec"]["assignee"].get("agent") or ""
+    )
+
+
+def _ready(agent: Obj) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (agent.get("status") or {}).get("conditions") or []
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Teams
+
+
+def team_readiness(members: list[str], agents: dict[str, Obj]) -> tuple[bool, str, str, int]:
+    """``Ready`` of a Team from its members' Agents (pure): the reason names who is missing."""
+    missing = [m for m in members if m not in agents]
+    waiting = [m for m in members if m in agents and not _ready(agents[m])]
+    ready = len(members) - len(missing) - len(waiting)
+    if missing:
+        names = ", ".join(missing)
+        return False, "AgentNotFound", f"member Agents that do not exist: {names}", ready
+    if waiting:
+        names = ", ".join(waiting)
+        return False, "AgentNotReady", f"member Agents that are not Ready: {names}", ready
+    return True, "AllMembersReady", f"all {len(members)} member Agents are Ready", ready
+
+
+@kopf.timer(GROUP, VERSION, "teams", interval=3.0, id="team-ready")
+def refresh_team_ready(
+    spec: kopf.Spec, namespace: str | None, meta: kopf.Meta, status: kopf.Status,
+    patch: kopf.Patch, **_: Any,
+) -> None:  # fmt: skip
+    assert namespace is not None  # Teams are namespaced
+    members = [m["agent"] for m in spec.get("members") or []]
+    ok, reason, message, ready = team_readiness(members, apply.list_agents(namespace))
+    current = list(status.get("conditions") or [])
+    old = next((c for c in current if c.get("type") == "Ready"), None)
+    same = (
+        old is not None
+        and old.get("status") == ("True" if ok else "False")
+        and old.get("message") == message
+        and status.get("members") == len(members)
+        and status.get("readyMembers") == ready
+    )
+    if same:
+        return
+    generation = meta.get("generation")
+    patch.status["conditions"] = merge_condition(
+        current, "Ready", ok, reason, message, now=datetime.now(UTC),
+        observed_generation=generation,
+    )  # fmt: skip
+    patch.status["members"] = len(members)
+    patch.status["readyMembers"] = ready
+    patch.status["observedGeneration"] = generation
+
+
+# ---------------------------------------------------------------------------------------------
+# Delegation
+
+
+def _ancestors(namespace: str, task: Obj) -> tuple[str, ...]:
+    """Agents of the Tasks above ``task``, top first (bounded: depth is at most 10)."""
+    chain: list[str] = []
+    current = task
+    for _ in range(11):
+        ref = current["spec"].get("parentRef")
+        parent = apply.get_task(namespace, ref["name"]) if ref else None
+        if parent is None:
+            break
+        chain.append(_agent_of(parent))
+        current = parent
+    return tuple(reversed(chain))
+
+
+def _agent_timeout(agent: Obj | None) -> float | None:
+    if agent is None:
+        return None
+    timeout = AgentSpec.model_validate(agent["spec"]).limits.timeout
+    return parse_duration(timeout) if timeout else None
+
+
+def _remaining_seconds(namespace: str, task: Obj) -> float | None:
+    """Time left before ``task``'s own timeout (its Task's limit, else its Agent's)."""
+    own = Limits.model_validate(task["spec"].get("limits") or {}).timeout
+    total = (
+        parse_duration(own) if own else _agent_timeout(apply.get_agent(namespace, _agent_of(task)))
+    )
+    if total is None:
+        return None
+    started = (task.get("status") or {}).get("startTime")
+    if not started:
+        return total
+    begun = datetime.fromisoformat(started.replace("Z", "+00:00"))
+    return total - (datetime.now(UTC) - begun).total_seconds()
+
+
+def reconcile_delegations(task: Obj) -> None:
+    """Answer every unanswered delegation request of ``task``: create the child or refuse."""
+    status = task.get("status") or {}
+    pending = {k: v for k, v in (status.get("delegations") or {}).items() if not v.get("state")}
+    if not pending or status.get("phase") in FINAL:
+        return
+    meta = task["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    team_name = status.get("team")
+    team_obj = apply.get_team(namespace, team_name) if team_name else None
+    team = TeamSpec.model_validate(team_obj["spec"]) if team_obj else None
+    children = apply.list_children(namespace, name)
+    existing = {c["metadata"]["name"] for c in children}
+    active = sum(1 for c in children if (c.get("status") or {}).get("phase") not in FINAL)
+    ancestors = _ancestors(namespace, task)
+    remaining = _remaining_seconds(namespace, task)
+    answers: Obj = {}
+    for request_id, raw in sorted(pending.items()):
+        request = DelegationRequest.model_validate(raw)
+        child = child_task_name(name, request_id)
+        cleared = {"instructions": None, "acceptanceCriteria": None}
+        if child not in existing:
+            depth = int(status.get("depth") or 0)
+            view = ParentView(
+                namespace, name, meta["uid"], _agent_of(task), team_name, depth, ancestors,
+                len(existing), active, remaining,
+            )  # fmt: skip
+            why = refusal(team, view, request)
+            if why is not None:
+                answers[request_id] = {"state": "Refused", "message": why[:1024], **cleared}
+                kopf.warn(_ref(task), reason="DelegationRefused", message=why)
+                continue
+            assert team is not None
+            timeout = child_timeout_seconds(
+                remaining, _agent_timeout(apply.get_agent(namespace, request.agent))
+            )
+            apply.ensure_exists(build_child_task(view, request_id, request, team, timeout))
+            existing.add(child)
+            active += 1
+            kopf.info(
+                _ref(task),
+                reason="Delegated",
+                message=f"{child} to {request.agent}: {request.title}",
+            )
+        answers[request_id] = {"state": "Created", "child": child, **cleared}
+    apply.patch_task_status(namespace, name, {"delegations": answers})
+
+
+def child_counts(children: list[Obj]) -> Obj:
+    phases = [(c.get("status") or {}).get("phase") for c in children]
+    return {
+        "total": len(phases),
+        "active": sum(1 for p in phases if p not in FINAL),
+        "succeeded": sum(1 for p in phases if p == "Succeeded"),
+        "failed": sum(1 for p in phases if p in ("Failed", "Cancelled")),
+    }
+
+
+def count_on_parent(child: Obj) -> None:
+    """Keep the parent's ``status.children`` true (written only when it changed)."""
+    namespace = child["metadata"]["namespace"]
+    parent_name = child["spec"]["parentRef"]["name"]
+    parent = apply.get_task(namespace, parent_name)
+    if parent is None:
+        return
+    counts = child_counts(apply.list_children(namespace, parent_name))
+    if (parent.get("status") or {}).get("children") != counts:
+        apply.patch_task_status(namespace, parent_name, {"children": counts})
+
+
+def cancel_children(task: Obj) -> None:
+    """A Task that ended takes its unfinished delegated work with it."""
+    namespace, name = task["metadata"]["namespace"], task["metadata"]["name"]
+    for child in apply.list_children(namespace, name):
+        if (child.get("status") or {}).get("phase") not in FINAL and not child["spec"].get(
+            "cancel"
+        ):
+            apply.cancel_task(namespace, child["metadata"]["name"])
+            kopf.info(
+                _ref(task), reason="ChildCancelled",
+                message=f"{child['metadata']['name']} cancelled: its parent ended",
+            )  # fmt: skip
+
+
+@kopf.on.event(GROUP, VERSION, "tasks", id="task-delegation")
+def delegation_events(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        return
+    task = dict(body)
+    status = task.get("status") or {}
+    phase = status.get("phase")
+    reconcile_delegations(task)
+    # The parent's counts move only when a child's phase does (memo: per object, in memory;
+    # after a restart the first event recounts once).
+    if task["spec"].get("parentRef") and memo.get("phase") != phase:
+        count_on_parent(task)
+    memo["phase"] = phase
+    if phase in FINAL and int((status.get("children") or {}).get("active") or 0) > 0:
+        cancel_children(task)
+
+
+def _waiting(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") == "Waiting"
+
+
+@kopf.timer(
+    GROUP, VERSION, "tasks", id="task-waiting-release", when=_waiting,
+    interval=RELEASE_SECONDS, initial_delay=RELEASE_SECONDS,
+)  # fmt: skip
+def release_waiting_sandbox(
+    body: kopf.Body, status: kopf.Status, meta: kopf.Meta, **_: Any
+) -> None:
+    """Waiting holds no compute: the pod goes, the workspace stays; the session asks again
+    when it next needs hands. Conditional on the Task not having moved since it was read, so
+    a session that just woke up does not lose the sandbox it asked for."""
+    session = status.get("session") or {}
+    if not session.get("sandboxRequested") and not session.get("sandboxPod"):
+        return
+    namespace, name = meta["namespace"], meta["name"]
+    released = {"sandboxRequested": False, "sandboxReady": False, "sandboxAddress": None,
+                "sandboxPod": None}  # fmt: skip
+    if not apply.patch_task_status(
+        namespace, name, {"session": released}, resource_version=meta["resourceVersion"]
+    ):
+        return
+    apply.delete_sandbox(namespace, name, keep_workspace=True)
+    kopf.info(
+        body,
+        reason="SandboxReleased",
+        message="the session waits on delegated Tasks; workspace kept",
+    )
