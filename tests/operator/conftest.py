@@ -1,5 +1,126 @@
-"""Fixtures shared with the harness's tests: the scripted model on the test's event loop."""
+"""The local cluster with a real ``cadre operator`` process, and helpers to create Agents and
+Tasks in it; the scripted model comes from the harness's fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver, write_kubeconfig
 
 from tests.harness.conftest import scripted
+from tests.localcluster.conftest import REPO, Http
 
 __all__ = ["scripted"]
+
+NS = "default"
+METRICS_PORT = 19_000 + os.getpid() % 500
+LIVENESS_PORT = METRICS_PORT + 500
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[ThreadedApiServer, Http, Path]]:
+    with threaded_apiserver(
+        crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node", kubelet_options={"backoff": 0.5}
+    ) as handle:
+        server = handle.server
+        assert server is not None
+        (tmp_path / "ca.crt").write_text(server.ca_pem)
+        kubeconfig = tmp_path / "kubeconfig"
+        write_kubeconfig(kubeconfig, server.kubeconfig())
+        yield handle, Http(server.url, tmp_path / "ca.crt", server.admin_token), kubeconfig
+
+
+@pytest.fixture
+async def operator(
+    cluster: tuple[ThreadedApiServer, Http, Path], tmp_path: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    _, _, kubeconfig = cluster
+    log = (tmp_path / "operator.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cadre.cli.main",
+        "operator",
+        "--namespace",
+        NS,
+        "--metrics-port",
+        str(METRICS_PORT),
+        "--liveness",
+        f"http://127.0.0.1:{LIVENESS_PORT}/healthz",
+        env={
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "CADRE_HARNESS_IMAGE": "ghcr.io/cadre-dev/cadre:test",
+            "CADRE_SANDBOX_IMAGE": "ghcr.io/cadre-dev/sandbox:test",
+            "CADRE_SANDBOX_RELEASE_SECONDS": "1",
+        },
+        stdout=log,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    yield proc
+    proc.terminate()
+    await proc.wait()
+    log.close()
+
+
+CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
+
+
+def create_agent(http: Http, url: str | None, name: str = "engineer", **extra: Any) -> None:
+    """The API-key Secret (once) and an Agent using the scripted model at ``url``."""
+    http(
+        "POST",
+        f"/api/v1/namespaces/{NS}/secrets",
+        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}},
+    )
+    spec: dict[str, Any] = {
+        "role": "Writes code",
+        "model": "claude-sonnet-4-6",
+        "apiKeySecretRef": {"name": "anthropic"},
+        **extra,
+    }
+    if url is not None:
+        spec["baseURL"] = url
+    agent = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    assert http("POST", f"{CADRE}/agents", agent).status_code == 201
+
+
+def create_task(
+    http: Http, name: str, prompt: str, agent: str | None = "engineer", **spec: Any
+) -> None:
+    """A Task for ``agent`` (or, with ``team=NAME`` in ``spec``, for a Team)."""
+    assignee = {"team": spec.pop("team")} if "team" in spec else {"agent": agent}
+    task = {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": name},
+        "spec": {"assignee": assignee, "prompt": prompt, **spec},
+    }
+    response = http("POST", f"{CADRE}/tasks", task)
+    assert response.status_code == 201, response.text
+
+
+def ended(http: Http, name: str) -> dict[str, Any] | None:
+    """The Task once it has ended, else None."""
+    found: dict[str, Any] = http("GET", f"{CADRE}/tasks/{name}").json()
+    return (
+        found
+        if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
+        else None
+    )
+
+
+def agent_ready(http: Http, name: str) -> bool:
+    status = http("GET", f"{CADRE}/agents/{name}").json().get("status") or {}
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))

@@ -8,21 +8,24 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
-from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver, write_kubeconfig
+from cadre.localcluster.runner import ThreadedApiServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.conftest import ModelFactory, until
-from tests.localcluster.conftest import REPO, Http
+from tests.localcluster.conftest import Http
+from tests.operator.conftest import (
+    LIVENESS_PORT,
+    METRICS_PORT,
+    NS,
+    create_agent,
+    create_task,
+    ended,
+)
 
-NS = "default"
-METRICS_PORT = 19_000 + os.getpid() % 500
-LIVENESS_PORT = METRICS_PORT + 500
 WRITE = {"path": "hello.py", "content": "print('hello')\n"}
 RUN = {"command": "python3 hello.py"}
 SCENARIO = {
@@ -39,98 +42,6 @@ SCENARIO = {
         ]
     }
 }
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[ThreadedApiServer, Http, Path]]:
-    with threaded_apiserver(
-        crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node", kubelet_options={"backoff": 0.5}
-    ) as handle:
-        server = handle.server
-        assert server is not None
-        (tmp_path / "ca.crt").write_text(server.ca_pem)
-        kubeconfig = tmp_path / "kubeconfig"
-        write_kubeconfig(kubeconfig, server.kubeconfig())
-        yield handle, Http(server.url, tmp_path / "ca.crt", server.admin_token), kubeconfig
-
-
-@pytest.fixture
-async def operator(
-    cluster: tuple[ThreadedApiServer, Http, Path], tmp_path: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    _, _, kubeconfig = cluster
-    log = (tmp_path / "operator.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cadre.cli.main",
-        "operator",
-        "--namespace",
-        NS,
-        "--metrics-port",
-        str(METRICS_PORT),
-        "--liveness",
-        f"http://127.0.0.1:{LIVENESS_PORT}/healthz",
-        env={
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "CADRE_HARNESS_IMAGE": "ghcr.io/cadre-dev/cadre:test",
-            "CADRE_SANDBOX_IMAGE": "ghcr.io/cadre-dev/sandbox:test",
-        },
-        stdout=log,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    yield proc
-    proc.terminate()
-    await proc.wait()
-    log.close()
-
-
-CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
-
-
-def create_agent(http: Http, url: str | None, name: str = "engineer", **extra: Any) -> None:
-    """The API-key Secret (once) and an Agent using the scripted model at ``url``."""
-    http(
-        "POST",
-        f"/api/v1/namespaces/{NS}/secrets",
-        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}},
-    )
-    spec: dict[str, Any] = {
-        "role": "Writes code",
-        "model": "claude-sonnet-4-6",
-        "apiKeySecretRef": {"name": "anthropic"},
-        **extra,
-    }
-    if url is not None:
-        spec["baseURL"] = url
-    agent = {
-        "apiVersion": "cadre.dev/v1alpha1",
-        "kind": "Agent",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    assert http("POST", f"{CADRE}/agents", agent).status_code == 201
-
-
-def create_task(http: Http, name: str, prompt: str, agent: str = "engineer") -> None:
-    task = {
-        "apiVersion": "cadre.dev/v1alpha1",
-        "kind": "Task",
-        "metadata": {"name": name},
-        "spec": {"assignee": {"agent": agent}, "prompt": prompt},
-    }
-    assert http("POST", f"{CADRE}/tasks", task).status_code == 201
-
-
-def ended(http: Http, name: str) -> dict[str, Any] | None:
-    """The Task once it has ended, else None."""
-    found: dict[str, Any] = http("GET", f"{CADRE}/tasks/{name}").json()
-    return (
-        found
-        if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
-        else None
-    )
 
 
 async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(

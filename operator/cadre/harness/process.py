@@ -41,7 +41,7 @@ from cadre.harness.session import (
     Verdict,
 )
 from cadre.harness.sessionlog import SessionLog, SessionLogError
-from cadre.harness.taskapi import TaskApi
+from cadre.harness.taskapi import TEAM_LABEL, TaskApi
 from cadre.harness.team_tools import TeamTools
 from cadre.harness.tokens import load_or_create_key, session_token, token_digest
 
@@ -342,8 +342,13 @@ class HarnessProcess:
     async def _context(self, task: Obj, session_log: SessionLog) -> tuple[str, TeamTools]:
         """The session's team and memory context (from its log once it exists: a resumed
         session sends the same prefix) and its harness-side tools."""
-        status = task.get("status") or {}
-        team_name = status.get("team")
+        # The label is there from creation on (a delegated Task can be taken before the
+        # operator has written status.team); a top-level Task names its Team in its spec.
+        team_name = (
+            (task.get("status") or {}).get("team")
+            or task["metadata"].get("labels", {}).get(TEAM_LABEL)
+            or task["spec"]["assignee"].get("team")
+        )
         team_obj = await self.api.team(team_name) if team_name else None
         team = TeamSpec.model_validate(team_obj["spec"]) if team_obj else None
         member = next((m for m in team.members if m.agent == self.agent), None) if team else None

@@ -12,8 +12,10 @@ import kubernetes
 from cadre.api import GROUP, VERSION
 
 Obj = dict[str, Any]
+# Set by the operator on a delegated Task (the harness may not import the operator; a test
+# checks they agree).
 PARENT_LABEL = "cadre.dev/parent"
-"""Set by the operator on a delegated Task (the harness may not import the operator)."""
+TEAM_LABEL = "cadre.dev/team"
 
 
 class TaskApi:

@@ -65,11 +65,15 @@ REVIEW: Obj = {
     "input_schema": {
         "type": "object",
         "properties": {
-            "task": {"type": "string", "description": "The delegated Task's name."},
+            "task": {
+                "type": "string",
+                "description": "The delegated Task's name (may be left out when only one "
+                "result waits for review).",
+            },
             "decision": {"type": "string", "enum": ["accept", "request_changes"]},
             "feedback": {"type": "string", "description": "What to change (for changes)."},
         },
-        "required": ["task", "decision"],
+        "required": ["decision"],
     },
 }
 REMEMBER: Obj = {
@@ -235,9 +239,16 @@ class TeamTools:
             return _error("review_result: input decision: must be accept or request_changes")
         if not isinstance(feedback, str) or (decision == "request_changes" and not feedback):
             return _error("review_result: input feedback: say what to change")
-        child = next(
-            (c for c in await self.api.children(self.task) if c["metadata"]["name"] == name), None
-        )
+        children = await self.api.children(self.task)
+        if name is None:
+            waiting = [c for c in children if awaits_review(c)]
+            if len(waiting) != 1:
+                names = ", ".join(c["metadata"]["name"] for c in waiting) or "none"
+                return _error(
+                    f"review_result: input task: name one of the results waiting: {names}"
+                )
+            name = waiting[0]["metadata"]["name"]
+        child = next((c for c in children if c["metadata"]["name"] == name), None)
         if child is None or not isinstance(name, str):
             return _error(f"review_result: {name!r} is not a Task you delegated")
         if not awaits_review(child):

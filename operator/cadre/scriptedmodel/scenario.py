@@ -58,6 +58,9 @@ class Reply(_Strict):
     when_last_result_contains: str | None = None
     when_prompt_contains: str | None = None
     """In ``choices``: match on the session's first user message (which Task this is)."""
+    when_last_message_contains: str | None = None
+    """In ``choices``: match on the last user message, whatever it holds (tool results or text,
+    such as a reviewer's feedback)."""
     fail_first: list[InjectedError] = Field(default_factory=list)
     delay_seconds: float = 0.0
     """Wait this long before answering (a slow model, for timeouts)."""
@@ -127,6 +130,11 @@ def last_result(request: dict[str, Any]) -> str:
     return ""
 
 
+def last_message(request: dict[str, Any]) -> str:
+    messages = [m for m in request.get("messages", []) if m.get("role") == "user"]
+    return _text_of(messages[-1].get("content")) if messages else ""
+
+
 def conversation_key(request: dict[str, Any]) -> str:
     """Tells conversations apart (for errors served once per conversation and step)."""
     messages = request.get("messages", [])
@@ -155,6 +163,11 @@ def choose(scenario: Scenario, request: dict[str, Any]) -> tuple[str, int, Reply
         ):
             continue
         if reply.when_prompt_contains is not None and reply.when_prompt_contains not in prompt:
+            continue
+        if (
+            reply.when_last_message_contains is not None
+            and reply.when_last_message_contains not in last_message(request)
+        ):
             continue
         return agent, step, reply
     raise ScenarioError(f"no choice of agent {agent!r} at step {step + 1} matches the last result")
