@@ -193,3 +193,79 @@ async def test_a_three_level_tree_with_a_review_round_and_memory(
     assert second["status"]["phase"] == "Succeeded"
     request = next(r for r in model.requests if "Second task" in json.dumps(r["messages"]))
     assert LESSON in json.dumps(request["system"])
+
+
+RULES_LEAD = [
+    {"text": "A first.", "tool_uses": [tool("delegate", agent="a", instructions="Do A.")]},
+    {"text": "B too.", "tool_uses": [tool("delegate", agent="b", instructions="Do B.")]},
+    {"text": "Waiting.", "tool_uses": [tool("wait_for_results")]},
+    {"text": "More.", "tool_uses": [tool("review_result", decision="request_changes",
+                                         feedback="More detail.")]},
+    {"text": "Waiting.", "tool_uses": [tool("wait_for_results")]},
+    {"text": "Still not.", "tool_uses": [tool("review_result", decision="request_changes",
+                                              feedback="Still more detail.")]},
+    {"text": "Waiting.", "tool_uses": [tool("wait_for_results")]},
+    {"choices": [{"when_last_message_contains": "ReviewRoundsExhausted",
+                  "text": "A failed its review."}]},
+]  # fmt: skip
+RULES_A = [
+    {"text": "Back to the lead.", "tool_uses": [tool("delegate", agent="lead", instructions="x")]},
+    {"text": "Then b.", "tool_uses": [tool("delegate", agent="b", instructions="y")]},
+    {"text": "A, first version.", "delay_seconds": 3},
+    {"text": "A, second version."},
+]
+RULES_TEAM = {
+    "apiVersion": "cadre.dev/v1alpha1",
+    "kind": "Team",
+    "metadata": {"name": "rules"},
+    "spec": {
+        "lead": "lead",
+        "members": [
+            {"agent": "lead", "delegatesTo": ["a", "b"]},
+            {"agent": "a", "delegatesTo": ["lead", "b"]},
+            {"agent": "b"},
+        ],
+        "delegation": {"maxDepth": 1, "maxChildrenPerTask": 1},
+        "review": {"maxRounds": 1},
+    },
+}
+
+
+async def test_the_teams_rules_hold_and_review_rounds_run_out(
+    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    scripted: ModelFactory,
+) -> None:  # fmt: skip
+    """A cycle, over-depth and over-fan-out are refused with messages that say which rule; a
+    child sent back more than maxRounds times ends Failed; the lead's harness restarted while
+    it waits loses nothing."""
+    _, http, _ = cluster
+    url, model = await scripted({"agents": {"lead": RULES_LEAD, "a": RULES_A}})
+    for name in ("lead", "a", "b"):
+        create_agent(http, url, name, tools=[])
+    assert http("POST", f"{CADRE}/teams", RULES_TEAM).status_code == 201
+    for name in ("lead", "a", "b"):
+        await until(lambda name=name: agent_ready(http, name), within=60)
+    create_task(http, "rules", "Rules.", agent=None, team="rules")
+
+    await until(lambda: tasks(http)["rules"].get("status", {}).get("phase") == "Waiting")
+    pod = f"/api/v1/namespaces/{NS}/pods/harness-lead-0"
+    first = http("GET", pod).json()["metadata"]["uid"]
+    http("DELETE", pod, {"gracePeriodSeconds": 0})
+
+    done = await until(lambda: ended(http, "rules"), within=120)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["result"]["summary"] == "A failed its review."
+    everything = tasks(http)
+    assert len(everything) == 2  # the refused requests created nothing
+    (child,) = [t for t in everything.values() if t["metadata"]["name"] != "rules"]
+    assert child["status"]["phase"] == "Failed"
+    succeeded = next(c for c in child["status"]["conditions"] if c["type"] == "Succeeded")
+    assert succeeded["reason"] == "ReviewRoundsExhausted"
+
+    said = json.dumps(model.requests)
+    assert "delegating to lead would form a cycle: lead -> a -> lead" in said
+    assert 'a child of this Task would be at depth 2; team \\"rules\\" allows maxDepth 1' in said
+    assert "allows maxChildrenPerTask 1" in said
+    events = http("GET", f"/api/v1/namespaces/{NS}/events").json()["items"]
+    assert len([e for e in events if e["reason"] == "DelegationRefused"]) == 3
+    assert http("GET", pod).json()["metadata"]["uid"] != first  # a new harness finished it

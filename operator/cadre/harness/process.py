@@ -426,6 +426,8 @@ class HarnessProcess:
                     return False
             elif state.idle == WAITING and not await team_tools.pending_news(state):
                 return False
+            # Woken from a pause, a session was not interrupted: only a crash counts as resume.
+            interrupted = resumed and state.idle is None
             status = task.get("status") or {}
             session_status = status.get("session") or {}
             if session.state.outcome is None:
@@ -434,7 +436,7 @@ class HarnessProcess:
                     "startTime": status.get("startTime") or _now(),
                     "session": {
                         "attempts": int(session_status.get("attempts", 0)) + 1,
-                        "resumes": int(session_status.get("resumes", 0)) + (1 if resumed else 0),
+                        "resumes": int(session_status.get("resumes", 0)) + int(interrupted),
                         "lastActivityTime": _now()},
                 })  # fmt: skip
             reporter = asyncio.get_running_loop().create_task(self._report(name, session))
