@@ -201,6 +201,60 @@ def up(
     )
 
 
+@cli.command()
+@click.option(
+    "--example",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=Path("examples/demo"),
+    show_default=True,
+    help="The manifests to apply: Agents, a Team and one Task.",
+)
+@click.option(
+    "--scenario",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=Path("examples/demo/scripted/scenario.yaml"),
+    show_default=True,
+    help="What the scripted model answers (unused with ANTHROPIC_API_KEY).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".cadre/demo"),
+    show_default=True,
+    help="The local cluster's files and the logs of every process the demo starts.",
+)
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds the Task may take.")
+def demo(example: Path, scenario: Path, state_dir: Path, namespace: str, timeout: float) -> None:
+    """Run a Team of agents on the local cluster, end to end: no cluster, no API key needed.
+
+    Starts the local cluster and the operator, applies the example (a lead, an engineer and a
+    reviewer; a Task for the Team), follows it live and prints the delegation tree, the
+    highlights and the deliverable. Exits 0 only if the Task succeeded. With ANTHROPIC_API_KEY
+    set, the agents use the real model instead of the scripted one.
+    """
+    import os
+    import sys
+
+    from cadre.cli.demo import DemoOptions, run_demo
+    from cadre.cli.manifests import ManifestError
+    from cadre.cli.processes import StartError
+
+    options = DemoOptions(
+        example=example,
+        scenario=scenario.resolve(),
+        state_dir=state_dir.resolve(),
+        namespace=namespace,
+        timeout=timeout,
+        api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
+    )
+    try:
+        succeeded = run_demo(options)
+    except (ManifestError, StartError) as err:
+        raise click.ClickException(str(err)) from err
+    sys.exit(0 if succeeded else 1)
+
+
 def main() -> None:
     """Run the CLI."""
     cli()

@@ -56,6 +56,9 @@ class ContainerState:
     probe_due: dict[str, float] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     done: bool = False
+    starting: bool = False
+    """A start is in flight: the pod loop ticks faster than a process may take to exec, and
+    a container must never run twice at once."""
 
     @property
     def name(self) -> str:
@@ -207,6 +210,12 @@ class PodWorker:
         return env
 
     async def _start(self, container: ContainerState) -> None:
+        try:
+            await self._exec(container)
+        finally:
+            container.starting = False
+
+    async def _exec(self, container: ContainerState) -> None:
         assert container.image is not None
         assert self.fs is not None
         mounts = self.fs.mounts(container.spec)
@@ -256,8 +265,10 @@ class PodWorker:
             if (
                 container.process is None
                 and not container.done
+                and not container.starting
                 and time.monotonic() >= container.next_start
             ):
+                container.starting = True
                 task = asyncio.get_running_loop().create_task(self._start(container))
                 self.kubelet.background.add(task)
                 task.add_done_callback(self.kubelet.background.discard)

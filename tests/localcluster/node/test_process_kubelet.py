@@ -7,10 +7,11 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from cadre.localcluster.runner import ThreadedApiServer
+from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver
 
 from tests.localcluster.conftest import Http, Kubectl
 from tests.localcluster.node.conftest import eventually, pod_status, python_pod
@@ -337,3 +338,24 @@ def test_a_service_lists_its_ready_pods_as_endpoints(http: Http, namespace: str)
     assert endpoints["subsets"][0]["ports"] == [{"name": "web", "port": 8080, "protocol": "TCP"}]
     http("DELETE", f"/api/v1/namespaces/{namespace}/pods/backend")
     eventually(lambda: ready_addresses() == [])
+
+
+def test_a_container_starts_once_however_fast_the_pod_loop_ticks(tmp_path: Path) -> None:
+    """The pod loop ticks while a process is still being exec'd; a container must not be
+    started again in that window (two harnesses on one session log were the symptom)."""
+    with threaded_apiserver(kubelet_dir=tmp_path / "node", kubelet_options={"tick": 0.0005}) as h:
+        server = h.server
+        assert server is not None
+        (tmp_path / "ca.crt").write_text(server.ca_pem)
+        http = Http(server.url, tmp_path / "ca.crt", server.admin_token)
+        for index in range(3):  # several at once, as the demo's three harnesses start
+            pod = python_pod(f"once-{index}", "import time; print('started', flush=True); "
+                             "time.sleep(30)")  # fmt: skip
+            assert http("POST", "/api/v1/namespaces/default/pods", pod).status_code == 201
+        for index in range(3):
+            eventually(lambda i=index: pod_status(http, "default", f"once-{i}").get("phase")
+                       == "Running")  # fmt: skip
+        time.sleep(1.0)
+        for index in range(3):
+            log = http("GET", f"/api/v1/namespaces/default/pods/once-{index}/log").text
+            assert log.count("started") == 1, log

@@ -1,0 +1,245 @@
+"""``cadre demo``: the local cluster, Cadre's operator and a Team of agents doing real work in
+sandboxes, end to end, on this machine. The scripted model stands in for the real one unless
+ANTHROPIC_API_KEY is set.
+
+Everything runs as it would for a user: ``cadre dev up`` (API server, process kubelet,
+operator) and the scripted model are child processes; the manifests are created through the API
+server; progress comes from watching Tasks and following the harness pods' logs through the API
+server, as ``kubectl get -w`` and ``kubectl logs -f`` would."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cadre.api.crd import build_all_crds, crd_file_name, render_crd_yaml
+from cadre.cli import highlights
+from cadre.cli.kube import ApplyError, Kube
+from cadre.cli.manifests import (
+    api_key_secret,
+    describe,
+    for_model,
+    load_manifests,
+    secret_refs,
+)
+from cadre.cli.processes import Processes
+from cadre.cli.tree import render_tree, task_tree
+
+Obj = dict[str, Any]
+FINAL = ("Succeeded", "Failed", "Cancelled")
+SCRIPTED_KEY = "sk-scripted-demo"  # the scripted model checks that a key is sent, not which
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    example: Path
+    scenario: Path
+    state_dir: Path
+    namespace: str
+    timeout: float
+    api_key: str | None
+
+
+def _say(text: str, **style: Any) -> None:
+    click.echo(click.style(text, **style) if style else text)
+
+
+def _write_crds(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for crd in build_all_crds():
+        (folder / crd_file_name(crd)).write_text(render_crd_yaml(crd))
+
+
+class LogFollower:
+    """Follows each harness pod's log through the API server (``kubectl logs -f``), one thread
+    per pod, lines into one queue."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.following: set[str] = set()
+        self.stopped = threading.Event()
+
+    def follow(self, agent: str) -> None:
+        pod = f"harness-{agent}-0"
+        if pod in self.following or self.kube.pod_phase(self.namespace, pod) != "Running":
+            return
+        self.following.add(pod)
+        threading.Thread(target=self._read, args=(agent, pod), daemon=True).start()
+
+    def _read(self, agent: str, pod: str) -> None:
+        try:
+            for line in self.kube.follow_log(self.namespace, pod):
+                if self.stopped.is_set():
+                    break
+                self.lines.put((agent, line))
+        except Exception as err:
+            if not self.stopped.is_set():
+                self.lines.put((agent, f"(log stream ended: {err})"))
+        self.following.discard(pod)
+
+    def drain(self) -> list[tuple[str, str]]:
+        drained = []
+        while not self.lines.empty():
+            drained.append(self.lines.get())
+        return drained
+
+
+def _follow(
+    kube: Kube, options: DemoOptions, agents: list[str], root: str,
+    transcript: list[tuple[str, str]],
+) -> Obj:  # fmt: skip
+    """Print Task phase changes and the harnesses' transcripts until ``root`` ends."""
+    logs = LogFollower(kube, options.namespace)
+    width = max(len(a) for a in agents)
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + options.timeout
+
+    def show(lines: list[tuple[str, str]]) -> None:
+        for agent, line in lines:
+            transcript.append((agent, line))
+            _say(f"{click.style(agent.ljust(width), fg='yellow')} | {line}")
+
+    try:
+        while True:
+            for agent in agents:
+                logs.follow(agent)
+            tasks = kube.list_tasks(options.namespace)
+            for line in highlights.phase_changes(tasks, seen):
+                _say(line, fg="cyan")
+            show(logs.drain())
+            current = next((t for t in tasks if t["metadata"]["name"] == root), None)
+            if current and (current.get("status") or {}).get("phase") in FINAL:
+                time.sleep(0.5)  # the harnesses' last lines
+                show(logs.drain())
+                return current
+            if time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"Task {root} did not finish within {options.timeout:.0f}s"
+                )
+            time.sleep(0.3)
+    finally:
+        logs.stopped.set()
+
+
+def _workspace_files(kube: Kube, options: DemoOptions, tasks: list[Obj]) -> list[tuple[str, Path]]:
+    """The files left in the retained sandbox workspaces of the tree's Tasks. The local cluster
+    keeps a claim's contents under its node folder (claims/NAMESPACE/CLAIM-UID)."""
+    claims = options.state_dir / "cluster" / "node" / "claims" / options.namespace
+    found = []
+    for task in tasks:
+        claim = f"sbx-{task['metadata']['name']}-workspace"
+        uid = kube.claim_uid(options.namespace, claim)
+        if uid is None:
+            continue
+        folder = claims / f"{claim}-{uid}"
+        for path in sorted(folder.rglob("*")):
+            parts = path.relative_to(folder).parts
+            if path.is_file() and not any(p.startswith(".") or p == "__pycache__" for p in parts):
+                found.append((task["metadata"]["name"], path))
+    return found
+
+
+def _report(kube: Kube, options: DemoOptions, root: Obj, transcript: list[tuple[str, str]]) -> None:
+    tasks = kube.list_tasks(options.namespace)
+    name = root["metadata"]["name"]
+    _say("\nThe delegation tree", bold=True)
+    _say(render_tree(task_tree(tasks, name, datetime.now(UTC))))
+    _say("\nHighlights", bold=True)
+    for line in highlights.select(transcript):
+        _say(f"  {line}")
+    _say("\nThe deliverable", bold=True)
+    status = root.get("status") or {}
+    summary = (status.get("result") or {}).get("summary") or "(no result)"
+    condition: Obj = next(
+        (c for c in status.get("conditions") or [] if c["type"] == "Succeeded"), {}
+    )
+    _say(f"Task {name}: {status.get('phase')} ({condition.get('reason', '')})")
+    _say(summary)
+    for task_name, path in _workspace_files(kube, options, tasks):
+        size = path.stat().st_size
+        _say(f"\n--- {path.name} ({size} bytes, workspace of Task {task_name}) ---", dim=True)
+        if size <= 8192:
+            _say(path.read_text(errors="replace").rstrip())
+
+
+def _clear(state_dir: Path) -> None:
+    """Remove what an earlier run left (only what the demo itself writes there)."""
+    for owned in ("cluster", "crds", "model.log", "cluster.log"):
+        target = state_dir / owned
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def run_demo(options: DemoOptions) -> bool:
+    """Run the demo; True when the Task succeeded. Every process started is stopped."""
+    objects = load_manifests(options.example)
+    tasks = [o for o in objects if o["kind"] == "Task"]
+    if len(tasks) != 1:
+        raise click.ClickException(f"{options.example}: expected one Task, found {len(tasks)}")
+    root = tasks[0]["metadata"]["name"]
+    agents = [o["metadata"]["name"] for o in objects if o["kind"] == "Agent"]
+    _clear(options.state_dir)
+    _write_crds(options.state_dir / "crds")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("KUBECONFIG", None)
+    processes = Processes()
+    try:
+        base_url = None
+        if options.api_key is None:
+            line = processes.start(
+                "the scripted model",
+                [sys.executable, "-m", "cadre.scriptedmodel", "--scenario", str(options.scenario),
+                 "--port", "0"],
+                options.state_dir / "model.log", "listening on ", env=env,
+            )  # fmt: skip
+            base_url = line.removeprefix("listening on ").strip()
+            _say(f"scripted model at {base_url} (set ANTHROPIC_API_KEY to use the real model)")
+        else:
+            _say("real model: ANTHROPIC_API_KEY is set (this run costs money)", fg="yellow")
+        ready = processes.start(
+            "the local cluster",
+            [sys.executable, "-m", "cadre.cli.main", "dev", "up", "--port", "0",
+             "--state-dir", str(options.state_dir / "cluster"),
+             "--crds", str(options.state_dir / "crds")],
+            options.state_dir / "cluster.log", "ready", env=env,
+        )  # fmt: skip
+        _say(f"local cluster {ready}")
+        kube = Kube(options.state_dir / "cluster" / "kubeconfig")
+        try:
+            adapted = for_model(objects, base_url)
+            secrets = [
+                api_key_secret(secret, key, options.api_key or SCRIPTED_KEY)
+                for secret, key in sorted(secret_refs(adapted))
+            ]
+            for obj in secrets + adapted:
+                try:
+                    kube.apply(obj, options.namespace)
+                except ApplyError as err:
+                    raise click.ClickException(f"{describe(obj)} refused: {err}") from err
+            _say("applied " + ", ".join(describe(o) for o in adapted))
+            transcript: list[tuple[str, str]] = []
+            finished = _follow(kube, options, agents, root, transcript)
+            _report(kube, options, finished, transcript)
+        finally:
+            kube.close()
+        phase = (finished.get("status") or {}).get("phase")
+        succeeded = phase == "Succeeded"
+        _say(f"\nTask {root} {phase}.", fg="green" if succeeded else "red", bold=True)
+        return succeeded
+    finally:
+        _say(f"stopping the local cluster and the model (logs in {options.state_dir})", dim=True)
+        processes.stop_all()

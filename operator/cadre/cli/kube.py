@@ -1,0 +1,103 @@
+"""The CLI's reads and writes on a cluster, through the ``kubernetes`` client: what
+``kubectl apply``, ``get``, and ``logs -f`` do, typed for the rest of the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+Obj = dict[str, Any]
+GROUP, VERSION = "cadre.dev", "v1alpha1"
+
+
+class ApplyError(Exception):
+    """The API server refused an object; the message is the server's (it names the field)."""
+
+
+def _server_message(err: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(err.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{err.status} {err.reason}"
+
+
+class Kube:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.client: ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            str(kubeconfig)
+        )
+        self.dynamic = DynamicClient(self.client)  # type: ignore[no-untyped-call]
+        self.core = CoreV1Api(self.client)
+
+    def close(self) -> None:
+        self.client.close()  # type: ignore[no-untyped-call]
+
+    def _plain(self, found: Any) -> Obj:
+        plain: Obj = found.to_dict() if hasattr(found, "to_dict") else found
+        return plain
+
+    def apply(self, obj: Obj, namespace: str) -> str:
+        """Create the object, or replace it when it exists; "created" or "configured"."""
+        obj = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
+        resource = self.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        try:
+            resource.create(body=obj, namespace=namespace)
+            return "created"
+        except ApiException as err:
+            if err.status != 409:
+                raise ApplyError(_server_message(err)) from err
+        name = obj["metadata"]["name"]
+        current = self._plain(resource.get(name=name, namespace=namespace))
+        obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        try:
+            resource.replace(body=obj, name=name, namespace=namespace)
+        except ApiException as err:
+            raise ApplyError(_server_message(err)) from err
+        return "configured"
+
+    def list_tasks(self, namespace: str) -> list[Obj]:
+        resource = self.dynamic.resources.get(api_version=f"{GROUP}/{VERSION}", kind="Task")
+        items: list[Obj] = self._plain(resource.get(namespace=namespace))["items"]
+        return items
+
+    def pod_phase(self, namespace: str, name: str) -> str | None:
+        try:
+            pod = self.core.read_namespaced_pod(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return pod.status.phase if pod.status else None
+
+    def claim_uid(self, namespace: str, name: str) -> str | None:
+        try:
+            claim = self.core.read_namespaced_persistent_volume_claim(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return claim.metadata.uid if claim.metadata else None
+
+    def follow_log(self, namespace: str, pod: str) -> Iterator[str]:
+        """The pod's log lines from its start, then as they come, until the container ends
+        (``kubectl logs -f``)."""
+        response: Any = self.core.read_namespaced_pod_log(
+            pod, namespace, follow=True, _preload_content=False
+        )
+        pending = b""
+        try:
+            for chunk in response.stream(1024):
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield line.decode(errors="replace")
+        finally:
+            response.release_conn()
