@@ -17,30 +17,7 @@ import yaml
 from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver
 
 from tests.localcluster.conftest import REPO, Http
-from tests.localcluster.node.conftest import eventually, pod_status, python_pod
-
-
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            child = int(entry.name)
-            found |= {child} | _descendants(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+from tests.localcluster.node.conftest import alive, descendants, eventually, pod_status, python_pod
 
 
 def test_dev_up_prints_ready_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -64,13 +41,13 @@ def test_dev_up_prints_ready_and_leaves_nothing_behind(tmp_path: Path) -> None:
         == 201
     )
     eventually(lambda: pod_status(http, "default", "sleeper").get("phase") == "Running")
-    children = _descendants(proc.pid)
+    children = descendants(proc.pid)
     assert children, "the pod's process runs under dev up"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     assert "stopped" in proc.stdout.read()
     proc.stdout.close()
-    assert not [pid for pid in children if _alive(pid)]
+    assert not [pid for pid in children if alive(pid)]
 
 
 @pytest.fixture
