@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from bench import dev_cluster_startup, harness_bench, operator_bench, sandbox_overhead
+from bench import (
+    dev_cluster_startup,
+    first_token,
+    harness_bench,
+    operator_bench,
+    sandbox_overhead,
+)
 from bench.results import RESULTS, render_table, save
 
 BENCHMARKS = [
@@ -10,6 +16,7 @@ BENCHMARKS = [
     dev_cluster_startup.measure,
     harness_bench.measure,
     operator_bench.measure,
+    first_token.measure,
     operator_bench.measure_scale,
 ]
 

@@ -28,7 +28,7 @@ SCENARIO = {
 }
 
 
-def _admin(server: Any, folder: Path) -> tuple[Path, requests.Session]:
+def admin(server: Any, folder: Path) -> tuple[Path, requests.Session]:
     """A kubeconfig for the operator, and an admin HTTPS session for the benchmark itself."""
     kubeconfig = folder / "kubeconfig"
     write_kubeconfig(kubeconfig, server.kubeconfig())
@@ -47,7 +47,7 @@ def _counts(server: Any) -> tuple[float, float]:
     return sum(counts.values()), writes
 
 
-def _wait(check: Callable[[], bool], within: float = 120.0, every: float = 0.05) -> None:
+def wait(check: Callable[[], bool], within: float = 120.0, every: float = 0.05) -> None:
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
@@ -55,26 +55,30 @@ def _wait(check: Callable[[], bool], within: float = 120.0, every: float = 0.05)
         time.sleep(every)
 
 
-def _model(folder: Path) -> tuple[subprocess.Popen[str], str]:
-    scenario = folder / "scenario.yaml"
-    scenario.write_text(json.dumps(SCENARIO))
-    port = 18_500 + os.getpid() % 400
+def scripted_model(
+    folder: Path, scenario: dict[str, Any] = SCENARIO
+) -> tuple[subprocess.Popen[str], str]:
+    """The scripted model as a process of its own; stop it with ``kill``."""
+    path = folder / "scenario.yaml"
+    path.write_text(json.dumps(scenario))
     model = subprocess.Popen(
-        [sys.executable, "-m", "cadre.scriptedmodel", "--scenario", str(scenario),
-         "--port", str(port)],
+        [sys.executable, "-m", "cadre.scriptedmodel", "--scenario", str(path), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert model.stdout is not None
-    model.stdout.readline()  # serving
-    return model, f"http://127.0.0.1:{port}"
+    line = model.stdout.readline()  # "listening on http://HOST:PORT"
+    if not line.startswith("listening on "):
+        model.kill()
+        raise RuntimeError(f"the scripted model did not start: {line!r}")
+    return model, line.removeprefix("listening on ").strip()
 
 
 def _one_task(folder: Path) -> tuple[float, float, float]:
-    model, url = _model(folder)
+    model, url = scripted_model(folder)
     with threaded_apiserver(crd_dir=REPO / "crds", kubelet_dir=folder / "node") as handle:
         server = handle.server
         assert server is not None
-        kubeconfig, api = _admin(server, folder)
+        kubeconfig, api = admin(server, folder)
         cadre = f"{server.url}/apis/cadre.dev/v1alpha1/namespaces/{NS}"
         env = {
             **os.environ, "KUBECONFIG": str(kubeconfig),
@@ -109,7 +113,7 @@ def _one_task(folder: Path) -> tuple[float, float, float]:
                     for c in status.get("conditions", [])
                 )
 
-            _wait(agent_ready)
+            wait(agent_ready)
             time.sleep(3)  # the operator's and harness's start-up traffic settles first
             before = _counts(server)
             began = time.monotonic()
@@ -127,11 +131,11 @@ def _one_task(folder: Path) -> tuple[float, float, float]:
             def phase() -> str | None:
                 return (api.get(f"{cadre}/tasks/bench").json().get("status") or {}).get("phase")
 
-            _wait(lambda: phase() in ("Succeeded", "Failed"))
+            wait(lambda: phase() in ("Succeeded", "Failed"))
             took = time.monotonic() - began
             if phase() != "Succeeded":
                 raise RuntimeError(f"the Task ended {phase()}")
-            _wait(
+            wait(
                 lambda: (
                     api.get(f"{server.url}/api/v1/namespaces/{NS}/pods/sbx-bench").status_code
                     == 404
@@ -193,7 +197,7 @@ def _many_tasks(folder: Path) -> tuple[float, float]:
     ) as handle:
         server = handle.server
         assert server is not None
-        kubeconfig, api = _admin(server, folder)
+        kubeconfig, api = admin(server, folder)
         cadre = f"{server.url}/apis/cadre.dev/v1alpha1/namespaces/{NS}"
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         operator = subprocess.Popen(
@@ -246,7 +250,7 @@ def _many_tasks(folder: Path) -> tuple[float, float]:
                 running = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Running")
                 return accepted == TASKS and running == TASKS
 
-            _wait(done, within=900, every=1.0)  # listing 1,000 objects is work: not too often
+            wait(done, within=900, every=1.0)  # listing 1,000 objects is work: not too often
             took = time.monotonic() - began
             rss = _rss_mb(operator.pid)
         finally:

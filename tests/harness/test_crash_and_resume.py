@@ -60,30 +60,41 @@ async def _harness(url: str, sandbox: SandboxProcess, log: Path) -> asyncio.subp
     )  # fmt: skip
 
 
-def _lines(path: Path) -> list[str]:
+def _lines(path: Path) -> list[bytes]:
+    """The log's complete lines: the harness may be halfway through writing the last one."""
     if not path.exists():
         return []
-    return [line for line in path.read_bytes().split(b"\n") if line.strip(b"\x00")]  # type: ignore[misc]
+    complete = path.read_bytes().split(b"\n")[:-1]  # what follows the last newline is partial
+    return [line for line in complete if line.strip(b"\x00")]
 
 
 async def _run_with_kills(url: str, sandbox: SandboxProcess, log: Path, rng: random.Random) -> int:
     kills = 0
     for attempt in range(200):
         proc = await _harness(url, sandbox, log)
-        start = len(_lines(log))
-        between_call_and_result = attempt % 3 == 1
-        target = start + rng.randint(3, 14)
-        while proc.returncode is None:
-            lines = _lines(log)
-            last_type = json.loads(lines[-1]).get("type") if lines else None
-            due = last_type == "agent.tool_use" if between_call_and_result else len(lines) >= target
-            if due and len(lines) > start:
-                proc.send_signal(signal.SIGKILL)
+        try:
+            start = len(_lines(log))
+            between_call_and_result = attempt % 3 == 1
+            target = start + rng.randint(3, 14)
+            while proc.returncode is None:
+                lines = _lines(log)
+                last_type = json.loads(lines[-1]).get("type") if lines else None
+                due = (
+                    last_type == "agent.tool_use"
+                    if between_call_and_result
+                    else len(lines) >= target
+                )
+                if due and len(lines) > start:
+                    proc.send_signal(signal.SIGKILL)
+                    await proc.wait()
+                    kills += 1
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 0.002)
+        finally:
+            if proc.returncode is None:  # the test failed: leave no harness behind
+                proc.kill()
                 await proc.wait()
-                kills += 1
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 0.002)
         if proc.returncode == 0:
             return kills
         assert proc.returncode == -signal.SIGKILL, (

@@ -135,6 +135,12 @@ def last_message(request: dict[str, Any]) -> str:
     return _text_of(messages[-1].get("content")) if messages else ""
 
 
+def first_message(request: dict[str, Any]) -> str:
+    """The session's first user message: which Task this conversation works."""
+    messages = request.get("messages", [])
+    return _text_of(messages[0].get("content")) if messages else ""
+
+
 def conversation_key(request: dict[str, Any]) -> str:
     """Tells conversations apart (for errors served once per conversation and step)."""
     messages = request.get("messages", [])
@@ -154,8 +160,7 @@ def choose(scenario: Scenario, request: dict[str, Any]) -> tuple[str, int, Reply
     if isinstance(entry, Reply):
         return agent, step, entry
     result = last_result(request)
-    messages = request.get("messages", [])
-    prompt = _text_of(messages[0].get("content")) if messages else ""
+    prompt = first_message(request)
     for reply in entry.choices:
         if (
             reply.when_last_result_contains is not None

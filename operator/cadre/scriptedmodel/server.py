@@ -1,19 +1,28 @@
 """The scripted model's HTTP server: ``POST /v1/messages`` (JSON or SSE streaming, as the
 ``anthropic`` SDK reads them), ``POST /v1/messages/count_tokens``, and
-``GET /_scripted/requests`` (what it was asked, for tests)."""
+``GET /_scripted/requests`` (what it was asked, for tests) and ``GET /_scripted/arrivals``
+(when each request came, for benchmarks)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from cadre.scriptedmodel.scenario import Reply, Scenario, ScenarioError, choose, conversation_key
+from cadre.scriptedmodel.scenario import (
+    Reply,
+    Scenario,
+    ScenarioError,
+    choose,
+    conversation_key,
+    first_message,
+)
 
 Obj = dict[str, Any]
 _ERROR_TYPES = {
@@ -63,6 +72,8 @@ async def _refusals(request: web.Request, handler: Any) -> web.StreamResponse:
 class ScriptedModel:
     scenario: Scenario
     requests: list[Obj] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    """Wall-clock time each request in ``requests`` arrived (benchmarks time first tokens)."""
     _errors_served: Counter[tuple[str, int]] = field(default_factory=Counter)
     _cached_prefixes: set[str] = field(default_factory=set)
 
@@ -71,10 +82,20 @@ class ScriptedModel:
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         app.router.add_get("/_scripted/requests", self._recorded)
+        app.router.add_get("/_scripted/arrivals", self._arrivals)
         return app
 
     async def _recorded(self, _: web.Request) -> web.Response:
         return web.json_response(self.requests)
+
+    async def _arrivals(self, _: web.Request) -> web.Response:
+        """When each request arrived, with its first user message (which Task it was)."""
+        return web.json_response(
+            [
+                {"time": at, "prompt": first_message(body)}
+                for at, body in zip(self.arrivals, self.requests, strict=True)
+            ]
+        )
 
     async def _body(self, request: web.Request) -> Obj:
         if not request.headers.get("x-api-key") and not request.headers.get("Authorization"):
@@ -95,6 +116,7 @@ class ScriptedModel:
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
+        self.arrivals.append(time.time())
         self.requests.append(body)
         try:
             agent, step, reply = choose(self.scenario, body)
