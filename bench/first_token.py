@@ -20,7 +20,7 @@ from cadre.localcluster.runner import threaded_apiserver
 from bench.operator_bench import NS, REPO, admin, scripted_model, wait
 from bench.results import Metric
 
-RUNS = 7
+RUNS = 9
 SLOW_SANDBOX_SECONDS = 3.0
 WRITE = {"name": "write", "input": {"path": "a.txt", "content": "a"}}
 SCENARIO = {"agents": {"engineer": [{"text": "Writing.", "tool_uses": [WRITE]}, {"text": "Done."}]}}
@@ -102,7 +102,8 @@ def _measure(api: Any, server: str, cadre: str, model: str) -> list[float]:
             status = api.get(f"{cadre}/tasks/{name}").json().get("status") or {}
             return status.get("phase") in ("Succeeded", "Failed")
 
-        wait(ended)  # one Task at a time: each measures an idle harness
+        wait(ended)
+        time.sleep(1.0)  # one Task at a time, after the last one's clean-up: an idle system
     return seconds
 
 

@@ -359,3 +359,25 @@ def test_a_container_starts_once_however_fast_the_pod_loop_ticks(tmp_path: Path)
         for index in range(3):
             log = http("GET", f"/api/v1/namespaces/default/pods/once-{index}/log").text
             assert log.count("started") == 1, log
+
+
+def test_a_start_delay_holds_one_image_back_and_no_other(tmp_path: Path) -> None:
+    """``start_delay`` (for benchmarks: a slow image pull) keeps that image's containers
+    waiting in ContainerCreating while other images start at once."""
+    delay = {"ghcr.io/cadre-dev/sandbox": 600.0}
+    with threaded_apiserver(
+        kubelet_dir=tmp_path / "node", kubelet_options={"start_delay": delay}
+    ) as handle:
+        server = handle.server
+        assert server is not None
+        (tmp_path / "ca.crt").write_text(server.ca_pem)
+        http = Http(server.url, tmp_path / "ca.crt", server.admin_token)
+        script = "import time; time.sleep(30)"
+        slow = python_pod("slow", script, container={"image": "ghcr.io/cadre-dev/sandbox:t"})
+        for pod in (slow, python_pod("quick", script)):
+            assert http("POST", "/api/v1/namespaces/default/pods", pod).status_code == 201
+        eventually(lambda: pod_status(http, "default", "quick").get("phase") == "Running")
+        time.sleep(0.5)  # several pod-loop ticks
+        assert pod_status(http, "default", "slow").get("phase") == "Pending"
+        waiting = _container(http, "default", "slow")["state"]["waiting"]
+        assert waiting["reason"] == "ContainerCreating"
