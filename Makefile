@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit crds demo bench clean
+.PHONY: test lint typecheck unit crds manifests demo bench clean
 
 # Create the virtualenv and install Cadre with its dev extras; redone when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -31,6 +31,11 @@ unit: $(STAMP)
 
 crds: $(STAMP)
 	$(BIN)/cadre crds --output-dir crds
+	cp crds/*.yaml charts/cadre/crds/
+
+# Plain manifests for kubectl apply, rendered from the Helm chart (a test checks they are current).
+manifests: $(STAMP)
+	$(BIN)/python -m tools.manifests
 
 # A Team of agents doing real work on the local cluster; no cluster or API key needed.
 # With ANTHROPIC_API_KEY set, the agents use the real model.

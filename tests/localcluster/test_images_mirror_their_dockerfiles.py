@@ -13,6 +13,7 @@ from tests.localcluster.conftest import REPO
 
 def _dockerfile(path: str) -> dict[str, str]:
     text = (REPO / path).read_text()
+    text = "FROM" + text.rsplit("\nFROM", 1)[-1]  # the final stage is the image
     joined = re.sub(r"\\\n\s*", " ", text)
     found: dict[str, str] = {}
     for line in joined.splitlines():
@@ -39,3 +40,18 @@ def test_image_references_resolve_whatever_the_tag() -> None:
     assert find_image("ghcr.io/cadre-dev/cadre:0.1.0@sha256:" + "a" * 64) is not None
     assert find_image("ghcr.io/cadre-dev/cadre-evil:1") is None
     assert find_image("nginx:1.27") is None
+
+
+def test_the_operator_image_entry_mirrors_its_dockerfile() -> None:
+    docker = _dockerfile("operator/Dockerfile")
+    image = find_image("ghcr.io/cadre-dev/cadre:1.2.3")
+    assert image is not None
+    assert list(image.entrypoint) == json.loads(docker["ENTRYPOINT"])
+    assert docker["USER"] == f"{image.user}:{image.user}"
+    assert docker["WORKDIR"] == image.workdir
+    env = dict(pair.split("=", 1) for pair in docker["ENV"].split())
+    for key, value in image.env.items():
+        assert env[key] == value, key
+    # Non-root, and the chart runs it as that same user.
+    chart = (REPO / "charts/cadre/templates/deployment.yaml").read_text()
+    assert f"runAsUser: {image.user}" in chart

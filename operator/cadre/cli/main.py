@@ -102,13 +102,25 @@ def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: in
     import kopf
     import kubernetes
 
+    from cadre.operator.settings import SettingsError, from_env
+
+    try:
+        from_env(os.environ)
+    except SettingsError as err:
+        raise click.ClickException(str(err)) from err
     # Importing them registers the handlers with kopf.
     import cadre.operator.handlers
     import cadre.operator.team_handlers  # noqa: F401
 
     kubernetes.config.load_config()  # type: ignore[no-untyped-call]
     os.environ["CADRE_METRICS_PORT"] = str(metrics_port)  # read by the startup handler
-    kopf.configure(verbose=False)
+    level = os.environ.get("CADRE_LOG_LEVEL", "info")
+    if level not in ("debug", "info", "warning"):
+        raise click.ClickException(f"CADRE_LOG_LEVEL={level!r} is not debug, info or warning")
+    kopf.configure(debug=level == "debug", quiet=level == "warning")
+    # kopf names itself after the user (getpass), which an arbitrary uid (OpenShift, or one
+    # the image's passwd file does not list) lacks; getpass reads USER first.
+    os.environ.setdefault("USER", "cadre")
     kopf.run(
         standalone=True,
         namespaces=list(namespaces),

@@ -19,11 +19,10 @@ from typing import Any, NoReturn, cast
 
 import kopf
 
-from cadre import __version__
 from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
 from cadre.api.conditions import merge_condition
-from cadre.operator import apply, metrics
+from cadre.operator import apply, metrics, settings
 from cadre.operator.harness_builders import AgentTarget, HarnessDefaults, build_harness_objects
 from cadre.operator.objects import (
     COMPONENT_LABEL,
@@ -44,16 +43,16 @@ Obj = dict[str, Any]
 FINAL = ("Succeeded", "Failed", "Cancelled")
 
 
+SETTINGS = settings.from_env(os.environ)
+"""Read once at import: a bad value stops the operator before it reconciles anything."""
+
+
 def harness_defaults() -> HarnessDefaults:
-    return HarnessDefaults(
-        image=os.environ.get("CADRE_HARNESS_IMAGE", f"ghcr.io/cadre-dev/cadre:{__version__}")
-    )
+    return SETTINGS.harness
 
 
 def sandbox_defaults() -> SandboxDefaults:
-    return SandboxDefaults(
-        image=os.environ.get("CADRE_SANDBOX_IMAGE", f"ghcr.io/cadre-dev/sandbox:{__version__}")
-    )
+    return SETTINGS.sandbox
 
 
 def _set(

@@ -28,10 +28,11 @@ from cadre.operator.delegation import (
     child_timeout_seconds,
     refusal,
 )
+from cadre.operator.settings import from_env
 
 Obj = dict[str, Any]
 FINAL = ("Succeeded", "Failed", "Cancelled")
-RELEASE_SECONDS = float(os.environ.get("CADRE_SANDBOX_RELEASE_SECONDS", "10"))
+RELEASE_SECONDS = from_env(os.environ).release_seconds
 """How long a session waits on its children before its sandbox pod is released."""
 
 

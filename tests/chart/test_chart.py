@@ -1,0 +1,157 @@
+"""The Helm chart, with the real Helm engine (helm-python-sdk, offline): lint is clean; with
+default and non-default values every object validates against Kubernetes 1.32's schemas;
+values that break values.schema.json are refused naming the value; the chart's CRDs are the
+generated ones; the plain manifests are up to date."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.localcluster.conftest import REPO
+from tools.manifests import CHART, OUTPUT, plain_manifests, render
+
+NON_DEFAULT: dict[str, Any] = {
+    "image": {"repository": "registry.example.com/cadre", "tag": "1.2.3", "pullPolicy": "Always"},
+    "sandboxImage": {"repository": "registry.example.com/sandbox", "tag": "1.2.3"},
+    "imagePullSecrets": [{"name": "registry"}],
+    "watchNamespaces": ["team-a", "team-b"],
+    "serviceAccount": {"create": True, "name": "cadre-operator", "annotations": {"a": "b"}},
+    "resources": {"requests": {"cpu": "200m", "memory": "300Mi"}, "limits": {"memory": "1Gi"}},
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}],
+    "podAnnotations": {"prometheus.io/scrape": "true"},
+    "logLevel": "debug",
+    "metrics": {"port": 9090, "serviceMonitor": {"enabled": True, "labels": {"release": "kp"}}},
+    "harness": {"stateSize": "5Gi", "resources": {"requests": {"cpu": "100m"}}},
+    "sandbox": {"limits": {"cpu": "2", "memory": "2Gi"}, "tmpSize": "1Gi",
+                "releaseAfterSeconds": 30},
+}  # fmt: skip
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for obj in objects:
+        found.setdefault(obj["kind"], []).append(obj)
+    return found
+
+
+def test_lint_is_clean() -> None:
+    result = helm.lint(str(CHART))
+    assert result["errors"] == []
+    assert result["messages"] == []
+
+
+@pytest.mark.parametrize("values", [{}, NON_DEFAULT], ids=["defaults", "non-defaults"])
+def test_every_rendered_object_validates_against_the_kubernetes_schemas(
+    values: dict[str, Any],
+) -> None:
+    objects = render(values)
+    for obj in objects:
+        if obj["kind"] == "ServiceMonitor":  # the Prometheus Operator's CRD, not Kubernetes
+            assert set(obj["spec"]) == {"selector", "endpoints"}
+            continue
+        kubernetes_validate.validate(obj, "1.32", strict=True)
+    assert by_kind(objects)["Deployment"][0]["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_defaults_serve_the_whole_cluster_as_a_restricted_pod() -> None:
+    kinds = by_kind(render())
+    (deployment,) = kinds["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/cadre-dev/cadre:0.1.0"
+    assert container["command"] == ["cadre", "operator"]
+    assert not any(a.startswith("--namespace") for a in container["args"])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["livenessProbe"]["httpGet"]["port"] == "liveness"
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CADRE_SANDBOX_IMAGE"] == "ghcr.io/cadre-dev/sandbox:0.1.0"
+    assert "ServiceMonitor" not in kinds
+    assert "Role" not in kinds
+    assert {r["metadata"]["name"] for r in kinds["ClusterRole"]} == {"cadre", "cadre-discovery"}
+    assert {s["metadata"]["name"] for s in kinds["Service"]} == {"cadre-metrics"}
+
+
+def test_non_default_values_reach_the_objects() -> None:
+    kinds = by_kind(render(NON_DEFAULT))
+    (deployment,) = kinds["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example.com/cadre:1.2.3"
+    assert pod["serviceAccountName"] == "cadre-operator"
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert container["args"][:2] == ["--namespace=team-a", "--namespace=team-b"]
+    assert "--metrics-port=9090" in container["args"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CADRE_HARNESS_IMAGE"] == "registry.example.com/cadre:1.2.3"
+    assert env["CADRE_SANDBOX_IMAGE"] == "registry.example.com/sandbox:1.2.3"
+    assert json.loads(env["CADRE_SANDBOX_LIMITS"]) == {
+        "cpu": "2", "memory": "2Gi", "ephemeral-storage": "1Gi"}  # fmt: skip
+    assert json.loads(env["CADRE_HARNESS_REQUESTS"]) == {"cpu": "100m"}
+    assert env["CADRE_HARNESS_STATE_SIZE"] == "5Gi"
+    assert env["CADRE_SANDBOX_RELEASE_SECONDS"] == "30"
+    assert env["CADRE_LOG_LEVEL"] == "debug"
+    # Namespaced: a Role per namespace, nothing cluster-wide but discovery.
+    assert {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in kinds["Role"]} == {
+        ("team-a", "cadre"), ("team-b", "cadre")}  # fmt: skip
+    assert [r["metadata"]["name"] for r in kinds["ClusterRole"]] == ["cadre-discovery"]
+    (monitor,) = kinds["ServiceMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "kp"
+
+
+def test_the_operator_settings_accept_what_the_chart_renders() -> None:
+    from cadre.operator.settings import from_env
+
+    for values in ({}, NON_DEFAULT):
+        (deployment,) = by_kind(render(values))["Deployment"]
+        env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]
+               ["containers"][0]["env"]}  # fmt: skip
+        from_env(env)  # raises, naming the variable, if the chart and the operator disagree
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"image": {"repository": ""}}, "/image/repository"),
+        ({"image": {"repository": "r", "pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
+        ({"metrics": {"port": 80}}, "/metrics/port"),
+        ({"sandbox": {"limits": {"memory": "lots"}}}, "/sandbox/limits/memory"),
+        ({"sandbox": {"releaseAfterSeconds": -1}}, "/sandbox/releaseAfterSeconds"),
+        ({"logLevel": "loud"}, "/logLevel"),
+        ({"replicas": 2}, "replicas"),
+    ],
+)
+def test_values_that_break_the_schema_are_refused_naming_the_value(
+    values: dict[str, Any], named: str
+) -> None:
+    with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmError) as caught:
+        chart.render(values, name="cadre", namespace="cadre-system")
+    assert named in str(caught.value), str(caught.value)
+
+
+def test_the_charts_crds_are_the_generated_ones() -> None:
+    for crd in sorted((REPO / "crds").glob("*.yaml")):
+        assert (CHART / "crds" / crd.name).read_text() == crd.read_text(), crd.name
+    assert len(list((CHART / "crds").glob("*.yaml"))) == len(list((REPO / "crds").glob("*.yaml")))
+
+
+def test_every_crd_fits_client_side_apply() -> None:
+    """`kubectl apply` without --server-side stores the object in an annotation, at most
+    262,144 bytes; keep each CRD well under it (docs/install.md says so)."""
+    for crd in (CHART / "crds").glob("*.yaml"):
+        size = len(json.dumps(yaml.safe_load(crd.read_text()), separators=(",", ":")))
+        assert size < 262_144 // 4, (crd.name, size)
+
+
+def test_the_plain_manifests_are_up_to_date() -> None:
+    assert OUTPUT.read_text() == plain_manifests(), "run `make manifests` and commit the result"

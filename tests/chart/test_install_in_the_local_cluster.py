@@ -1,0 +1,118 @@
+"""The chart installed into the local cluster the way a user installs the plain manifests:
+`kubectl apply` of everything it renders (CRDs, ServiceAccount, RBAC, Service, Deployment),
+then the operator runs as a pod under its own ServiceAccount, with nothing but the chart's
+RBAC, and works an Agent's Task to Succeeded. This is the test that the chart's RBAC is
+enough (the local API server enforces RBAC as Kubernetes does).
+
+The local cluster has no Deployment controller: the test creates the one pod the Deployment's
+ReplicaSet would (its template, under a name of its own), and says so here."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cadre.localcluster.runner import threaded_apiserver, write_kubeconfig
+
+from tests.harness.conftest import ModelFactory, scripted, until
+from tests.localcluster.conftest import Http
+from tools.manifests import render
+
+__all__ = ["scripted"]
+NS = "default"
+SYSTEM = "cadre-system"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def bare_cluster(tmp_path: Path) -> Iterator[tuple[Http, Path]]:
+    """A local cluster with no CRDs: the install brings them."""
+    with threaded_apiserver(kubelet_dir=tmp_path / "node", kubelet_options={"backoff": 0.5}) as h:
+        server = h.server
+        assert server is not None
+        (tmp_path / "ca.crt").write_text(server.ca_pem)
+        kubeconfig = tmp_path / "kubeconfig"
+        write_kubeconfig(kubeconfig, server.kubeconfig())
+        yield Http(server.url, tmp_path / "ca.crt", server.admin_token), kubeconfig
+
+
+def kubectl(kubeconfig: Path, cache: Path, *args: str, input: str | None = None) -> str:
+    result = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", f"--cache-dir={cache}", *args],
+        input=input, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+WRITE = {"name": "write", "input": {"path": "a.txt", "content": "a"}}
+STEPS = [
+    {"text": "Writing.", "tool_uses": [WRITE]},
+    {"text": "Installed by the chart, and working."},
+]  # fmt: skip
+
+
+async def test_the_rendered_chart_installs_and_its_operator_works_a_task(
+    bare_cluster: tuple[Http, Path], scripted: ModelFactory, tmp_path: Path
+) -> None:
+    http, kubeconfig = bare_cluster
+    cache = tmp_path / "kcache"
+    # 0.0.0.0 ports are shared by every pod of the local cluster: pick free ones.
+    values = {"metrics": {"port": free_port()}, "liveness": {"port": free_port()}}
+    objects = render(values, namespace=SYSTEM)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM}}
+    manifests = "---\n".join(yaml.safe_dump(o) for o in [namespace, *objects])
+    await asyncio.to_thread(kubectl, kubeconfig, cache, "apply", "-f", "-", input=manifests)
+
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    template = deployment["spec"]["template"]
+    pod: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "cadre-operator", "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }  # fmt: skip
+    assert http("POST", f"/api/v1/namespaces/{SYSTEM}/pods", pod).status_code == 201
+
+    def running() -> bool:
+        found = http("GET", f"/api/v1/namespaces/{SYSTEM}/pods/cadre-operator").json()
+        statuses = (found.get("status") or {}).get("containerStatuses") or [{}]
+        return statuses[0].get("ready") is True or "running" in statuses[0].get("state", {})
+
+    await until(running, within=60)
+
+    url, _ = await scripted({"agents": {"engineer": STEPS}})
+    secret = {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}}
+    assert http("POST", f"/api/v1/namespaces/{NS}/secrets", secret).status_code == 201
+    agent = {"apiVersion": "cadre.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "engineer"},
+             "spec": {"role": "r", "model": "claude-sonnet-4-6", "baseURL": url,
+                      "apiKeySecretRef": {"name": "anthropic"}}}  # fmt: skip
+    task = {"apiVersion": "cadre.dev/v1alpha1", "kind": "Task", "metadata": {"name": "first"},
+            "spec": {"assignee": {"agent": "engineer"}, "prompt": "Write a.txt."}}  # fmt: skip
+    await asyncio.to_thread(
+        kubectl, kubeconfig, cache, "apply", "-n", NS, "-f", "-",
+        input=yaml.safe_dump(agent) + "---\n" + yaml.safe_dump(task),
+    )  # fmt: skip
+    waited = await asyncio.to_thread(
+        subprocess.run,
+        ["kubectl", f"--kubeconfig={kubeconfig}", f"--cache-dir={cache}", "wait", "-n", NS,
+         "task/first", "--for=condition=Succeeded", "--timeout=90s"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    logs = http("GET", f"/api/v1/namespaces/{SYSTEM}/pods/cadre-operator/log").text
+    assert waited.returncode == 0, (waited.stderr, logs[-4000:])
+    status = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/first").json()["status"]
+    assert status["result"]["summary"] == "Installed by the chart, and working."
+    # Nothing the operator asked for was refused: the chart's RBAC covers what it does.
+    assert "403" not in logs
+    assert "Forbidden" not in logs
