@@ -36,6 +36,7 @@ crds: $(STAMP)
 # Plain manifests for kubectl apply, rendered from the Helm chart (a test checks they are current).
 manifests: $(STAMP)
 	$(BIN)/python -m tools.manifests
+	$(BIN)/python -m tools.argocd
 
 # A Team of agents doing real work on the local cluster; no cluster or API key needed.
 # With ANTHROPIC_API_KEY set, the agents use the real model.
