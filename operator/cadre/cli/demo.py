@@ -10,11 +10,8 @@ server, as ``kubectl get -w`` and ``kubectl logs -f`` would."""
 from __future__ import annotations
 
 import os
-import queue
 import shutil
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +21,7 @@ import click
 
 from cadre.api.crd import build_all_crds, crd_file_name, render_crd_yaml
 from cadre.cli import highlights
+from cadre.cli.follow import follow_task
 from cadre.cli.kube import ApplyError, Kube
 from cadre.cli.manifests import (
     api_key_secret,
@@ -58,79 +56,6 @@ def _write_crds(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for crd in build_all_crds():
         (folder / crd_file_name(crd)).write_text(render_crd_yaml(crd))
-
-
-class LogFollower:
-    """Follows each harness pod's log through the API server (``kubectl logs -f``), one thread
-    per pod, lines into one queue."""
-
-    def __init__(self, kube: Kube, namespace: str) -> None:
-        self.kube = kube
-        self.namespace = namespace
-        self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
-        self.following: set[str] = set()
-        self.stopped = threading.Event()
-
-    def follow(self, agent: str) -> None:
-        pod = f"harness-{agent}-0"
-        if pod in self.following or self.kube.pod_phase(self.namespace, pod) != "Running":
-            return
-        self.following.add(pod)
-        threading.Thread(target=self._read, args=(agent, pod), daemon=True).start()
-
-    def _read(self, agent: str, pod: str) -> None:
-        try:
-            for line in self.kube.follow_log(self.namespace, pod):
-                if self.stopped.is_set():
-                    break
-                self.lines.put((agent, line))
-        except Exception as err:
-            if not self.stopped.is_set():
-                self.lines.put((agent, f"(log stream ended: {err})"))
-        self.following.discard(pod)
-
-    def drain(self) -> list[tuple[str, str]]:
-        drained = []
-        while not self.lines.empty():
-            drained.append(self.lines.get())
-        return drained
-
-
-def _follow(
-    kube: Kube, options: DemoOptions, agents: list[str], root: str,
-    transcript: list[tuple[str, str]],
-) -> Obj:  # fmt: skip
-    """Print Task phase changes and the harnesses' transcripts until ``root`` ends."""
-    logs = LogFollower(kube, options.namespace)
-    width = max(len(a) for a in agents)
-    seen: dict[str, str] = {}
-    deadline = time.monotonic() + options.timeout
-
-    def show(lines: list[tuple[str, str]]) -> None:
-        for agent, line in lines:
-            transcript.append((agent, line))
-            _say(f"{click.style(agent.ljust(width), fg='yellow')} | {line}")
-
-    try:
-        while True:
-            for agent in agents:
-                logs.follow(agent)
-            tasks = kube.list_tasks(options.namespace)
-            for line in highlights.phase_changes(tasks, seen):
-                _say(line, fg="cyan")
-            show(logs.drain())
-            current = next((t for t in tasks if t["metadata"]["name"] == root), None)
-            if current and (current.get("status") or {}).get("phase") in FINAL:
-                time.sleep(0.5)  # the harnesses' last lines
-                show(logs.drain())
-                return current
-            if time.monotonic() > deadline:
-                raise click.ClickException(
-                    f"Task {root} did not finish within {options.timeout:.0f}s"
-                )
-            time.sleep(0.3)
-    finally:
-        logs.stopped.set()
 
 
 def _workspace_files(kube: Kube, options: DemoOptions, tasks: list[Obj]) -> list[tuple[str, Path]]:
@@ -191,7 +116,6 @@ def run_demo(options: DemoOptions) -> bool:
     if len(tasks) != 1:
         raise click.ClickException(f"{options.example}: expected one Task, found {len(tasks)}")
     root = tasks[0]["metadata"]["name"]
-    agents = [o["metadata"]["name"] for o in objects if o["kind"] == "Agent"]
     _clear(options.state_dir)
     _write_crds(options.state_dir / "crds")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -232,7 +156,10 @@ def run_demo(options: DemoOptions) -> bool:
                     raise click.ClickException(f"{describe(obj)} refused: {err}") from err
             _say("applied " + ", ".join(describe(o) for o in adapted))
             transcript: list[tuple[str, str]] = []
-            finished = _follow(kube, options, agents, root, transcript)
+            finished = follow_task(
+                kube, options.namespace, root, options.timeout,
+                lambda text, style: _say(text, **style), transcript,
+            )  # fmt: skip
             _report(kube, options, finished, transcript)
         finally:
             kube.close()

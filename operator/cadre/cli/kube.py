@@ -20,6 +20,10 @@ class ApplyError(Exception):
     """The API server refused an object; the message is the server's (it names the field)."""
 
 
+class NotFoundError(Exception):
+    """The object the user named does not exist; the message says which and where."""
+
+
 def _server_message(err: ApiException) -> str:
     import json
 
@@ -30,9 +34,10 @@ def _server_message(err: ApiException) -> str:
 
 
 class Kube:
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path | None, context: str | None = None) -> None:
+        """``kubeconfig`` None: $KUBECONFIG or ~/.kube/config, as kubectl does."""
         self.client: ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-            str(kubeconfig)
+            str(kubeconfig) if kubeconfig else None, context=context
         )
         self.dynamic = DynamicClient(self.client)  # type: ignore[no-untyped-call]
         self.core = CoreV1Api(self.client)
@@ -62,6 +67,65 @@ class Kube:
         except ApiException as err:
             raise ApplyError(_server_message(err)) from err
         return "configured"
+
+    @property
+    def host(self) -> str:
+        return str(self.client.configuration.host)
+
+    def _tasks(self) -> Any:
+        return self.dynamic.resources.get(api_version=f"{GROUP}/{VERSION}", kind="Task")
+
+    def create(self, obj: Obj, namespace: str) -> Obj:
+        resource = self.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        try:
+            return self._plain(resource.create(body=obj, namespace=namespace))
+        except ApiException as err:
+            raise ApplyError(_server_message(err)) from err
+
+    def get_task(self, namespace: str, name: str) -> Obj:
+        try:
+            return self._plain(self._tasks().get(name=name, namespace=namespace))
+        except ApiException as err:
+            if err.status == 404:
+                raise NotFoundError(f'Task "{name}" not found in namespace "{namespace}"') from err
+            raise ApplyError(_server_message(err)) from err
+
+    def patch_task_spec(self, namespace: str, name: str, spec: Obj) -> Obj:
+        """A merge patch of the Task's spec (what ``kubectl patch --type merge`` sends)."""
+        try:
+            return self._plain(
+                self._tasks().patch(
+                    name=name, namespace=namespace, body={"spec": spec},
+                    content_type="application/merge-patch+json",
+                )
+            )  # fmt: skip
+        except ApiException as err:
+            if err.status == 404:
+                raise NotFoundError(f'Task "{name}" not found in namespace "{namespace}"') from err
+            raise ApplyError(_server_message(err)) from err
+
+    def get_configmap(self, namespace: str, name: str, what: str) -> Obj:
+        try:
+            found = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                raise NotFoundError(f'{what} not found in namespace "{namespace}"') from err
+            raise ApplyError(_server_message(err)) from err
+        plain: Obj = self.client.sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
+        return plain
+
+    def replace_configmap_data(self, namespace: str, current: Obj, data: dict[str, str]) -> None:
+        """Write ``data`` with the version read, so a concurrent writer's change is not lost
+        (the server answers 409 and nothing is written)."""
+        body = {**current, "data": data}
+        try:
+            self.core.replace_namespaced_config_map(
+                current["metadata"]["name"],
+                namespace,
+                body,  # type: ignore[arg-type]
+            )
+        except ApiException as err:
+            raise ApplyError(_server_message(err)) from err
 
     def list_tasks(self, namespace: str) -> list[Obj]:
         resource = self.dynamic.resources.get(api_version=f"{GROUP}/{VERSION}", kind="Task")

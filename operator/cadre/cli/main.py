@@ -267,8 +267,18 @@ def demo(example: Path, scenario: Path, state_dir: Path, namespace: str, timeout
     sys.exit(0 if succeeded else 1)
 
 
+def _register() -> None:
+    from cadre.cli.commands import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register()
+
+
 def main() -> None:
-    """Run the CLI."""
+    """Run the CLI (also as the kubectl plugin ``kubectl-cadre``)."""
     cli()
 
 

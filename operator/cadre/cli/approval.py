@@ -1,0 +1,38 @@
+"""``cadre approve`` and ``cadre reject``: a person's verdict on a Task that waits for one
+(pure: whether it waits, and the spec patch that records the verdict)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cadre.api.task import Approval, ApprovalDecision
+
+Obj = dict[str, Any]
+
+
+class NotAwaitingApprovalError(Exception):
+    """The Task does not wait for a person's verdict; the message says what it does."""
+
+
+def check_awaiting(task: Obj) -> None:
+    """Raise unless the Task asked for human approval and waits for it now."""
+    name = task["metadata"]["name"]
+    if not ((task["spec"].get("review") or {}).get("humanApproval")):
+        raise NotAwaitingApprovalError(
+            f"Task {name} does not ask for human approval (spec.review.humanApproval is not"
+            " set); its requester reviews it"
+        )
+    phase = (task.get("status") or {}).get("phase") or "Pending"
+    if phase != "InReview":
+        raise NotAwaitingApprovalError(
+            f"Task {name} is {phase}, not InReview: there is no result to approve yet"
+            if phase not in ("Succeeded", "Failed", "Cancelled")
+            else f"Task {name} already ended {phase}"
+        )
+
+
+def approval_patch(approved: bool, feedback: str) -> Obj:
+    """The ``spec`` merge patch for the verdict (validated as the API server will)."""
+    decision = ApprovalDecision.APPROVED if approved else ApprovalDecision.REJECTED
+    approval = Approval(decision=decision, feedback=feedback)
+    return {"approval": approval.model_dump(by_alias=True, mode="json")}

@@ -1,0 +1,120 @@
+"""Following a Task live, as ``cadre run`` and ``cadre demo`` do: its tree's phase changes
+from the API server, and the lines the harnesses write about its sessions, read from their
+pods' logs through the API server (what ``kubectl logs -f`` does)."""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from cadre.cli import highlights
+from cadre.cli.kube import Kube
+
+Obj = dict[str, Any]
+FINAL = ("Succeeded", "Failed", "Cancelled")
+_LINE = re.compile(r"^\[(?P<namespace>[^/\]]+)/(?P<task>[^\]]+)\] ")
+
+
+class FollowTimeoutError(click.ClickException):
+    """The Task did not end in the time given (exit code 1, the message says which)."""
+
+
+class LogFollower:
+    """Follows each harness pod's log through the API server (``kubectl logs -f``), one thread
+    per pod, lines into one queue."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.following: set[str] = set()
+        self.stopped = threading.Event()
+
+    def follow(self, agent: str) -> None:
+        pod = f"harness-{agent}-0"
+        if pod in self.following or self.kube.pod_phase(self.namespace, pod) != "Running":
+            return
+        self.following.add(pod)
+        threading.Thread(target=self._read, args=(agent, pod), daemon=True).start()
+
+    def _read(self, agent: str, pod: str) -> None:
+        try:
+            for line in self.kube.follow_log(self.namespace, pod):
+                if self.stopped.is_set():
+                    break
+                self.lines.put((agent, line))
+        except Exception as err:
+            if not self.stopped.is_set():
+                self.lines.put((agent, f"(log stream ended: {err})"))
+        self.following.discard(pod)
+
+    def drain(self) -> list[tuple[str, str]]:
+        drained = []
+        while not self.lines.empty():
+            drained.append(self.lines.get())
+        return drained
+
+
+def tree_of(tasks: list[Obj], root: str) -> list[Obj]:
+    """``root`` and every Task delegated under it, at any depth (pure)."""
+    children: dict[str, list[Obj]] = {}
+    for task in tasks:
+        parent = (task["spec"].get("parentRef") or {}).get("name")
+        if parent:
+            children.setdefault(parent, []).append(task)
+    found = [t for t in tasks if t["metadata"]["name"] == root]
+    index = 0
+    while index < len(found):
+        found.extend(children.get(found[index]["metadata"]["name"], []))
+        index += 1
+    return found
+
+
+def about(line: str, namespace: str, names: set[str]) -> bool:
+    """Whether a harness log line is about one of these Tasks (pure)."""
+    match = _LINE.match(line)
+    return match is not None and match["namespace"] == namespace and match["task"] in names
+
+
+def follow_task(
+    kube: Kube, namespace: str, root: str, timeout: float,
+    say: Callable[[str, dict[str, Any]], None], transcript: list[tuple[str, str]],
+) -> Obj:  # fmt: skip
+    """Print the tree's phase changes and its sessions' lines until ``root`` ends; return it.
+    The harnesses followed are those of the Agents working the tree, as they appear."""
+    logs = LogFollower(kube, namespace)
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+
+    def show(lines: list[tuple[str, str]], names: set[str]) -> None:
+        for agent, line in lines:
+            if about(line, namespace, names):
+                transcript.append((agent, line))
+                say(f"{click.style(agent.ljust(10), fg='yellow')} | {line}", {})
+
+    try:
+        while True:
+            tree = tree_of(kube.list_tasks(namespace), root)
+            if not tree:
+                raise click.ClickException(f'Task "{root}" was deleted while followed')
+            names = {t["metadata"]["name"] for t in tree}
+            for agent in {(t.get("status") or {}).get("agent") for t in tree} - {None}:
+                logs.follow(str(agent))
+            for line in highlights.phase_changes(tree, seen):
+                say(line, {"fg": "cyan"})
+            show(logs.drain(), names)
+            if (tree[0].get("status") or {}).get("phase") in FINAL:
+                time.sleep(0.5)  # the harnesses' last lines
+                show(logs.drain(), names)
+                return tree[0]
+            if time.monotonic() > deadline:
+                raise FollowTimeoutError(f"Task {root} did not finish within {timeout:.0f}s")
+            time.sleep(0.3)
+    finally:
+        logs.stopped.set()
