@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import kubernetes
+import urllib3
 
 from cadre.api import GROUP, VERSION
 
 Obj = dict[str, Any]
+log = logging.getLogger(__name__)
 # Set by the operator on a delegated Task (the harness may not import the operator; a test
 # checks they agree).
 PARENT_LABEL = "cadre.dev/parent"
 TEAM_LABEL = "cadre.dev/team"
+
+
+_TRANSIENT = {410, 429, 500, 502, 503, 504}
+
+
+def _backoff(previous: float) -> float:
+    """0.2 s, doubling, at most 5 s: quick after a blip, gentle on a struggling API server."""
+    return min(max(previous * 2, 0.2), 5.0)
 
 
 class TaskApi:
@@ -43,27 +54,48 @@ class TaskApi:
             GROUP, VERSION, self.namespace, "tasks", name, {"status": status},
         )  # fmt: skip
 
-    def watch(self, emit: Callable[[str, Obj], None], stop: threading.Event) -> None:
-        """List then watch Tasks forever (relisting on 410). A list is emitted whole, as
-        ``("LIST", {"items": [...]})``, so the harness can order what it takes up."""
+    def watch(
+        self, emit: Callable[[str, Obj], None], stop: threading.Event, timeout_seconds: int = 300
+    ) -> None:
+        """List then watch Tasks until ``stop``. A list is emitted whole, as
+        ``("LIST", {"items": [...]})``, so the harness can order what it takes up.
+
+        API servers end watches (their timeout, a restart, a load balancer's idle limit): a watch
+        that ends normally resumes from the last version seen, without a list (the client's
+        stream does that itself); one that fails (connection dropped, 410 Gone, 429, 5xx) lists
+        again after a capped backoff, since events may have been missed. Only what retrying
+        cannot fix (401, 403, 404) stops it."""
+        version: str | None = None
+        delay = 0.0
         while not stop.is_set():
-            listed: Obj = self.custom.list_namespaced_custom_object(  # type: ignore[assignment]
-                GROUP, VERSION, self.namespace, "tasks"
-            )
-            emit("LIST", listed)
-            version = listed["metadata"]["resourceVersion"]
+            if delay:
+                stop.wait(delay)
             watcher = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
             try:
+                if version is None:
+                    listed: Obj = self.custom.list_namespaced_custom_object(  # type: ignore[assignment]
+                        GROUP, VERSION, self.namespace, "tasks"
+                    )
+                    emit("LIST", listed)
+                    version = listed["metadata"]["resourceVersion"]
                 for event in watcher.stream(  # type: ignore[no-untyped-call]
                     self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
-                    "tasks", resource_version=version, timeout_seconds=30,
+                    "tasks", resource_version=version, timeout_seconds=timeout_seconds,
                 ):  # fmt: skip
                     if stop.is_set():
                         return
                     emit(event["type"], event["object"])
+                    version = event["object"]["metadata"].get("resourceVersion") or version
+                    delay = 0.0
             except kubernetes.client.ApiException as err:
-                if err.status != 410:
+                if err.status not in _TRANSIENT:
                     raise
+                version = None
+                delay = 0.0 if err.status == 410 else _backoff(delay)
+                log.warning("watching Tasks: %s %s; listing again", err.status, err.reason)
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                version, delay = None, _backoff(delay)
+                log.warning("watching Tasks: %s; listing again in %.1fs", err, delay)
             finally:
                 watcher.stop()  # type: ignore[no-untyped-call]
 
