@@ -199,6 +199,52 @@ def clear(agent: str, yes: bool, namespace: str, kubeconfig: Path | None,
     click.echo(f"memory of Agent {agent} cleared ({len(entries)} entries)")
 
 
-COMMANDS = [run, tree, approve, reject, memory]
+@click.command()
+@click.argument("task")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing events until the session ends.")
+@click.option("--after", default=0, show_default=True, help="Start after this event seq.")
+@click.option("-o", "--output", type=click.Choice(["text", "jsonl"]), default="text",
+              show_default=True, help="Readable lines, or the raw events.")  # fmt: skip
+@cluster_options
+def logs(
+    task: str, follow: bool, after: int, output: str, namespace: str, kubeconfig: Path | None,
+    context: str | None,
+) -> None:  # fmt: skip
+    """TASK's session, from its durable log: every event from the start (or after --after),
+    then, with -f, the rest as it happens, with no gap and no duplicate. Read from the Agent's
+    harness through the API server's pod proxy (RBAC: get on pods/proxy)."""
+    import json
+
+    from cadre.cli.eventtext import describe
+    from cadre.cli.kube import ProxyError
+    from cadre.cli.session import connected
+    from cadre.operator.harness_builders import EVENTS_PORT
+
+    with connected(kubeconfig, context) as kube:
+        found = kube.get_task(namespace, task)
+        agent = (found.get("status") or {}).get("agent") or found["spec"]["assignee"].get("agent")
+        if not agent:
+            raise click.ClickException(f"Task {task} has no Agent yet (its Team's lead takes it)")
+        query = [("after", str(after))] + ([("follow", "true")] if follow else [])
+        pod = f"harness-{agent}-0:{EVENTS_PORT}"
+        try:
+            for line in kube.proxy_lines(namespace, pod, f"v1/tasks/{task}/events", query):
+                if not line.strip():
+                    continue
+                if output == "jsonl":
+                    click.echo(line.decode())
+                    continue
+                text = describe(json.loads(line))
+                if text is not None:
+                    click.echo(text)
+        except ProxyError as err:
+            raise click.ClickException(
+                f"the harness of Agent {agent} has no events for Task {task}: {err.message}"
+                if err.status == 404
+                else f"cannot read the events of Task {task} from pod {pod}: {err}"
+            ) from err
+
+
+COMMANDS = [run, tree, approve, reject, memory, logs]
 """Registered on ``cadre``; they import the Kubernetes client only when they run, so
 ``cadre --help`` and ``cadre crds`` stay quick."""

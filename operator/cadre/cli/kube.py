@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,13 +22,20 @@ class ApplyError(Exception):
     """The API server refused an object; the message is the server's (it names the field)."""
 
 
+class ProxyError(Exception):
+    """A pod (or the API server's proxy to it) answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
 class NotFoundError(Exception):
     """The object the user named does not exist; the message says which and where."""
 
 
 def _server_message(err: ApiException) -> str:
-    import json
-
     try:
         return str(json.loads(err.body or "")["message"])
     except (TypeError, ValueError, KeyError):
@@ -149,6 +158,32 @@ class Kube:
                 return None
             raise
         return claim.metadata.uid if claim.metadata else None
+
+    def proxy_lines(
+        self, namespace: str, pod: str, path: str, query: list[tuple[str, str]]
+    ) -> Iterator[bytes]:
+        """Lines a pod serves over HTTP, through the API server's pod proxy (``pod`` may be
+        ``NAME:PORT``), as they come."""
+        method, url, headers, body, post = self.client.param_serialize(
+            "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/proxy/{path}",
+            query_params=query, auth_settings=["BearerToken"],
+        )  # fmt: skip
+        answer: Any = self.client.call_api(method, url, header_params=headers, body=body,
+                                           post_params=post)  # fmt: skip
+        response: Any = answer.response  # urllib3's, not read yet: it streams
+        if response.status >= 400:
+            text = response.data.decode(errors="replace").strip()
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                text = str(json.loads(text)["message"])  # the API server's own error
+            raise ProxyError(response.status, text)
+        pending = b""
+        try:
+            for chunk in response.stream(4096):
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                yield from complete
+        finally:
+            response.release_conn()
 
     def follow_log(self, namespace: str, pod: str) -> Iterator[str]:
         """The pod's log lines from its start, then as they come, until the container ends

@@ -54,7 +54,13 @@ def crds(output_dir: Path | None) -> None:
     show_default=True,
     help="The harness's volume: session logs and the sandbox-token key.",
 )
-def harness(agent: str, namespace: str, state_dir: Path) -> None:
+@click.option(
+    "--events-port",
+    default=8090,
+    show_default=True,
+    help="Serve the sessions' events here for `cadre logs` (0: off), on $POD_IP if set.",
+)
+def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> None:
     """Run the harness of one Agent: its Tasks as sessions, until SIGTERM.
 
     The model API key comes from ANTHROPIC_API_KEY (in a pod, from the Agent's Secret).
@@ -79,7 +85,14 @@ def harness(agent: str, namespace: str, state_dir: Path) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         with kubernetes.client.ApiClient() as client:
-            await HarnessProcess(agent, TaskApi(client, namespace), state_dir, api_key).run(stop)
+            # The pod's own address: the API server's proxy reaches it there (and in the local
+            # cluster, pods share the host's ports on 0.0.0.0).
+            host = os.environ.get("POD_IP") or "0.0.0.0"  # noqa: S104 - a pod's only address
+            address = (host, events_port) if events_port else None
+            harness = HarnessProcess(
+                agent, TaskApi(client, namespace), state_dir, api_key, events_address=address
+            )
+            await harness.run(stop)
 
     asyncio.run(main())
 

@@ -23,11 +23,13 @@ from typing import Any
 
 import anthropic
 import kubernetes
+from aiohttp import web
 
 from cadre.api.agent import AgentSpec
 from cadre.api.conditions import merge_condition
 from cadre.api.limits import Limits, parse_duration
 from cadre.api.team import TeamSpec
+from cadre.harness.eventserver import EventServer
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add, for_prompt, mark_used, render
 from cadre.harness.pricing import Prices, prices_for
 from cadre.harness.sandbox_client import SandboxClient, SandboxEndpoint, SandboxUnavailable
@@ -210,6 +212,8 @@ class HarnessProcess:
     """Tasks whose session was stopped because the Task was cancelled (not a shutdown)."""
     known: dict[str, Obj] = field(default_factory=dict)
     """This Agent's Tasks as last seen (a parent woken by its child's change is found here)."""
+    events_address: tuple[str, int] | None = None
+    """Where to serve the sessions' events for ``cadre logs`` (None: not served)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         agent = await self.api.agent(self.agent)
@@ -238,6 +242,7 @@ class HarnessProcess:
 
         # A daemon thread, not the executor: a watch blocked in a read must not hold shutdown.
         threading.Thread(target=watch, name="task-watch", daemon=True).start()
+        runner = await self._serve_events()
         print(f"harness for agent {self.agent}: watching Tasks in {self.api.namespace}", flush=True)
         try:
             while not stop.is_set():
@@ -265,6 +270,28 @@ class HarnessProcess:
                 task.cancel()
             await asyncio.gather(*self.running.values(), return_exceptions=True)
             await self.client.close()
+            if runner is not None:
+                await runner.cleanup()
+
+    async def _serve_events(self) -> web.AppRunner | None:
+        if self.events_address is None:
+            return None
+
+        def log_of(name: str) -> Path | None:
+            task = self.known.get(name)
+            return self._log_path(task) if task is not None else None
+
+        def active(name: str) -> bool:
+            task = self.known.get(name)
+            phase = ((task or {}).get("status") or {}).get("phase")
+            return name in self.running or (task is not None and phase not in FINAL_PHASES)
+
+        runner = web.AppRunner(EventServer(log_of, active).app(), access_log=None)
+        await runner.setup()
+        host, port = self.events_address
+        await web.TCPSite(runner, host, port).start()
+        print(f"harness for agent {self.agent}: events on {host}:{port}", flush=True)
+        return runner
 
     def _log_path(self, task: Obj) -> Path:
         meta = task["metadata"]

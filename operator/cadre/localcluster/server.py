@@ -748,9 +748,13 @@ class LocalApiServer:
             raise bad_request(f"address not allowed: pod {name} has no IP")
         url = f"http://{address}:{port or 80}/{target.rest}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _PROXY_HOP_HEADERS}
+        # Streamed both ways, as the API server's proxy does: a follow (logs, events) stays
+        # open as long as the pod keeps writing.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        response: web.StreamResponse | None = None
         try:
             async with (
-                aiohttp.ClientSession() as session,
+                aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session,
                 session.request(
                     request.method,
                     url,
@@ -760,14 +764,20 @@ class LocalApiServer:
                     allow_redirects=False,
                 ) as upstream,
             ):
-                body = await upstream.read()
                 kept = {
                     k: v
                     for k, v in upstream.headers.items()
-                    if k.lower() not in _PROXY_HOP_HEADERS | {"content-encoding"}
+                    if k.lower() not in _PROXY_HOP_HEADERS | {"content-length"}
                 }
-                return web.Response(body=body, status=upstream.status, headers=kept)
+                response = web.StreamResponse(status=upstream.status, headers=kept)
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
         except aiohttp.ClientError as err:
+            if response is not None and response.prepared:
+                return response  # the pod went away mid-stream: the stream just ends
             raise ApiError(
                 503, "ServiceUnavailable", f"error trying to reach service: {err}"
             ) from err

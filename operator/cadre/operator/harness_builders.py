@@ -29,6 +29,10 @@ HARNESS_UID = 10001
 CONFIG_HASH = "cadre.dev/config-hash"
 
 
+EVENTS_PORT = 8090
+"""Where each harness serves its sessions' events (``cadre harness --events-port``)."""
+
+
 @dataclass(frozen=True)
 class HarnessDefaults:
     image: str
@@ -134,7 +138,10 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
                 "name": "POD_NAMESPACE",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         ],
+        # Session events for `cadre logs`, read through the API server's pod proxy.
+        "ports": [{"name": "events", "containerPort": EVENTS_PORT, "protocol": "TCP"}],
         "volumeMounts": [{"name": "state", "mountPath": STATE_MOUNT}],
         "resources": resources,
         "securityContext": {

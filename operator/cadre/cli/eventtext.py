@@ -1,0 +1,63 @@
+"""Session events as people read them in ``cadre logs`` (pure): one or a few lines each, the
+timing spans left out (``-o jsonl`` prints every event as it is)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+Event = dict[str, Any]
+_QUIET = ("span.model_request_start", "span.model_request_end")
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        if isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+    return "\n".join(parts)
+
+
+def _brief(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def describe(event: Event) -> str | None:
+    """The line(s) for one event, or None for one not worth reading."""
+    kind = str(event.get("type", ""))
+    if kind in _QUIET:
+        return None
+    stamp = datetime.fromtimestamp(float(event.get("time", 0)), UTC).strftime("%H:%M:%S")
+    head = f"{event.get('seq', '?'):>5} {stamp} "
+    if kind == "session.created":
+        body = f"session of {event.get('agent')} on {event.get('model')} for {event.get('task')}"
+    elif kind == "user.message":
+        body = "user: " + _brief(_text(event.get("content")), 400)
+    elif kind == "agent.message":
+        said = _text(event.get("content"))
+        body = "agent: " + (_brief(said, 400) if said else "(tool calls)")
+    elif kind == "agent.tool_use":
+        body = f"-> {event.get('name')} {_brief(event.get('input', {}))}"
+    elif kind == "agent.tool_result":
+        mark = "error " if event.get("is_error") else ""
+        body = f"<- {mark}{_brief(event.get('content', ''))}"
+    elif kind == "user.review":
+        body = ("accepted" if event.get("accepted") else "changes requested") + (
+            f" by {event['reviewer']}" if event.get("reviewer") else ""
+        )
+    elif kind == "session.status_idle":
+        body = f"idle: {event.get('reason')}"
+    elif kind == "session.status_terminated":
+        body = f"{event.get('outcome')}: {event.get('reason')}" + (
+            f": {event['message']}" if event.get("message") else ""
+        )
+    elif kind == "session.resumed":
+        body = f"resumed after event {event.get('from_seq')}"
+    else:
+        body = kind
+    return head + body
