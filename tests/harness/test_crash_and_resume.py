@@ -1,4 +1,4 @@
-"""The harness killed (SIGKILL) at random points of a 30-step task, restarted each time: the
+"""The harness killed (SIGKILL) at random points of an 18-step task, restarted each time: the
 final log equals an uninterrupted run's, and every tool call ran exactly once in the sandbox."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from cadre.sandbox.store import read_journal
 from tests.harness.conftest import ModelFactory
 from tests.sandbox.conftest import SandboxProcess
 
-STEPS = 30
-SLOW = {5, 12, 20, 27}  # commands that take a while: room to die between call and result
+STEPS = 18
+SLOW = {4, 9, 14}  # commands that take a while: room to die between call and result
 
 
 def _scenario() -> dict[str, Any]:
@@ -54,7 +54,7 @@ async def _harness(url: str, sandbox: SandboxProcess, log: Path) -> asyncio.subp
         sys.executable, "-m", "cadre.harness.standalone",
         "--log", str(log), "--model-url", url, "--sandbox-url", f"http://127.0.0.1:{sandbox.port}",
         "--sandbox-token-file", str(token_file), "--agent", "engineer",
-        "--prompt", "Do the 30 steps.",
+        "--prompt", f"Do the {STEPS} steps.",
         env={**os.environ, "ANTHROPIC_API_KEY": "sk-test"},
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
@@ -123,7 +123,7 @@ async def test_kills_at_random_points_change_nothing(
     finally:
         reference_sandbox.stop()
         chaos_sandbox.stop()
-    assert kills >= 10
+    assert kills >= 6
     reference, chaos = read(reference_dir / "log.jsonl"), read(chaos_dir / "log.jsonl")
     assert any(e["type"] == "session.resumed" for e in chaos)
     assert _essence(chaos) == _essence(reference)

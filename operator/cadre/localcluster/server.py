@@ -27,6 +27,7 @@ from cadre.localcluster import discovery, patches, protobuf, tables
 from cadre.localcluster.authn import Authenticator, User
 from cadre.localcluster.cluster import Cluster
 from cadre.localcluster.controllers import Controllers
+from cadre.localcluster.faults import Faults
 from cadre.localcluster.kubeconfig import build_kubeconfig, render_kubeconfig
 from cadre.localcluster.rbac import Attributes, Authorizer, bootstrap_policy, forbidden_message
 from cadre.localcluster.registry import Registry, ResourceType
@@ -139,6 +140,8 @@ class LocalApiServer:
         self.cluster = Cluster(self.store, self.registry)
         self.authenticator = Authenticator(self.store, admin_token)
         self.authorizer = Authorizer(self.store)
+        self.faults = Faults()
+        """Errors tests ask for (``faults.inject``); none by default."""
         self.bookmark_interval = bookmark_interval
         self.log_source: LogSource | None = None
         self._crd_dir = crd_dir
@@ -270,7 +273,11 @@ class LocalApiServer:
             return response
         except ApiError as err:
             code = err.code
-            return _json(err.status(), err.code)
+            response = _json(err.status(), err.code)
+            retry = (err.details or {}).get("retryAfterSeconds")
+            if retry is not None:
+                response.headers["Retry-After"] = str(retry)
+            return response
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.path)
             code = 500
@@ -321,6 +328,7 @@ class LocalApiServer:
                 target.name,
             ),
         )
+        self.faults.check(verb, target.rtype.plural, target.subresource, labels["client"])
         return await self._resource(request, user, target, verb, labels)
 
     def _authorize(self, user: User, attrs: Attributes) -> None:

@@ -23,8 +23,10 @@ from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
 from cadre.api.conditions import merge_condition
 from cadre.operator import apply, metrics, settings
+from cadre.operator.agent_status import agent_counts, memory_size
 from cadre.operator.harness_builders import AgentTarget, HarnessDefaults, build_harness_objects
 from cadre.operator.objects import (
+    AGENT_LABEL,
     COMPONENT_LABEL,
     DEPTH_ANNOTATION,
     TASK_LABEL,
@@ -134,6 +136,30 @@ def reconcile_agent(
     kopf.info(body, reason="HarnessReconciled", message=f"{harness_name(name)} matches the Agent")
 
 
+@kopf.index(GROUP, VERSION, "tasks")
+def tasks_by_agent(
+    namespace: str | None, status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], str] | None:
+    """Each Task's phase under its Agent, kept in memory by kopf from the watch it runs anyway:
+    the Agent's counts cost no request."""
+    agent = status.get("agent")
+    if not agent or namespace is None:
+        return None
+    return {(namespace, str(agent)): str(status.get("phase") or "Pending")}
+
+
+# kopf passes an index to handlers under its function's name (tasks_by_agent, memory_sizes).
+@kopf.index("", "v1", "configmaps", labels={"app.kubernetes.io/name": "cadre-memory"})
+def memory_sizes(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], int] | None:
+    agent = labels.get(AGENT_LABEL)
+    size = memory_size(((body.get("data") or {}).get("entries.yaml")) or "")
+    if not agent or namespace is None or size is None:
+        return None
+    return {(namespace, agent): size}
+
+
 @kopf.timer(GROUP, VERSION, "agents", interval=2.0, id="agent-ready")
 @counted
 def refresh_agent_ready(
@@ -143,9 +169,18 @@ def refresh_agent_ready(
     meta: kopf.Meta,
     status: kopf.Status,
     patch: kopf.Patch,
+    tasks_by_agent: kopf.Index[tuple[str, str], str],
+    memory_sizes: kopf.Index[tuple[str, str], int],
     **_: Any,
 ) -> None:
     assert namespace is not None  # Agents are namespaced
+    key = (namespace, name)
+    phases = list(tasks_by_agent[key]) if key in tasks_by_agent else []
+    sizes = list(memory_sizes[key]) if key in memory_sizes else []
+    counts = agent_counts(phases, sizes[0] if sizes else 0)
+    for field, value in counts.items():
+        if status.get(field) != value:
+            patch.status[field] = value
     ok, reason, message = _agent_readiness(namespace, name, dict(spec))
     current = list(status.get("conditions") or [])
     old = next((c for c in current if c.get("type") == "Ready"), None)
@@ -227,6 +262,40 @@ def sandbox_for_task(body: kopf.Body, type: str | None, **_: Any) -> None:
         reconcile_sandbox(dict(body))
 
 
+def _sandbox_out_of_step(status: kopf.Status, **_: Any) -> bool:
+    """The sandbox is not yet what the Task's status asks for: requested but not ready, or
+    the Task ended and its sandbox is still recorded. Only these Tasks get the retry timer."""
+    session = status.get("session") or {}
+    if status.get("phase") in FINAL:
+        return bool(session.get("sandboxPod"))
+    return bool(session.get("sandboxRequested")) and not session.get("sandboxReady")
+
+
+@kopf.timer(GROUP, VERSION, "tasks", interval=3.0, initial_delay=3.0, id="task-sandbox-retry",
+            when=_sandbox_out_of_step)  # fmt: skip
+@counted
+def retry_sandbox(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
+    """kopf does not retry event handlers: a pass of ``reconcile_sandbox`` cut short by an API
+    error (a 500, a 429) would wait for the Task's next event, which may never come while the
+    session waits for its sandbox. This timer repeats the pass while the sandbox is out of
+    step, touching nothing while the pod exists and is only starting."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    if status.get("phase") not in FINAL:
+        pod = apply.get_pod(namespace, sandbox_name(name))
+        if pod is not None and not pod["metadata"].get("deletionTimestamp"):
+            if _pod_ready(pod):
+                report_sandbox(namespace, name)  # ready but never reported: say so now
+            return
+    reconcile_sandbox(dict(body))
+
+
+def _pod_ready(pod: Obj) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
 def _ref(body: Obj) -> kopf.Body:
     """A plain Task dict as kopf's event poster wants it (it reads kind, name, uid, namespace)."""
     return cast(kopf.Body, body)
@@ -285,10 +354,7 @@ def reconcile_sandbox(body: Obj) -> None:
 def report_sandbox(namespace: str, task: str) -> None:
     """Tell the session where its sandbox is, once its pod is ready (and when it moves)."""
     pod = apply.get_pod(namespace, sandbox_name(task))
-    ready = pod is not None and any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (pod.get("status") or {}).get("conditions") or []
-    )
+    ready = pod is not None and _pod_ready(pod)
     address = f"{pod['status']['podIP']}:{sandbox_defaults().port}" if ready and pod else None
     if ready:
         metrics.sandbox_ready(f"{namespace}/{task}")

@@ -1,0 +1,64 @@
+"""The API server failing the way real ones do (500 when etcd hiccups, 429 under load, 503)
+while a Task runs: the operator and the harness retry, and the Task still ends Succeeded with
+its one command run once. The errors are injected by the local API server
+(``LocalApiServer.faults``) before the request does anything, as a real failure would."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cadre.localcluster.faults import Fault
+from cadre.localcluster.runner import ThreadedApiServer
+
+from tests.harness.conftest import ModelFactory, until
+from tests.localcluster.conftest import Http
+from tests.operator.conftest import NS, agent_ready, create_agent, create_task, ended
+
+ONCE = {"name": "bash", "input": {"command": "echo ran >> once.txt; cat once.txt"}}
+STEPS: list[dict[str, Any]] = [
+    {"text": "Working.", "tool_uses": [ONCE]},
+    {"choices": [{"when_last_result_contains": "ran\n", "text": "Ran once."},
+                 {"text": "Ran twice."}]},
+]  # fmt: skip
+
+FAULTS = [
+    pytest.param([("create", "pods", "", 500, 2)], id="sandbox-pod-create-500"),
+    pytest.param([("create", "persistentvolumeclaims", "", 503, 2)], id="workspace-create-503"),
+    pytest.param([("patch", "tasks", "status", 500, 3)], id="task-status-patch-500"),
+    pytest.param([("patch", "tasks", "status", 429, 3)], id="task-status-patch-429"),
+    # Reads by the harness and the operator's client (the test's own polling is left alone).
+    pytest.param(
+        [
+            ("get", "tasks", "", 500, 3, "OpenAPI-Generator"),
+            ("list", "tasks", "", 500, 1, "OpenAPI-Generator"),
+        ],
+        id="task-read-500",
+    ),
+]
+
+
+@pytest.mark.parametrize("faults", FAULTS)
+async def test_a_task_succeeds_through_transient_api_errors(
+    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    scripted: ModelFactory, faults: list[tuple[Any, ...]], tmp_path: Path,
+) -> None:  # fmt: skip
+    handle, http, _ = cluster
+    server = handle.server
+    assert server is not None
+    url, _ = await scripted({"agents": {"engineer": STEPS}})
+    create_agent(http, url)
+    await until(lambda: agent_ready(http, "engineer"), within=60)
+    armed: list[Fault] = [
+        handle.call(server.faults.inject, verb, resource, code, times, sub, *client)
+        for verb, resource, sub, code, times, *client in faults
+    ]
+    create_task(http, "flaky", "Run it once.")
+    done = await until(lambda: ended(http, "flaky"), within=90)
+    log = (tmp_path / "operator.log").read_text()[-3000:]
+    assert done["status"]["phase"] == "Succeeded", (done["status"], log)
+    assert done["status"]["result"]["summary"] == "Ran once."
+    assert all(f.served == f.times for f in armed), [(f.verb, f.resource, f.served) for f in armed]
+    await until(lambda: http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-flaky").status_code == 404)
