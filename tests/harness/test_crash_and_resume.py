@@ -1,4 +1,4 @@
-"""The harness killed (SIGKILL) at random points of an 18-step task, restarted each time: the
+"""The harness killed (SIGKILL) at random points of a 12-step task, restarted each time: the
 final log equals an uninterrupted run's, and every tool call ran exactly once in the sandbox."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from cadre.sandbox.store import read_journal
 from tests.harness.conftest import ModelFactory
 from tests.sandbox.conftest import SandboxProcess
 
-STEPS = 18
-SLOW = {4, 9, 14}  # commands that take a while: room to die between call and result
+STEPS = 12
+SLOW = {3, 8}  # commands that take a while: room to die between call and result
 
 
 def _scenario() -> dict[str, Any]:
@@ -123,7 +123,7 @@ async def test_kills_at_random_points_change_nothing(
     finally:
         reference_sandbox.stop()
         chaos_sandbox.stop()
-    assert kills >= 6
+    assert kills >= 4
     reference, chaos = read(reference_dir / "log.jsonl"), read(chaos_dir / "log.jsonl")
     assert any(e["type"] == "session.resumed" for e in chaos)
     assert _essence(chaos) == _essence(reference)

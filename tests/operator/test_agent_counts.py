@@ -1,6 +1,6 @@
 """An Agent's counts (Active, Queued, memory entries): the pure rules, and end to end in the
-local cluster — one slot, two Tasks: one works while the other waits, then none; the lesson
-written at each Task's end shows up as memory entries."""
+local cluster — one slot, two Tasks: one works while the other waits with a Queued condition
+saying why, then none; the lesson written at each Task's end shows up as memory entries."""
 
 from __future__ import annotations
 
@@ -54,8 +54,18 @@ async def test_one_slot_two_tasks_one_active_one_queued(
                 status.get("memoryEntries", -1))  # fmt: skip
 
     await until(lambda: counts()[:2] == (1, 1), within=30)
+
+    # The waiting one says why, on the Task itself.
+    def queued(name: str) -> dict[str, Any] | None:
+        status = http("GET", f"{CADRE}/tasks/{name}").json().get("status") or {}
+        return next((c for c in status.get("conditions", []) if c["type"] == "Queued"), None)
+
+    waiting = await until(lambda: queued("first") or queued("second"), within=30)
+    assert (waiting["status"], waiting["reason"]) == ("True", "NoFreeSlot")
+    assert "works at most 1 Tasks at once" in waiting["message"]
     for name in ("first", "second"):
         done = await until(lambda name=name: ended(http, name), within=60)
         assert done["status"]["phase"] == "Succeeded"
     # Each Task ended with a lesson in the Agent's memory.
     await until(lambda: counts() == (0, 0, 2), within=30)
+    assert [queued(n)["status"] for n in ("first", "second") if queued(n)] == ["False"]

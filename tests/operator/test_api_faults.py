@@ -25,19 +25,15 @@ STEPS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 FAULTS = [
-    pytest.param([("create", "pods", "", 500, 2)], id="sandbox-pod-create-500"),
-    pytest.param([("create", "persistentvolumeclaims", "", 503, 2)], id="workspace-create-503"),
-    pytest.param([("patch", "tasks", "status", 500, 3)], id="task-status-patch-500"),
-    pytest.param([("patch", "tasks", "status", 429, 3)], id="task-status-patch-429"),
-    # Reads by the harness and the operator's client (the test's own polling is left alone).
-    pytest.param(
-        [
-            ("get", "tasks", "", 500, 3, "OpenAPI-Generator"),
-            ("list", "tasks", "", 500, 1, "OpenAPI-Generator"),
-        ],
-        id="task-read-500",
-    ),
-]
+    # What the operator writes for a sandbox.
+    pytest.param([("create", "pods", "", 500, 2), ("create", "persistentvolumeclaims", "", 503, 2)],
+                 id="sandbox-objects-500-503"),
+    # The harness's and the operator's Task reads and status writes (the test's own polling,
+    # python-requests, is left alone).
+    pytest.param([("patch", "tasks", "status", 500, 2), ("patch", "tasks", "status", 429, 2),
+                  ("get", "tasks", "", 500, 3, "OpenAPI-Generator"),
+                  ("list", "tasks", "", 500, 1, "OpenAPI-Generator")], id="task-reads-writes"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("faults", FAULTS)
@@ -62,3 +58,44 @@ async def test_a_task_succeeds_through_transient_api_errors(
     assert done["status"]["result"]["summary"] == "Ran once."
     assert all(f.served == f.times for f in armed), [(f.verb, f.resource, f.served) for f in armed]
     await until(lambda: http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-flaky").status_code == 404)
+
+
+def tool(name: str, **input: Any) -> dict[str, Any]:
+    return {"name": name, "input": input}
+
+
+LEAD = [
+    {"text": "Delegating.", "tool_uses": [tool("delegate", agent="engineer", instructions="Go.")]},
+    {"text": "Waiting.", "tool_uses": [tool("wait_for_results")]},
+    {"text": "Accepting.", "tool_uses": [tool("review_result", decision="accept")]},
+    {"text": "Delegated, done and accepted."},
+]
+TEAM = {
+    "apiVersion": "cadre.dev/v1alpha1", "kind": "Team", "metadata": {"name": "pair"},
+    "spec": {"lead": "lead", "members": [{"agent": "lead", "delegatesTo": ["engineer"]},
+                                         {"agent": "engineer"}]},
+}  # fmt: skip
+
+
+async def test_a_delegation_is_answered_through_transient_api_errors(
+    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    scripted: ModelFactory,
+) -> None:  # fmt: skip
+    """The operator's create of the child Task fails twice (500): the request is answered
+    anyway, once (one child), and the parent goes on."""
+    handle, http, _ = cluster
+    server = handle.server
+    assert server is not None
+    url, _ = await scripted({"agents": {"lead": LEAD, "engineer": STEPS}})
+    create_agent(http, url, "lead", tools=[])
+    create_agent(http, url, "engineer")
+    assert http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/teams", TEAM).status_code == 201
+    for name in ("lead", "engineer"):
+        await until(lambda name=name: agent_ready(http, name), within=60)
+    fault = handle.call(server.faults.inject, "create", "tasks", 500, 2, "", "OpenAPI-Generator")
+    create_task(http, "pair-work", "Get it done.", agent=None, team="pair")
+    done = await until(lambda: ended(http, "pair-work"), within=90)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert fault.served == 2
+    tasks = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks").json()["items"]
+    assert len(tasks) == 2  # the parent and exactly one child

@@ -332,7 +332,12 @@ class HarnessProcess:
         name = task["metadata"]["name"]
         acted = False
         try:
+            queued = self.slots.locked()
+            if queued:  # every slot busy: say so on the Task while it waits (issue 7)
+                await self._set_queued(name, True)
             async with self.slots:
+                if queued:
+                    await self._set_queued(name, False)
                 acted = await self._session(task)
         except Exception:
             log.exception("session of %s failed", name)
@@ -498,6 +503,27 @@ class HarnessProcess:
             )
         except (MemoryUnreadable, kubernetes.client.ApiException) as err:
             print(f"[{name}] lesson not recorded: {err}", flush=True)
+
+    async def _set_queued(self, name: str, queued: bool) -> None:
+        """The ``Queued`` condition: True while every one of the Agent's slots is busy. Best
+        effort: a failed write is logged, and never keeps a session from running."""
+        try:
+            await self._write_queued(name, queued)
+        except Exception:
+            log.warning("could not set Queued=%s on Task %s", queued, name, exc_info=True)
+
+    async def _write_queued(self, name: str, queued: bool) -> None:
+        current = ((await self.api.task(name)).get("status") or {}).get("conditions") or []
+        limit = self.spec.max_concurrent_tasks
+        message = (
+            f"waiting for a free slot: agent {self.agent} works at most {limit} Tasks at once"
+            if queued
+            else "a slot came free; the session started"
+        )
+        reason = "NoFreeSlot" if queued else "SlotAssigned"
+        conditions = merge_condition(current, "Queued", queued, reason, message,
+                                     now=datetime.now(UTC))  # fmt: skip
+        await self.api.patch_status(name, {"conditions": conditions})
 
     async def _finish(
         self, name: str, outcome: Obj, generation: int | None, state: State | None

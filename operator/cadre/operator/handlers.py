@@ -40,6 +40,7 @@ from cadre.operator.sandbox_builders import (
     build_sandbox_objects,
     build_sandbox_service_account,
 )
+from cadre.operator.settings import BACKOFF
 
 Obj = dict[str, Any]
 FINAL = ("Succeeded", "Failed", "Cancelled")
@@ -109,9 +110,9 @@ def _agent_readiness(namespace: str, name: str, spec: Obj) -> tuple[bool, str, s
     return True, "HarnessRunning", "the harness is running"
 
 
-@kopf.on.resume(GROUP, VERSION, "agents", id="agent-harness")
-@kopf.on.create(GROUP, VERSION, "agents", id="agent-harness")
-@kopf.on.update(GROUP, VERSION, "agents", id="agent-harness", field="spec")
+@kopf.on.resume(GROUP, VERSION, "agents", id="agent-harness", backoff=BACKOFF)
+@kopf.on.create(GROUP, VERSION, "agents", id="agent-harness", backoff=BACKOFF)
+@kopf.on.update(GROUP, VERSION, "agents", id="agent-harness", field="spec", backoff=BACKOFF)
 @counted
 def reconcile_agent(
     body: kopf.Body,
@@ -160,7 +161,7 @@ def memory_sizes(
     return {(namespace, agent): size}
 
 
-@kopf.timer(GROUP, VERSION, "agents", interval=2.0, id="agent-ready")
+@kopf.timer(GROUP, VERSION, "agents", interval=2.0, id="agent-ready", backoff=BACKOFF)
 @counted
 def refresh_agent_ready(
     spec: kopf.Spec,
@@ -197,8 +198,8 @@ def refresh_agent_ready(
 # Tasks
 
 
-@kopf.on.resume(GROUP, VERSION, "tasks", id="task-accept")
-@kopf.on.create(GROUP, VERSION, "tasks", id="task-accept")
+@kopf.on.resume(GROUP, VERSION, "tasks", id="task-accept", backoff=BACKOFF)
+@kopf.on.create(GROUP, VERSION, "tasks", id="task-accept", backoff=BACKOFF)
 @counted
 def accept_task(
     body: kopf.Body,
@@ -271,8 +272,8 @@ def _sandbox_out_of_step(status: kopf.Status, **_: Any) -> bool:
     return bool(session.get("sandboxRequested")) and not session.get("sandboxReady")
 
 
-@kopf.timer(GROUP, VERSION, "tasks", interval=3.0, initial_delay=3.0, id="task-sandbox-retry",
-            when=_sandbox_out_of_step)  # fmt: skip
+@kopf.timer(GROUP, VERSION, "tasks", interval=3.0, initial_delay=3.0, backoff=BACKOFF,
+            id="task-sandbox-retry", when=_sandbox_out_of_step)  # fmt: skip
 @counted
 def retry_sandbox(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
     """kopf does not retry event handlers: a pass of ``reconcile_sandbox`` cut short by an API

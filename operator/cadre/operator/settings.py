@@ -15,6 +15,9 @@ from cadre import __version__
 from cadre.operator.harness_builders import HarnessDefaults
 from cadre.operator.sandbox_builders import SandboxDefaults
 
+BACKOFF = 3.0
+"""Seconds before kopf retries a handler that failed (an API 500, a 429): kopf's default is
+60 s, a minute of a Task standing still for one transient error."""
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 _RESOURCES = ("cpu", "memory", "ephemeral-storage")
 

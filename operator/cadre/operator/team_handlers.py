@@ -28,7 +28,7 @@ from cadre.operator.delegation import (
     child_timeout_seconds,
     refusal,
 )
-from cadre.operator.settings import from_env
+from cadre.operator.settings import BACKOFF, from_env
 
 Obj = dict[str, Any]
 FINAL = ("Succeeded", "Failed", "Cancelled")
@@ -71,7 +71,7 @@ def team_readiness(members: list[str], agents: dict[str, Obj]) -> tuple[bool, st
     return True, "AllMembersReady", f"all {len(members)} member Agents are Ready", ready
 
 
-@kopf.timer(GROUP, VERSION, "teams", interval=3.0, id="team-ready")
+@kopf.timer(GROUP, VERSION, "teams", interval=3.0, id="team-ready", backoff=BACKOFF)
 def refresh_team_ready(
     spec: kopf.Spec, namespace: str | None, meta: kopf.Meta, status: kopf.Status,
     patch: kopf.Patch, **_: Any,
@@ -241,13 +241,27 @@ def delegation_events(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
         cancel_children(task)
 
 
+def _unanswered(status: kopf.Status, **_: Any) -> bool:
+    return any(not (r or {}).get("state") for r in (status.get("delegations") or {}).values())
+
+
+@kopf.timer(GROUP, VERSION, "tasks", id="task-delegation-retry", when=_unanswered,
+            interval=3.0, initial_delay=3.0, backoff=BACKOFF)  # fmt: skip
+def retry_delegations(body: kopf.Body, **_: Any) -> None:
+    """kopf does not retry event handlers: a delegation request whose answer failed (a 500 on
+    the child's create, a 429 on the status write) would wait for the parent's next event,
+    which does not come while its session waits for that answer. Answering is idempotent
+    (the child's name comes from the request's key), so repeating it is safe."""
+    reconcile_delegations(dict(body))
+
+
 def _waiting(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") == "Waiting"
 
 
 @kopf.timer(
     GROUP, VERSION, "tasks", id="task-waiting-release", when=_waiting,
-    interval=RELEASE_SECONDS, initial_delay=RELEASE_SECONDS,
+    interval=RELEASE_SECONDS, initial_delay=RELEASE_SECONDS, backoff=BACKOFF,
 )  # fmt: skip
 def release_waiting_sandbox(
     body: kopf.Body, status: kopf.Status, meta: kopf.Meta, **_: Any
