@@ -334,7 +334,7 @@ async def test_killing_the_harness_with_three_sessions_in_flight_loses_and_repea
     handle, http = cluster
     assert handle.server is not None
     assert handle.kubelet is not None
-    names, steps = ["alpha", "beta", "gamma"], 6
+    names, steps = ["alpha", "beta", "gamma"], 4
     url, _ = await scripted(_steps_scenario(names, steps))
     agent = _agent()
     agent["spec"]["baseURL"] = url
@@ -382,7 +382,7 @@ async def test_killing_the_harness_with_three_sessions_in_flight_loses_and_repea
     finally:
         stop.set()
         await operator
-    assert kills >= 5
+    assert kills >= 4
     assert set(phases().values()) == {"Succeeded"}
     for name in names:
         workspaces = list(

@@ -1,6 +1,6 @@
-"""The commands people use on a running Cadre: ``run``, ``tree``, ``approve``, ``reject`` and
-``memory``. Each is thin: pure pieces (the Task to create, the tree's rows, the verdict's
-patch, the memory's entries) and one round of API calls through ``Kube``."""
+"""The commands people use on a running Cadre: ``run``, ``logs``, ``tree``, ``approve``,
+``reject`` and ``memory``. Each is thin: pure pieces (the Task to create, the tree's rows, the
+verdict's patch, the memory's entries) and one round of API calls through ``Kube``."""
 
 from __future__ import annotations
 
