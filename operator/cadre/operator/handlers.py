@@ -12,7 +12,9 @@ Teams (delegation, children, waiting) are in ``team_handlers``.
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
@@ -41,9 +43,11 @@ from cadre.operator.sandbox_builders import (
     build_sandbox_service_account,
 )
 from cadre.operator.settings import BACKOFF
+from cadre.operator.team_handlers import reconcile_delegations, unanswered
 
 Obj = dict[str, Any]
 FINAL = ("Succeeded", "Failed", "Cancelled")
+log = logging.getLogger(__name__)
 
 
 SETTINGS = settings.from_env(os.environ)
@@ -172,10 +176,13 @@ def refresh_agent_ready(
     patch: kopf.Patch,
     tasks_by_agent: kopf.Index[tuple[str, str], str],
     memory_sizes: kopf.Index[tuple[str, str], int],
+    tasks_to_retry: kopf.Index[tuple[str, str], str],
     **_: Any,
 ) -> None:
     assert namespace is not None  # Agents are namespaced
     key = (namespace, name)
+    if key in tasks_to_retry:
+        retry_stragglers(namespace, sorted(set(tasks_to_retry[key])))
     phases = list(tasks_by_agent[key]) if key in tasks_by_agent else []
     sizes = list(memory_sizes[key]) if key in memory_sizes else []
     counts = agent_counts(phases, sizes[0] if sizes else 0)
@@ -263,31 +270,73 @@ def sandbox_for_task(body: kopf.Body, type: str | None, **_: Any) -> None:
         reconcile_sandbox(dict(body))
 
 
-def _sandbox_out_of_step(status: kopf.Status, **_: Any) -> bool:
+def sandbox_out_of_step(status: Obj) -> bool:
     """The sandbox is not yet what the Task's status asks for: requested but not ready, or
-    the Task ended and its sandbox is still recorded. Only these Tasks get the retry timer."""
+    the Task ended and its sandbox is still recorded."""
     session = status.get("session") or {}
     if status.get("phase") in FINAL:
         return bool(session.get("sandboxPod"))
     return bool(session.get("sandboxRequested")) and not session.get("sandboxReady")
 
 
-@kopf.timer(GROUP, VERSION, "tasks", interval=3.0, initial_delay=3.0, backoff=BACKOFF,
-            id="task-sandbox-retry", when=_sandbox_out_of_step)  # fmt: skip
-@counted
-def retry_sandbox(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
-    """kopf does not retry event handlers: a pass of ``reconcile_sandbox`` cut short by an API
-    error (a 500, a 429) would wait for the Task's next event, which may never come while the
-    session waits for its sandbox. This timer repeats the pass while the sandbox is out of
-    step, touching nothing while the pod exists and is only starting."""
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+@kopf.index(GROUP, VERSION, "tasks")
+def tasks_to_retry(
+    namespace: str | None, name: str, status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], str] | None:
+    """Tasks whose sandbox is out of step or whose delegation requests wait for an answer,
+    under their Agent: what a pass cut short by an API error left behind."""
+    agent = status.get("agent")
+    if not agent or namespace is None:
+        return None
+    if sandbox_out_of_step(dict(status)) or unanswered(dict(status)):
+        return {(namespace, str(agent)): name}
+    return None
+
+
+STRAGGLER_SECONDS = 3.0
+_STRAGGLING: dict[tuple[str, str], float] = {}
+"""When each Task was first seen out of step by the sweep (operator memory; a restart only
+delays a retry by STRAGGLER_SECONDS)."""
+
+
+def retry_stragglers(namespace: str, names: list[str]) -> None:
+    """kopf does not retry event handlers: a sandbox pass or a delegation answer cut short by
+    an API error (a 500, a 429) would wait for the Task's next event, which may never come
+    while its session waits. The Agent's timer calls this for its Tasks in ``tasks_to_retry``:
+    each is read again and the pass repeated, touching nothing while a sandbox pod exists and
+    is only starting. (Per-Task kopf timers did the same but delayed every sandbox by their
+    start-up; this sweep costs a normal Task nothing.)"""
+    now = time.monotonic()
+    for gone in [k for k in _STRAGGLING if k[0] == namespace and k[1] not in names]:
+        del _STRAGGLING[gone]
+    for name in names:
+        # A pass in flight right now (the event handler's) is not a straggler: only what has
+        # stayed out of step for a while is retried, so a normal Task costs nothing extra.
+        if now - _STRAGGLING.setdefault((namespace, name), now) < STRAGGLER_SECONDS:
+            continue
+        try:
+            task = apply.get_task(namespace, name)
+            if task is None:
+                continue
+            status = task.get("status") or {}
+            if unanswered(status):
+                reconcile_delegations(task)
+            if sandbox_out_of_step(status):
+                _retry_sandbox(task)
+        except Exception:  # the next sweep tries again; the Agent's readiness goes on
+            log.warning("retrying Task %s/%s failed", namespace, name, exc_info=True)
+
+
+def _retry_sandbox(task: Obj) -> None:
+    status = task.get("status") or {}
+    namespace, name = task["metadata"]["namespace"], task["metadata"]["name"]
     if status.get("phase") not in FINAL:
         pod = apply.get_pod(namespace, sandbox_name(name))
         if pod is not None and not pod["metadata"].get("deletionTimestamp"):
             if _pod_ready(pod):
                 report_sandbox(namespace, name)  # ready but never reported: say so now
             return
-    reconcile_sandbox(dict(body))
+    reconcile_sandbox(task)
 
 
 def _pod_ready(pod: Obj) -> bool:

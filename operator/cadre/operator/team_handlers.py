@@ -241,18 +241,9 @@ def delegation_events(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
         cancel_children(task)
 
 
-def _unanswered(status: kopf.Status, **_: Any) -> bool:
+def unanswered(status: Obj) -> bool:
+    """A delegation request of this Task still waits for the operator's answer."""
     return any(not (r or {}).get("state") for r in (status.get("delegations") or {}).values())
-
-
-@kopf.timer(GROUP, VERSION, "tasks", id="task-delegation-retry", when=_unanswered,
-            interval=3.0, initial_delay=3.0, backoff=BACKOFF)  # fmt: skip
-def retry_delegations(body: kopf.Body, **_: Any) -> None:
-    """kopf does not retry event handlers: a delegation request whose answer failed (a 500 on
-    the child's create, a 429 on the status write) would wait for the parent's next event,
-    which does not come while its session waits for that answer. Answering is idempotent
-    (the child's name comes from the request's key), so repeating it is safe."""
-    reconcile_delegations(dict(body))
 
 
 def _waiting(status: kopf.Status, **_: Any) -> bool:
