@@ -6,18 +6,13 @@ first request should not wait for it."""
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from cadre.localcluster.runner import threaded_apiserver
-
-from bench.operator_bench import NS, REPO, admin, scripted_model, wait
+from bench.operator_bench import NS, operator_cluster, ready_agent, scripted_model, wait
 from bench.results import Metric
 
 RUNS = 9
@@ -29,29 +24,10 @@ SCENARIO = {"agents": {"engineer": [{"text": "Writing.", "tool_uses": [WRITE]}, 
 def _first_tokens(folder: Path, start_delay: dict[str, float]) -> list[float]:
     """Seconds from each Task's creation to its first model request, RUNS Tasks in a row."""
     model, url = scripted_model(folder, SCENARIO)
-    options: dict[str, Any] = {"start_delay": start_delay}
     try:
-        with threaded_apiserver(
-            crd_dir=REPO / "crds", kubelet_dir=folder / "node", kubelet_options=options
-        ) as handle:
-            server = handle.server
-            assert server is not None
-            kubeconfig, api = admin(server, folder)
+        with operator_cluster(folder, {"start_delay": start_delay}) as (server, api):
             cadre = f"{server.url}/apis/cadre.dev/v1alpha1/namespaces/{NS}"
-            env = {
-                **os.environ, "KUBECONFIG": str(kubeconfig),
-                "CADRE_HARNESS_IMAGE": "ghcr.io/cadre-dev/cadre:bench",
-                "CADRE_SANDBOX_IMAGE": "ghcr.io/cadre-dev/sandbox:bench",
-            }  # fmt: skip
-            operator = subprocess.Popen(
-                [sys.executable, "-m", "cadre.cli.main", "operator", "--namespace", NS],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            try:
-                return _measure(api, server.url, cadre, url)
-            finally:
-                operator.terminate()
-                operator.wait(timeout=30)
+            return _measure(api, server.url, cadre, url)
     finally:
         model.kill()
         model.wait(timeout=30)
@@ -60,25 +36,7 @@ def _first_tokens(folder: Path, start_delay: dict[str, float]) -> list[float]:
 
 
 def _measure(api: Any, server: str, cadre: str, model: str) -> list[float]:
-    secret = {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk"}}
-    api.post(f"{server}/api/v1/namespaces/{NS}/secrets", json=secret)
-    spec = {
-        "role": "r",
-        "model": "claude-sonnet-4-6",
-        "baseURL": model,
-        "apiKeySecretRef": {"name": "anthropic"},
-    }
-    agent = {"apiVersion": "cadre.dev/v1alpha1", "kind": "Agent",
-             "metadata": {"name": "engineer"}, "spec": spec}  # fmt: skip
-    api.post(f"{cadre}/agents", json=agent)
-
-    def agent_ready() -> bool:
-        status = api.get(f"{cadre}/agents/engineer").json().get("status") or {}
-        return any(
-            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
-        )
-
-    wait(agent_ready)
+    ready_agent(api, server, model)
     time.sleep(2)  # the operator's and harness's start-up work settles first
     seconds = []
     for run in range(RUNS):

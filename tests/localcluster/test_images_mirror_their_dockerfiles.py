@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from cadre.localcluster.images import find_image
 
 from tests.localcluster.conftest import REPO
@@ -23,9 +24,14 @@ def _dockerfile(path: str) -> dict[str, str]:
     return found
 
 
-def test_the_sandbox_image_entry_mirrors_its_dockerfile() -> None:
-    docker = _dockerfile("sandbox-image/Dockerfile")
-    image = find_image("ghcr.io/cadre-dev/sandbox:1.2.3")
+@pytest.mark.parametrize(
+    ("dockerfile", "reference"),
+    [("sandbox-image/Dockerfile", "ghcr.io/cadre-dev/sandbox:1.2.3"),
+     ("operator/Dockerfile", "ghcr.io/cadre-dev/cadre:1.2.3")],
+)  # fmt: skip
+def test_an_image_entry_mirrors_its_dockerfile(dockerfile: str, reference: str) -> None:
+    docker = _dockerfile(dockerfile)
+    image = find_image(reference)
     assert image is not None
     assert list(image.entrypoint) == json.loads(docker["ENTRYPOINT"])
     assert docker["USER"] == f"{image.user}:{image.user}"
@@ -33,6 +39,13 @@ def test_the_sandbox_image_entry_mirrors_its_dockerfile() -> None:
     env = dict(pair.split("=", 1) for pair in docker["ENV"].split())
     for key, value in image.env.items():
         assert env[key] == value, key
+
+
+def test_the_chart_runs_the_operator_as_its_image_user() -> None:
+    image = find_image("ghcr.io/cadre-dev/cadre:1.2.3")
+    assert image is not None
+    chart = (REPO / "charts/cadre/templates/deployment.yaml").read_text()
+    assert f"runAsUser: {image.user}" in chart
 
 
 def test_image_references_resolve_whatever_the_tag() -> None:
@@ -40,18 +53,3 @@ def test_image_references_resolve_whatever_the_tag() -> None:
     assert find_image("ghcr.io/cadre-dev/cadre:0.1.0@sha256:" + "a" * 64) is not None
     assert find_image("ghcr.io/cadre-dev/cadre-evil:1") is None
     assert find_image("nginx:1.27") is None
-
-
-def test_the_operator_image_entry_mirrors_its_dockerfile() -> None:
-    docker = _dockerfile("operator/Dockerfile")
-    image = find_image("ghcr.io/cadre-dev/cadre:1.2.3")
-    assert image is not None
-    assert list(image.entrypoint) == json.loads(docker["ENTRYPOINT"])
-    assert docker["USER"] == f"{image.user}:{image.user}"
-    assert docker["WORKDIR"] == image.workdir
-    env = dict(pair.split("=", 1) for pair in docker["ENV"].split())
-    for key, value in image.env.items():
-        assert env[key] == value, key
-    # Non-root, and the chart runs it as that same user.
-    chart = (REPO / "charts/cadre/templates/deployment.yaml").read_text()
-    assert f"runAsUser: {image.user}" in chart
