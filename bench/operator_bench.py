@@ -181,7 +181,7 @@ def measure() -> list[Metric]:
             "s",
             f"creation to Succeeded; {how}; varies between about 1 and 3.7 s with where the"
             " sandbox's first readiness probe (every 2 s) falls",
-        ),  # fmt: skip
+        ),
     ]
 
 
