@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from cadre.localcluster.runner import threaded_apiserver, write_kubeconfig
 
 from tests.harness.conftest import ModelFactory, scripted, until
-from tests.localcluster.conftest import Http
+from tests.localcluster.conftest import Http, serving
 from tools.manifests import render
 
 __all__ = ["scripted"]
@@ -38,13 +37,12 @@ def free_port() -> int:
 @pytest.fixture
 def bare_cluster(tmp_path: Path) -> Iterator[tuple[Http, Path]]:
     """A local cluster with no CRDs: the install brings them."""
-    with threaded_apiserver(kubelet_dir=tmp_path / "node", kubelet_options={"backoff": 0.5}) as h:
-        server = h.server
-        assert server is not None
-        (tmp_path / "ca.crt").write_text(server.ca_pem)
-        kubeconfig = tmp_path / "kubeconfig"
-        write_kubeconfig(kubeconfig, server.kubeconfig())
-        yield Http(server.url, tmp_path / "ca.crt", server.admin_token), kubeconfig
+    with serving(tmp_path, kubelet_dir=tmp_path / "node", kubelet_options={"backoff": 0.5}) as (
+        _,
+        http,
+        kubeconfig,
+    ):
+        yield http, kubeconfig
 
 
 def kubectl(kubeconfig: Path, cache: Path, *args: str, input: str | None = None) -> str:

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 import yaml
 from cadre.cli.main import cli
-from cadre.localcluster.runner import threaded_apiserver, write_kubeconfig
 from click.testing import CliRunner
 
-from tests.localcluster.conftest import REPO, Http
+from tests.localcluster.conftest import REPO, Http, serving
 
 NS = "default"
 CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
@@ -26,14 +25,8 @@ CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Http, Path]]:
-    folder = tmp_path_factory.mktemp("cli")
-    with threaded_apiserver(crd_dir=REPO / "crds") as handle:
-        server = handle.server
-        assert server is not None
-        (folder / "ca.crt").write_text(server.ca_pem)
-        kubeconfig = folder / "kubeconfig"
-        write_kubeconfig(kubeconfig, server.kubeconfig())
-        yield Http(server.url, folder / "ca.crt", server.admin_token), kubeconfig
+    with serving(tmp_path_factory.mktemp("cli"), crd_dir=REPO / "crds") as (_, http, kubeconfig):
+        yield http, kubeconfig
 
 
 def cadre(

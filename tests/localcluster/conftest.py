@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -132,6 +133,19 @@ API_PATHS = {
     "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
 }
 """Where to POST each kind the operator's builders make."""
+
+
+@contextlib.contextmanager
+def serving(folder: Path, **options: Any) -> Iterator[tuple[ThreadedApiServer, Http, Path]]:
+    """A local cluster (``threaded_apiserver`` options) with its CA and an admin kubeconfig
+    written into ``folder``: the server's handle, plain HTTPS to it, the kubeconfig's path."""
+    with threaded_apiserver(**options) as handle:
+        server = handle.server
+        assert server is not None
+        (folder / "ca.crt").write_text(server.ca_pem)
+        kubeconfig = folder / "kubeconfig"
+        write_kubeconfig(kubeconfig, server.kubeconfig())
+        yield handle, Http(server.url, folder / "ca.crt", server.admin_token), kubeconfig
 
 
 def create_all(http: Http, namespace: str, objects: list[dict[str, Any]]) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver, write_kubeconfig
+from cadre.localcluster.runner import ThreadedApiServer
 
 from tests.harness.conftest import scripted
-from tests.localcluster.conftest import REPO, Http
+from tests.localcluster.conftest import REPO, Http, serving
 
 __all__ = ["scripted"]
 
@@ -25,15 +25,11 @@ LIVENESS_PORT = METRICS_PORT + 500
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[ThreadedApiServer, Http, Path]]:
-    with threaded_apiserver(
-        crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node", kubelet_options={"backoff": 0.5}
-    ) as handle:
-        server = handle.server
-        assert server is not None
-        (tmp_path / "ca.crt").write_text(server.ca_pem)
-        kubeconfig = tmp_path / "kubeconfig"
-        write_kubeconfig(kubeconfig, server.kubeconfig())
-        yield handle, Http(server.url, tmp_path / "ca.crt", server.admin_token), kubeconfig
+    with serving(
+        tmp_path, crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node",
+        kubelet_options={"backoff": 0.5},
+    ) as served:  # fmt: skip
+        yield served
 
 
 @pytest.fixture
