@@ -8,13 +8,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import pytest
 from cadre.api.limits import Limits
+from cadre.harness.pricing import prices_for
 from cadre.harness.process import effective_limits
-from cadre.harness.session import SessionConfig, SessionLimits
-from cadre.harness.sessionlog import read
+from cadre.harness.session import LESSON_REQUEST, Session, SessionConfig, SessionLimits, replay
+from cadre.harness.sessionlog import SessionLog, read
 
-from tests.harness.conftest import ModelFactory, run_session
+from tests.harness.conftest import ModelFactory, run_session, sandbox_client
 from tests.sandbox.conftest import SandboxProcess
 
 
@@ -260,3 +262,58 @@ def test_effective_limits(
     agent: dict[str, Any], task: dict[str, Any], expected: SessionLimits
 ) -> None:
     assert effective_limits(Limits.model_validate(agent), Limits.model_validate(task)) == expected
+
+
+async def test_the_lesson_is_asked_once_on_the_cached_prefix_and_logged_with_its_usage(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    lesson = "Check the file's content, not only that it exists."
+    url, model = await scripted({**TWO_STEPS, "lessons": {"engineer": lesson}})
+    path = tmp_path / "log.jsonl"
+    outcome, _ = await run_session(url, sandbox, path, _config())
+    assert outcome["outcome"] == "Succeeded"
+    client = anthropic.AsyncAnthropic(api_key="sk-test", base_url=url)
+    try:
+        for _ in range(2):  # a harness restarted after the lesson does not ask again
+            log = SessionLog.open(path)
+            session = Session(_config(), log, client, sandbox_client(sandbox), prices_for(
+                "claude-sonnet-4-6"), lambda _: None)  # fmt: skip
+            assert await session.lesson() == lesson
+            log.close()
+    finally:
+        await client.close()
+    asked = [r for r in model.requests if r["messages"][-1]["content"] == LESSON_REQUEST]
+    assert len(asked) == 1
+    last_turn = model.requests[-2]
+    assert asked[0]["system"] == last_turn["system"]
+    assert asked[0]["tools"] == last_turn["tools"]
+    assert asked[0]["messages"][:-1] == [
+        *last_turn["messages"],
+        {"role": "assistant", "content": [{"type": "text", "text": "Done: greeting says hi."}]},
+    ]
+    events = read(path)
+    assert [e["type"] for e in events][-2:] == ["session.status_terminated", "session.lesson"]
+    state = replay(events, prices_for("claude-sonnet-4-6"))
+    assert state.lesson == lesson
+    assert state.usage["output_tokens"] > sum(
+        e["usage"]["output_tokens"] for e in events if e["type"] == "span.model_request_end"
+    )
+
+
+async def test_no_lesson_is_asked_when_a_limit_ended_the_session(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    url, model = await scripted(TWO_STEPS)
+    path = tmp_path / "log.jsonl"
+    outcome, _ = await run_session(url, sandbox, path, _config(max_turns=1))
+    assert outcome["reason"] == "MaxTurnsReached"
+    client = anthropic.AsyncAnthropic(api_key="sk-test", base_url=url)
+    log = SessionLog.open(path)
+    try:
+        session = Session(_config(max_turns=1), log, client, sandbox_client(sandbox),
+                          prices_for("claude-sonnet-4-6"), lambda _: None)  # fmt: skip
+        assert await session.lesson() == ""
+    finally:
+        log.close()
+        await client.close()
+    assert not [r for r in model.requests if r["messages"][-1]["content"] == LESSON_REQUEST]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cadre.harness.session import LESSON_REQUEST
 from cadre.localcluster.runner import ThreadedApiServer
 
 from tests.harness.conftest import ModelFactory, until
@@ -34,7 +35,7 @@ LEAD = [
     {"text": "Then the engineer.", "tool_uses": [tool(
         "delegate", agent="engineer", title="slugify",
         instructions="Write slug.py with slugify(text) and a test; make it pass.",
-        acceptance_criteria="the test passes")]},
+        acceptance_criteria="the test passes", files=["slug.py", "docs/*.md"])]},
     {"text": "Waiting.", "tool_uses": [tool("wait_for_results")]},
     {"choices": [
         {"when_last_message_contains": "delivered result #1", "text": "Needs more.",
@@ -58,7 +59,7 @@ ENGINEER = [
     {"text": "Testing.", "tool_uses": [tool("bash", command="python3 test_slug.py")]},
     {"text": "Asking for an independent check.", "tool_uses": [tool(
         "delegate", agent="tester", title="check slugify",
-        instructions=f"Check this code:\n{SLUG_V1}")]},
+        instructions=f"Check this code:\n{SLUG_V1}", files=["report.txt"])]},
     {"text": "Waiting for the tester.", "tool_uses": [tool("wait_for_results")]},
     {"text": "The tester agrees.", "tool_uses": [tool("review_result", decision="accept")]},
     {"text": "slug.py is written and its test passes."},
@@ -68,14 +69,19 @@ ENGINEER = [
                        tool("edit", path="slug.py", old_string="return '-'",
                             new_string="return '' if not text else '-'")]},
     ]},
-    {"text": "Testing again.", "tool_uses": [tool("bash", command="python3 test_slug.py")]},
+    {"text": "Testing again.", "tool_uses": [tool(
+        "bash", command="cat deliveries/*/report.txt; python3 test_slug.py")]},
     {"text": "Empty input handled; the test passes."},
 ]  # fmt: skip
 TESTER = [
-    {"text": "Checking.", "tool_uses": [tool("bash", command="echo checked")]},
+    {"text": "Checking.", "tool_uses": [tool("bash", command="echo checked > report.txt")]},
     {"text": "The code is correct.", "delay_seconds": 4},
 ]
-SCENARIO = {"agents": {"lead": LEAD, "engineer": ENGINEER, "tester": TESTER}}
+ENGINEER_LESSON = "Agree on the edge cases before writing a string helper."
+SCENARIO = {
+    "agents": {"lead": LEAD, "engineer": ENGINEER, "tester": TESTER},
+    "lessons": {"engineer": ENGINEER_LESSON},
+}
 TEAM = {
     "apiVersion": "cadre.dev/v1alpha1",
     "kind": "Team",
@@ -169,8 +175,30 @@ async def test_a_three_level_tree_with_a_review_round_and_memory(
 
     # Waiting held no compute, and the workspace survived it (the edit found slug.py).
     assert engineer["metadata"]["name"] in released
-    fix = [r for r in model.requests if "Testing again." in json.dumps(r["messages"])]
+    fix = [
+        r for r in model.requests
+        if "Testing again." in json.dumps(r["messages"])
+        and r["messages"][-1]["content"] != LESSON_REQUEST
+    ]  # fmt: skip
     assert "ok" in json.dumps(fix[-1]["messages"][-1])
+
+    # Deliverables: the tester's report went into the engineer's workspace (read back by the
+    # engineer's own bash); the lead, with no sandbox tools, got slug.py inline; what matched
+    # nothing is named. The engineer's status holds its second delivery's files.
+    assert "checked" in json.dumps(fix[-1]["messages"][-1])
+    report = f"deliveries/{tester['metadata']['name']}/report.txt"
+    told = json.dumps([r["messages"] for r in model.requests if "You are engineer," in
+                       json.dumps(r["system"])])  # fmt: skip
+    assert f"now in your workspace under deliveries/{tester['metadata']['name']}/" in told
+    assert f"- {report} (8 bytes)" in told
+    lead_told = json.dumps([r["messages"] for r in model.requests if "You are lead," in
+                            json.dumps(r["system"])])  # fmt: skip
+    assert json.dumps(f"--- slug.py ---\n{SLUG_V1}")[1:-1] in lead_told
+    assert "docs/*.md: no file matches" in lead_told
+    result = engineer["status"]["result"]
+    assert [f["path"] for f in result["files"]] == ["slug.py"]
+    assert "return '' if not text" in result["files"][0]["content"]
+    assert result["filesOmitted"] == ["docs/*.md: no file matches"]
 
     # kubectl shows the tree.
     listing = await asyncio.to_thread(
@@ -187,12 +215,13 @@ async def test_a_three_level_tree_with_a_review_round_and_memory(
     memory = http("GET", f"/api/v1/namespaces/{NS}/configmaps/memory-engineer").json()
     entries = yaml.safe_load(memory["data"]["entries.yaml"])
     assert LESSON in [e["text"] for e in entries]
-    assert any(e["text"].startswith("Task 'slugify' ended Succeeded") for e in entries)
+    assert ENGINEER_LESSON in [e["text"] for e in entries]  # written by the model at the end
     create_task(http, "second", "Second task: note it.")
     second = await until(lambda: ended(http, "second"), within=60)
     assert second["status"]["phase"] == "Succeeded"
     request = next(r for r in model.requests if "Second task" in json.dumps(r["messages"]))
     assert LESSON in json.dumps(request["system"])
+    assert ENGINEER_LESSON in json.dumps(request["system"])
 
 
 RULES_LEAD = [

@@ -87,8 +87,8 @@ def test_a_crash_mid_command_gives_a_clean_rerun_not_half_a_record(
     sandbox.stop(signal.SIGKILL)
     caller.join()
     assert errors, "the caller never got an answer"
-    results = sandbox.workspace / ".cadre-sandbox/results"
-    assert list(results.glob("*.json")) == [], "no result may be stored for an unfinished call"
+    results = sandbox.workspace / ".cadre-sandbox/results.jsonl"
+    assert "toolu_crash" not in results.read_text(), "no result for an unfinished call"
 
     sandbox.start()
     assert sandbox.request("GET", "/v1/tool-calls/toolu_crash")[0] == 404
@@ -98,9 +98,9 @@ def test_a_crash_mid_command_gives_a_clean_rerun_not_half_a_record(
     assert rerun["content"].startswith("[note: an earlier attempt of this call was interrupted")
     assert "finished" in rerun["content"]
     assert [e["rerun"] for e in executions(sandbox)] == [False, True]
-    # Complete records only: every stored file parses.
-    for path in results.glob("*.json"):
-        json.loads(path.read_text())
+    # Complete records only: every stored line parses.
+    for line in results.read_text().splitlines():
+        json.loads(line)
     _, replay = sandbox.call("toolu_crash", "bash", command=command)
     assert replay["replayed"] is True
 
@@ -123,7 +123,7 @@ def test_sigterm_lets_a_running_call_finish_and_store_its_result(sandbox: Sandbo
     caller.join()
     assert answers[0][0] == 200
     assert "ok" in answers[0][1]["content"]
-    assert (sandbox.workspace / ".cadre-sandbox/results/toolu_term.json").exists()
+    assert "toolu_term" in (sandbox.workspace / ".cadre-sandbox/results.jsonl").read_text()
 
 
 def test_a_journal_line_torn_by_a_crash_does_not_stop_the_next_start(
@@ -144,3 +144,42 @@ def test_a_journal_line_torn_by_a_crash_does_not_stop_the_next_start(
         "toolu_before",
         "toolu_after",
     ]
+
+
+def test_a_result_line_torn_by_a_crash_is_a_clean_rerun_and_earlier_results_stay(
+    sandbox: SandboxProcess,
+) -> None:
+    sandbox.call("toolu_kept", "bash", command=COUNT)
+    sandbox.call("toolu_torn", "bash", command=COUNT)
+    sandbox.stop(signal.SIGKILL)
+    results = sandbox.workspace / ".cadre-sandbox/results.jsonl"
+    whole = results.read_bytes()
+    last = whole.rstrip(b"\n").rfind(b"\n") + 1
+    results.write_bytes(whole[: last + 20])  # what a crash mid-append of toolu_torn leaves
+    sandbox.start()
+    _, kept = sandbox.call("toolu_kept", "bash", command=COUNT)
+    assert kept["replayed"] is True
+    status, rerun = sandbox.call("toolu_torn", "bash", command=COUNT)
+    assert status == 200
+    assert rerun["replayed"] is False
+    assert rerun["rerun_after_interruption"] is True
+    _, after = sandbox.call("toolu_torn", "bash", command=COUNT)
+    assert after["replayed"] is True
+    assert after["content"] == rerun["content"]
+
+
+def test_a_result_stored_by_an_older_sandbox_one_file_per_result_is_still_answered(
+    sandbox: SandboxProcess,
+) -> None:
+    """A session resumed by an upgraded sandbox on the same workspace runs nothing twice."""
+    sandbox.call("toolu_old", "bash", command=COUNT)
+    sandbox.stop(signal.SIGKILL)
+    state = sandbox.workspace / ".cadre-sandbox"
+    record = json.loads((state / "results.jsonl").read_text().splitlines()[0])
+    (state / "results").mkdir()
+    (state / "results/toolu_old.json").write_text(json.dumps(record))
+    (state / "results.jsonl").unlink()
+    sandbox.start()
+    _, replay = sandbox.call("toolu_old", "bash", command=COUNT)
+    assert replay["replayed"] is True
+    assert (sandbox.workspace / "counter.txt").read_text() == "run\n"

@@ -129,6 +129,15 @@ class Sandbox(ApiModel):
     """The workspace volume."""
 
 
+class LessonSource(StrEnum):
+    """Who writes the lesson recorded when a Task ends."""
+
+    MODEL = "Model"
+    """The model, asked once more at the end (the conversation is read from the prompt cache)."""
+    SUMMARY = "Summary"
+    """The harness: how the Task ended and the start of its result, with no model call."""
+
+
 class Memory(ApiModel):
     """What the Agent remembers across Tasks."""
 
@@ -136,6 +145,8 @@ class Memory(ApiModel):
     """Record lessons and load them into later sessions' system prompts."""
     max_entries: Annotated[int, Field(ge=1, le=1000)] = 100
     """Entries kept; the least useful are compacted away when full."""
+    lessons: LessonSource = LessonSource.MODEL
+    """Who writes the end-of-Task lesson: ``Model`` (default) or ``Summary``."""
 
 
 class Pricing(ApiModel):

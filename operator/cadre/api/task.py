@@ -21,6 +21,21 @@ from cadre.api.meta import (
 
 MAX_TASK_NAME = 52
 """Task names end up in the sandbox's Pod, Service and Secret names, so they leave room."""
+MAX_DELIVERABLE_PATTERNS = 16
+MAX_DELIVERY_BYTES = 64 * 1024
+"""Text of the files one delivery hands over, in all: it travels in the Task's status."""
+
+DeliverablePattern = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+"""A glob relative to the workspace (``src/**/*.py``, ``README.md``)."""
+
+
+def _relative_patterns(field: str) -> CelRule:
+    return CelRule(
+        rule=f"!has(self.{field}) || self.{field}.all(p, !p.startsWith('/') && "
+        "!p.matches('(^|/)[.][.](/|$)'))",
+        message=f"{field}: patterns are relative to the workspace and contain no '..'",
+        field_path=f".{field}",
+    )
 
 
 class TaskPhase(StrEnum):
@@ -104,6 +119,7 @@ class TaskSpec(ApiModel):
             rule="!oldSelf.cancel || self.cancel",
             message="spec.cancel cannot be set back to false",
         ),
+        _relative_patterns("deliverables"),
     )
 
     assignee: Assignee
@@ -116,6 +132,11 @@ class TaskSpec(ApiModel):
     """How the requester will judge the deliverable; the reviewer checks against it."""
     parent_ref: ParentReference | None = None
     """Set by the operator on a delegated Task; absent on a top-level one."""
+    deliverables: list[DeliverablePattern] = Field(
+        default_factory=list, max_length=MAX_DELIVERABLE_PATTERNS
+    )
+    """Workspace files (globs) handed to the requester with the result, text only, at most
+    64 KiB in all; on a delegated Task, what the requester asked for."""
     limits: Limits = Field(default_factory=Limits)
     """Overrides of the Agent's limits for this Task."""
     review: TaskReview = Field(default_factory=TaskReview)
@@ -227,10 +248,16 @@ class DelegationRequest(ApiModel):
     """A delegation asked for by the session (keyed by its tool call id), answered by the
     operator, which alone creates child Tasks and enforces the Team's rules."""
 
+    cel_rules = (_relative_patterns("deliverables"),)
+
     agent: ObjectName
     """The teammate asked to do the work."""
     title: ShortText = ""
     """A short name for the child Task."""
+    deliverables: list[DeliverablePattern] = Field(
+        default_factory=list, max_length=MAX_DELIVERABLE_PATTERNS
+    )
+    """Files the requester wants back with the result (globs in the teammate's workspace)."""
     instructions: Annotated[str, StringConstraints(max_length=MAX_DELEGATION_INSTRUCTIONS)] = ""
     """What to do; cleared by the operator once it is in the child's ``spec.prompt``."""
     acceptance_criteria: Annotated[str, StringConstraints(max_length=8192)] = ""
@@ -250,6 +277,8 @@ class DeliveredFile(ApiModel):
     """Path relative to the workspace."""
     size_bytes: Annotated[int, Field(ge=0)]
     """Size in bytes."""
+    content: Annotated[str, StringConstraints(max_length=MAX_DELIVERY_BYTES)] = ""
+    """The file's text, which the requester's harness writes into its own workspace."""
 
 
 class TaskResult(ApiModel):
@@ -260,7 +289,11 @@ class TaskResult(ApiModel):
     truncated: bool = False
     """Whether ``summary`` was cut."""
     files: list[DeliveredFile] = Field(default_factory=list, max_length=64)
-    """Files delivered from the workspace."""
+    """Files delivered from the workspace (``spec.deliverables``)."""
+    files_omitted: list[Annotated[str, StringConstraints(max_length=1024)]] = Field(
+        default_factory=list, max_length=32
+    )
+    """Deliverables left out, each with the reason (no match, binary, over the size limit)."""
 
 
 class TaskStatus(ApiModel):

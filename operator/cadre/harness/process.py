@@ -25,9 +25,10 @@ import anthropic
 import kubernetes
 from aiohttp import web
 
-from cadre.api.agent import AgentSpec
+from cadre.api.agent import AgentSpec, LessonSource
 from cadre.api.conditions import merge_condition
 from cadre.api.limits import Limits, parse_duration
+from cadre.api.task import MAX_DELIVERY_BYTES
 from cadre.api.team import TeamSpec
 from cadre.harness.eventserver import EventServer
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add, for_prompt, mark_used, render
@@ -129,6 +130,13 @@ def build_final_status(outcome: Obj, generation: int | None, conditions: list[Ob
     if not paused:
         status["completionTime"] = _now()
     return status
+
+
+def _delivered(task: Obj, deliveries: int) -> bool:
+    """Whether the Task's status shows the session's latest delivery (pure)."""
+    status = task.get("status") or {}
+    shown = int((status.get("review") or {}).get("deliveries") or 0)
+    return status.get("phase") == "InReview" and shown == deliveries
 
 
 def verdict_of(task: Obj) -> Verdict | None:
@@ -420,6 +428,12 @@ class HarnessProcess:
         prompt = spec["prompt"]
         if spec.get("acceptanceCriteria"):
             prompt += f"\n\nAcceptance criteria: {spec['acceptanceCriteria']}"
+        if spec.get("deliverables"):
+            wanted = ", ".join(spec["deliverables"])
+            prompt += (
+                f"\n\nFiles to deliver, from your workspace, with your result: {wanted} "
+                "(text files, 64 KiB in all)."
+            )
         context, team_tools = await self._context(task, session_log)
         review = spec.get("review") or {}
         config = SessionConfig(
@@ -442,6 +456,8 @@ class HarnessProcess:
             self.api, name, session_token(self.key, uid), self.sandbox_wait_seconds
         )
         tools = SandboxClient(sandbox)
+        # Delivered files go into the workspace of a session that has one to look at them in.
+        team_tools.sandbox = tools if config.tools else None
         session = Session(
             config, session_log, self.client, tools, self.prices,
             lambda line: print(line, flush=True), harness_tools=team_tools,
@@ -454,15 +470,19 @@ class HarnessProcess:
                 return True
             if state.idle == AWAITING_REVIEW:
                 verdict = verdict_of(task)
-                if verdict is None or not session.apply_verdict(verdict):
+                if (verdict is None or not session.apply_verdict(verdict)) and _delivered(
+                    task, state.deliveries
+                ):
                     return False
+                # Else a verdict to act on, or a delivery logged whose status was never
+                # written (the harness died in between): write it now.
             elif state.idle == WAITING and not await team_tools.pending_news(state):
                 return False
             # Woken from a pause, a session was not interrupted: only a crash counts as resume.
             interrupted = resumed and state.idle is None
             status = task.get("status") or {}
             session_status = status.get("session") or {}
-            if session.state.outcome is None:
+            if session.state.outcome is None and session.state.idle != AWAITING_REVIEW:
                 await self.api.patch_status(name, {
                     "phase": "Running", "agent": self.agent,
                     "startTime": status.get("startTime") or _now(),
@@ -483,19 +503,63 @@ class HarnessProcess:
                 raise
             finally:
                 reporter.cancel()
+            delivery = await self._deliverables(name, spec, outcome, tools)
         finally:
             await tools.close()
-        await self._finish(name, outcome, meta.get("generation"), session.state)
-        if outcome["outcome"] in FINAL_PHASES and team_tools.memory is not None:
-            await self._record_lesson(task, outcome, team_tools.memory)
+        # A session that has ended is concluded even if the Task is cancelled or the harness
+        # stops meanwhile (a cancel that comes after the end changes nothing), and before its
+        # log is closed.
+        conclusion = asyncio.ensure_future(
+            self._conclude(task, outcome, session, team_tools, delivery)
+        )
+        try:
+            await asyncio.shield(conclusion)
+        except asyncio.CancelledError:
+            await conclusion
+            raise
         return True
 
-    async def _record_lesson(self, task: Obj, outcome: Obj, memory: MemoryStore) -> None:
-        """The end-of-Task entry: what the Task was and how it ended, in one line."""
+    async def _conclude(
+        self, task: Obj, outcome: Obj, session: Session, team_tools: TeamTools,
+        delivery: Obj | None,
+    ) -> None:  # fmt: skip
+        """The lesson, then the final status: the lesson's tokens count in the Task's usage,
+        and a harness that dies before the status is written records it again (as a use)."""
+        if outcome["outcome"] in ("Succeeded", "Failed") and team_tools.memory is not None:
+            await self._record_lesson(task, outcome, session, team_tools.memory)
+        meta = task["metadata"]
+        await self._finish(meta["name"], outcome, meta.get("generation"), session.state, delivery)
+
+    async def _deliverables(
+        self, name: str, spec: Obj, outcome: Obj, tools: SandboxClient
+    ) -> Obj | None:
+        """The files ``spec.deliverables`` names, read from the sandbox as the session delivers
+        (or succeeds); what could not be read is said in ``filesOmitted``, never fatal."""
+        patterns = spec.get("deliverables") or []
+        # At each delivery, or at the end of a Task nobody reviews; an accepted delivery keeps
+        # the files it came with.
+        delivering = outcome["outcome"] == "InReview" or (
+            outcome["outcome"] == "Succeeded" and outcome["reason"] == "Completed"
+        )
+        if not patterns or not delivering:
+            return None
+        try:
+            return await tools.bundle(list(patterns), MAX_DELIVERY_BYTES)
+        except SandboxUnavailable as err:
+            print(f"[{name}] deliverables not read: {err}", flush=True)
+            return {"files": [], "omitted": [f"the workspace could not be read: {err}"[:1024]]}
+
+    async def _record_lesson(
+        self, task: Obj, outcome: Obj, session: Session, memory: MemoryStore
+    ) -> None:
+        """The end-of-Task entry: the model's own lesson (``memory.lessons: Model``), else, or
+        when it gave none, what the Task was and how it ended, in one line."""
         spec = task["spec"]
-        title = spec.get("title") or spec["prompt"].splitlines()[0][:80]
-        result = " ".join((outcome.get("result") or "").split())[:300]
-        lesson = f"Task '{title}' ended {outcome['outcome']} ({outcome['reason']}): {result}"
+        lesson = await session.lesson() if self.spec.memory.lessons == LessonSource.MODEL else ""
+        if not lesson:
+            title = spec.get("title") or spec["prompt"].splitlines()[0][:80]
+            result = " ".join((outcome.get("result") or "").split())[:300]
+            lesson = f"Task '{title}' ended {outcome['outcome']} ({outcome['reason']}): {result}"
         name = task["metadata"]["name"]
         try:
             await memory.update(
@@ -526,11 +590,16 @@ class HarnessProcess:
         await self.api.patch_status(name, {"conditions": conditions})
 
     async def _finish(
-        self, name: str, outcome: Obj, generation: int | None, state: State | None
-    ) -> None:
+        self, name: str, outcome: Obj, generation: int | None, state: State | None,
+        delivery: Obj | None = None,
+    ) -> None:  # fmt: skip
         """The final status, keeping the conditions others set (Accepted)."""
         current = ((await self.api.task(name)).get("status") or {}).get("conditions") or []
         status = build_final_status(outcome, generation, current)
+        if delivery is not None:
+            result = status.setdefault("result", {"summary": "", "truncated": False})
+            result["files"] = delivery["files"]
+            result["filesOmitted"] = delivery["omitted"][:32]
         if state is not None:
             status.update(build_usage_status(state))
             if outcome["outcome"] == "InReview":

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+Obj = dict[str, Any]
+
 
 @dataclass(frozen=True)
 class SandboxEndpoint:
@@ -61,6 +63,30 @@ class SandboxClient:
             await self._session.close()
 
     async def call(self, tool_use_id: str, name: str, data: Any) -> ToolOutcome:
+        status, body = await self._post(
+            "/v1/tool-calls", {"tool_use_id": tool_use_id, "name": name, "input": data}
+        )
+        if status == 200:
+            return ToolOutcome(
+                str(body.get("content", "")),
+                bool(body.get("is_error")),
+                bool(body.get("replayed")),
+            )
+        # Bad input the sandbox refused: the model reads the message and can correct itself.
+        return ToolOutcome(f"error: {_message(status, body)}", True)
+
+    async def bundle(self, patterns: list[str], max_bytes: int) -> dict[str, Any]:
+        """The deliverable files matching ``patterns`` (``cadre.sandbox.bundle``)."""
+        status, body = await self._post(
+            "/v1/bundle", {"patterns": patterns, "max_bytes": max_bytes}
+        )
+        if status != 200:
+            raise SandboxUnavailable(f"the sandbox refused the delivery: {_message(status, body)}")
+        return dict(body)
+
+    async def _post(self, path: str, payload: Obj) -> tuple[int, Any]:
+        """POST until the sandbox answers (sent again on a lost connection: tool calls are
+        idempotent by id, bundles read only); 401 is final."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         loop = asyncio.get_running_loop()
@@ -70,8 +96,8 @@ class SandboxClient:
             endpoint = await self._access.endpoint()
             try:
                 async with self._session.post(
-                    f"{endpoint.url}/v1/tool-calls",
-                    json={"tool_use_id": tool_use_id, "name": name, "input": data},
+                    f"{endpoint.url}{path}",
+                    json=payload,
                     headers={"Authorization": f"Bearer {endpoint.token}"},
                 ) as response:
                     body = await response.json(content_type=None)
@@ -86,18 +112,12 @@ class SandboxClient:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            if response.status == 200:
-                return ToolOutcome(
-                    str(body.get("content", "")),
-                    bool(body.get("is_error")),
-                    bool(body.get("replayed")),
-                )
             if response.status == 401:
                 raise SandboxUnavailable("the sandbox refused the session token")
-            # Bad input the sandbox refused: the model reads the message and can correct itself.
-            message = (
-                body.get("error", {}).get("message", f"HTTP {response.status}")
-                if isinstance(body, dict)
-                else str(body)
-            )
-            return ToolOutcome(f"error: {message}", True)
+            return response.status, body
+
+
+def _message(status: int, body: Any) -> str:
+    if isinstance(body, dict):
+        return str(body.get("error", {}).get("message", f"HTTP {status}"))
+    return str(body)

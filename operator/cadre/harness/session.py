@@ -42,6 +42,11 @@ _USAGE_KEYS = (
 
 WAITING = "WaitingForChildren"
 AWAITING_REVIEW = "AwaitingReview"
+LESSON_REQUEST = (
+    "This Task is over. In one or two sentences, write the lesson from it that is worth "
+    "remembering in your future Tasks; it goes into your memory. Answer with the lesson only."
+)
+MAX_LESSON_CHARS = 500
 
 
 class Suspend(Exception):  # noqa: N818 - control flow: the session pauses, it did not fail
@@ -147,6 +152,8 @@ class State:
     """Results delivered for review so far."""
     context: str | None = None
     """The context logged when the session was created."""
+    lesson: str | None = None
+    """The model's lesson, asked for once the session ended ("" when none could be had)."""
     started_at: float = 0.0
     applied: int = 0
     """How many of the log's events are folded in."""
@@ -221,6 +228,11 @@ def apply(state: State, event: Event, prices: Prices) -> None:
             state.pending, state.last_stop = [], "tool_results"
     elif kind == "session.status_terminated":
         state.outcome = {k: v for k, v in event.items() if k not in ("seq", "type", "time")}
+    elif kind == "session.lesson":
+        state.lesson = event["text"]
+        for key in _USAGE_KEYS:
+            state.usage[key] += int(event["usage"].get(key) or 0)
+        state.cost_usd += cost(prices, event["usage"])
     state.applied += 1
 
 
@@ -344,6 +356,43 @@ class Session:
         while state.outcome is None and state.idle is None:
             state = await self._step(state)
         return state.outcome if state.outcome is not None else self._paused(state)
+
+    async def lesson(self, within: float = 60.0) -> str:
+        """The model's own lesson from this ended session, asked once: the answer is logged
+        (``session.lesson``, with its usage), so a harness restarted afterwards does not ask
+        again. Asked with the same system prompt, tools and conversation, so it reads them
+        from the prompt cache. "" when there is nothing to ask on (the conversation does not
+        end with a finished answer, or a limit ended it) or the model did not answer."""
+        state = self._caught_up()
+        if state.lesson is not None:
+            return state.lesson
+        outcome = state.outcome or {}
+        last = state.messages[-1] if state.messages else {}
+        finished = last.get("role") == "assistant" and not any(
+            b.get("type") == "tool_use" for b in last.get("content") or []
+        )
+        if not finished or str(outcome.get("reason", "")).startswith("Max"):
+            return ""
+        messages = [*state.messages, {"role": "user", "content": LESSON_REQUEST}]
+        try:
+            async with asyncio.timeout(within):
+                message = await self.client.messages.create(
+                    model=self.config.model,
+                    max_tokens=300,
+                    system=self.config.system_blocks(),  # type: ignore[arg-type]
+                    tools=self.config.tool_definitions(),  # type: ignore[arg-type]
+                    messages=messages,  # type: ignore[arg-type]
+                )
+        except (TimeoutError, anthropic.APIError) as err:
+            self.say(f"no lesson: {err}")
+            return ""
+        text = " ".join(
+            " ".join(getattr(b, "text", "").split()) for b in message.content if b.type == "text"
+        ).strip()[:MAX_LESSON_CHARS]
+        usage = {key: int(getattr(message.usage, key, 0) or 0) for key in _USAGE_KEYS}
+        self.log.append("session.lesson", text=text, usage=usage, message_id=message.id)
+        self.say(f"lesson: {text}")
+        return self._caught_up().lesson or ""
 
     @staticmethod
     def _paused(state: State) -> Obj:

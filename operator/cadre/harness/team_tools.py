@@ -20,9 +20,11 @@ from pydantic import ValidationError
 
 from cadre.api.task import DelegationRequest
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add
-from cadre.harness.sandbox_client import ToolOutcome
+from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable, ToolOutcome
 from cadre.harness.session import State, Suspend
 from cadre.harness.taskapi import TaskApi
+from cadre.sandbox.bundle import check_pattern
+from cadre.sandbox.tools import ToolInputError
 
 Obj = dict[str, Any]
 FINAL = ("Succeeded", "Failed", "Cancelled")
@@ -43,6 +45,13 @@ DELEGATE: Obj = {
             "acceptance_criteria": {
                 "type": "string",
                 "description": "How you will judge the result.",
+            },
+            "files": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Files you want back with the result: paths or glob patterns "
+                "in the teammate's workspace (text files, 64 KiB in all). They are copied into "
+                "your workspace under deliveries/<task>/.",
             },
         },
         "required": ["agent", "instructions"],
@@ -150,6 +159,9 @@ class TeamTools:
     """Whether this Agent may delegate in its Team (it is offered delegate/wait/review)."""
     memory: MemoryStore | None = None
     max_memory_entries: int = 100
+    sandbox: SandboxClient | None = None
+    """The session's sandbox, where delivered files are placed (None: the Agent has no
+    sandbox tools, so files are shown inline)."""
     answer_within: float = 120.0
     clock: Callable[[], str] = field(
         default=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -167,7 +179,7 @@ class TeamTools:
         if name == "delegate":
             return await self._delegate(tool_use_id, input)
         if name == "wait_for_results":
-            return await self._wait(state)
+            return await self._wait(tool_use_id, state)
         if name == "review_result":
             return await self._review(input)
         if name == "remember":
@@ -185,15 +197,23 @@ class TeamTools:
         )
 
     async def _delegate(self, tool_use_id: str, input: Obj) -> ToolOutcome:
+        files = input.get("files") or []
         try:
+            if not isinstance(files, list):
+                raise ToolInputError("files: must be a list of paths or glob patterns")
+            for i, pattern in enumerate(files):
+                check_pattern(pattern, f"files[{i}]")
             request = DelegationRequest.model_validate(
                 {
                     "agent": input.get("agent"),
                     "title": input.get("title") or "",
                     "instructions": input.get("instructions"),
                     "acceptanceCriteria": input.get("acceptance_criteria") or "",
+                    "deliverables": files,
                 }
             )
+        except ToolInputError as err:
+            return _error(f"delegate: input {err}")
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -219,11 +239,14 @@ class TeamTools:
             await asyncio.sleep(0.2)
         return _error(f"the operator did not answer the delegation within {self.answer_within:g}s")
 
-    async def _wait(self, state: State) -> ToolOutcome:
+    async def _wait(self, tool_use_id: str, state: State) -> ToolOutcome:
         children = await self.api.children(self.task)
         news = news_of(children, state.reported)
         if news:
-            text = "\n\n".join(describe(child) for _, child in news)
+            parts = []
+            for n, (_, child) in enumerate(news):
+                parts.append(describe(child) + await self._hand_over(f"{tool_use_id}-{n}", child))
+            text = "\n\n".join(parts)
             return ToolOutcome(text, False, reported=frozenset(k for k, _ in news))
         unreviewed = [c["metadata"]["name"] for c in children if awaits_review(c)]
         if unreviewed:
@@ -231,6 +254,38 @@ class TeamTools:
         if any((c.get("status") or {}).get("phase") not in FINAL for c in children):
             raise Suspend
         return ToolOutcome("No delegated Task is outstanding.", False)
+
+    async def _hand_over(self, call_id: str, child: Obj) -> str:
+        """Delivered files into this session's workspace, under ``deliveries/<task>/``; what
+        to tell the model about them. Each file is a ``write`` with an id of its own made from
+        the wait call's, so a re-run after a crash writes nothing twice."""
+        result = (child.get("status") or {}).get("result") or {}
+        files, omitted = result.get("files") or [], result.get("filesOmitted") or []
+        if not files and not omitted:
+            return ""
+        folder = f"deliveries/{child['metadata']['name']}"
+        lines = []
+        sandbox = self.sandbox
+        if files and sandbox is None:
+            lines.append("\nDelivered files:")
+            lines += [f"--- {f['path']} ---\n{f.get('content', '')}" for f in files]
+        elif files and sandbox is not None:
+            lines.append(f"\nDelivered files, now in your workspace under {folder}/:")
+            for i, file in enumerate(files):
+                path = f"{folder}/{file['path']}"
+                try:
+                    written = await sandbox.call(
+                        f"{call_id}-f{i}", "write", {"path": path, "content": file["content"]}
+                    )
+                except SandboxUnavailable as err:
+                    written = ToolOutcome(str(err), True)
+                size = f"{file.get('sizeBytes', 0)} bytes"
+                fault = f" (not written: {written.content})" if written.is_error else ""
+                lines.append(f"- {path} ({size}){fault}")
+        if omitted:
+            lines.append("Not delivered:")
+            lines += [f"- {why}" for why in omitted]
+        return "\n".join(lines)
 
     async def _review(self, input: Obj) -> ToolOutcome:
         name, decision = input.get("task"), input.get("decision")

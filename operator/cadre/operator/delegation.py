@@ -120,6 +120,8 @@ def build_child_task(
         "parentRef": {"name": parent.name, "uid": parent.uid},
         "review": {"maxRounds": team.review.max_rounds},
     }
+    if request.deliverables:
+        spec["deliverables"] = list(request.deliverables)
     if timeout_seconds is not None:
         spec["limits"] = {"timeout": f"{timeout_seconds}s"}
     return {

@@ -214,9 +214,10 @@ def cancel_children(task: Obj) -> None:
     """A Task that ended takes its unfinished delegated work with it."""
     namespace, name = task["metadata"]["namespace"], task["metadata"]["name"]
     for child in apply.list_children(namespace, name):
-        if (child.get("status") or {}).get("phase") not in FINAL and not child["spec"].get(
-            "cancel"
-        ):
+        status = child.get("status") or {}
+        # An accepted result is finishing (its harness writes Succeeded), not unfinished work.
+        accepted = (status.get("review") or {}).get("decision") == "Accepted"
+        if status.get("phase") not in FINAL and not child["spec"].get("cancel") and not accepted:
             apply.cancel_task(namespace, child["metadata"]["name"])
             kopf.info(
                 _ref(task), reason="ChildCancelled",

@@ -6,6 +6,8 @@ Routes:
 - ``POST /v1/tool-calls`` ``{"tool_use_id", "name", "input"}``: run a tool once; the same id
   again returns the stored result (``"replayed": true``) without running anything.
 - ``GET /v1/tool-calls/{tool_use_id}``: a stored result, or 404.
+- ``POST /v1/bundle`` ``{"patterns", "max_bytes"}``: the text files a delegated Task delivers
+  (``cadre.sandbox.bundle``); read only, so it needs no id.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from cadre.sandbox.bundle import bundle, check_request
 from cadre.sandbox.config import SandboxConfig
 from cadre.sandbox.store import ResultStore, input_digest
 from cadre.sandbox.tools import TOOL_SCHEMAS, ToolInputError, Workspace, check_input
@@ -199,11 +202,20 @@ class SandboxHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if not self._check_auth():
             return
-        if self.path != "/v1/tool-calls":
+        if self.path not in ("/v1/tool-calls", "/v1/bundle"):
             self._error(HTTPStatus.NOT_FOUND, "not_found", f"no route {self.path}")
             return
         body = self._read_body()
         if body is None:
+            return
+        if self.path == "/v1/bundle":
+            try:
+                patterns, max_bytes = check_request(body)
+            except ToolInputError as err:
+                self._error(err.status, err.kind, str(err))
+                return
+            delivered = bundle(self.server.config.workspace, patterns, max_bytes)
+            self._reply(HTTPStatus.OK, delivered, files=len(delivered["files"]))
             return
         started = time.monotonic()
         try:

@@ -2,8 +2,13 @@
 
 This is what makes tool side effects happen once across harness crashes: the harness re-sends
 an unanswered call with the same id, and the sandbox answers from here without running it
-again, even after the sandbox itself restarted. Records are written whole (temporary file,
-rename), so a crash leaves either the full result or none.
+again, even after the sandbox itself restarted.
+
+Two append-only files, each line written whole with one ``write``: the journal
+(``executions.jsonl``: a call starts) and the results (``results.jsonl``: a call ended, with
+its whole record). A crash leaves either a full line or a torn last line, which is skipped on
+the next start, so there is never half a record. Appending one line costs a few microseconds;
+a file per result (temporary file, then rename) cost 0.4 ms, a fifth of a ``bash true`` call.
 
 Durable against the death of the sandbox process (SIGKILL, OOM, a container restart): every
 write reaches the kernel before the call runs or is answered, and the page cache outlives the
@@ -40,21 +45,33 @@ class ResultStore:
     """Stored results plus an append-only journal of every execution."""
 
     def __init__(self, folder: Path) -> None:
-        self.results = folder / "results"
+        folder.mkdir(parents=True, exist_ok=True)
         self.journal = folder / "executions.jsonl"
-        self.results.mkdir(parents=True, exist_ok=True)
+        self.results = folder / "results.jsonl"
+        self._legacy = folder / "results"
+        """One file per result: where sandboxes before the results log stored them (read only,
+        so a session resumed by an upgraded sandbox still finds its earlier results)."""
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._journal_lock = threading.Lock()
+        self._append_lock = threading.Lock()
         # Ids that started at least once; one without a stored result was interrupted.
-        raw = self.journal.read_bytes() if self.journal.exists() else b""
-        self._started = {entry["tool_use_id"] for entry in parse_journal(raw)}
-        self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        if raw and not raw.endswith(b"\n"):
-            os.write(self._journal_fd, b"\n")  # end a line torn by a crash before appending
+        self._started = {entry["tool_use_id"] for entry in read_journal(self.journal)}
+        self._journal_fd = _open_for_append(self.journal)
+        # Where each stored result's line is: (offset, length) in the results log.
+        self._index: dict[str, tuple[int, int]] = {}
+        raw = self.results.read_bytes() if self.results.exists() else b""
+        offset = 0
+        for line in raw.splitlines(keepends=True):
+            record = _parse_line(line)
+            if record is not None and isinstance(record.get("tool_use_id"), str):
+                self._index[record["tool_use_id"]] = (offset, len(line))
+            offset += len(line)
+        self._results_fd = _open_for_append(self.results)
+        self._results_size = os.fstat(self._results_fd).st_size
 
     def close(self) -> None:
         os.close(self._journal_fd)
+        os.close(self._results_fd)
 
     @staticmethod
     def check_id(tool_use_id: Any) -> str:
@@ -75,12 +92,16 @@ class ResultStore:
     def get(self, tool_use_id: str) -> dict[str, Any] | None:
         if tool_use_id not in self._started:
             return None  # only a call that started can have a result
-        path = self.results / f"{tool_use_id}.json"
+        where = self._index.get(tool_use_id)
+        if where is not None:
+            record = _parse_line(os.pread(self._results_fd, where[1], where[0]))
+            assert record is not None, "an indexed line is whole"
+            return record
         try:
-            record: dict[str, Any] = json.loads(path.read_text())
+            legacy: dict[str, Any] = json.loads((self._legacy / f"{tool_use_id}.json").read_text())
         except FileNotFoundError:
             return None
-        return record
+        return legacy
 
     def begin(self, tool_use_id: str, name: str, digest: str) -> bool:
         """Journal that a call starts (before it runs); True when an earlier attempt started
@@ -93,38 +114,53 @@ class ResultStore:
             "time": time.time(),
             "rerun": interrupted,
         }
-        line = (json.dumps(entry) + "\n").encode()
-        with self._journal_lock:
-            # One O_APPEND write of a whole line, in the kernel before the call runs.
-            os.write(self._journal_fd, line)
+        with self._append_lock:
+            _write_line(self._journal_fd, entry)
             self._started.add(tool_use_id)
         return interrupted
 
     def finish(self, tool_use_id: str, record: dict[str, Any]) -> None:
         """Store a result whole before it is answered."""
-        # Whole or not at all: a temporary file then a rename. The name needs no randomness:
-        # this id's lock is held.
-        target = self.results / f"{tool_use_id}.json"
-        temporary = target.with_name(f".{target.name}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "wb") as handle:  # writes it all, however large
-            handle.write(json.dumps(record).encode())
-        os.replace(temporary, target)
+        with self._append_lock:
+            length = _write_line(self._results_fd, record)
+            self._index[tool_use_id] = (self._results_size, length)
+            self._results_size += length
 
     def executions(self) -> list[dict[str, Any]]:
         """Every execution ever started, oldest first (the sandbox's own record)."""
         return read_journal(self.journal)
 
 
+def _open_for_append(path: Path) -> int:
+    """Writes go to the end (O_APPEND); reads at an offset (pread) use the same descriptor."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        os.write(fd, b"\n")  # end a line torn by a crash before appending
+    return fd
+
+
+def _write_line(fd: int, entry: dict[str, Any]) -> int:
+    """Append one whole line; its length in bytes. One write for any size the kernel takes
+    at once (a regular file takes it all unless the disk is full)."""
+    data = (json.dumps(entry) + "\n").encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # torn by a crash: that call never finished
+    return value if isinstance(value, dict) else None
+
+
 def parse_journal(raw: bytes) -> list[dict[str, Any]]:
     """The journal's entries; a line torn by a crash is skipped, since that call never ran."""
-    entries = []
-    for line in raw.splitlines():
-        try:
-            entries.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-    return entries
+    return [entry for entry in map(_parse_line, raw.splitlines()) if entry is not None]
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:

@@ -11,6 +11,8 @@ agents:
         - text: Something failed.
     - fail_first: [{status: 429}] # errors served before this reply, once each
       text: Done.
+lessons:                         # answers to the harness's end-of-Task lesson request
+  engineer: Run the tests before saying done.
 ```
 
 A reply's step is the number of assistant messages in the request, so a re-issued request
@@ -26,6 +28,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from cadre.harness.session import LESSON_REQUEST
 
 StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"]
 _AGENT = re.compile(r"You are ([a-z0-9]([-a-z0-9]*[a-z0-9])?),")
@@ -75,6 +79,9 @@ class Choices(_Strict):
 
 class Scenario(_Strict):
     agents: dict[str, list[Reply | Choices]]
+    lessons: dict[str, str] = Field(default_factory=dict)
+    """What each agent answers when the harness asks for its lesson as a Task ends (outside
+    the script's steps); an agent not listed answers with a lesson naming the Task."""
 
     @classmethod
     def load(cls, path: Path) -> Scenario:
@@ -153,6 +160,10 @@ def choose(scenario: Scenario, request: dict[str, Any]) -> tuple[str, int, Reply
     steps = scenario.agents.get(agent)
     if steps is None:
         raise ScenarioError(f"the scenario has no agent {agent!r}")
+    if last_message(request) == LESSON_REQUEST:
+        title = (first_message(request).splitlines() or [""])[0][:80]
+        default = f"Finished '{title}'; check the result against its criteria before delivering."
+        return agent, step_of(request), Reply(text=scenario.lessons.get(agent) or default)
     step = step_of(request, steps)
     if step >= len(steps):
         raise ScenarioError(f"the script of agent {agent!r} is exhausted at step {step + 1}")
