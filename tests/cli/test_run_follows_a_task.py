@@ -87,8 +87,8 @@ async def test_logs_replays_a_session_and_follows_one_live(
     events = [json.loads(line) for line in followed.splitlines()]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # no gap, no duplicate
     assert events[0]["type"] == "session.created"
-    assert events[-1]["type"] == "session.status_terminated"
-    assert events[-1]["outcome"] == "Succeeded"
+    assert [e["type"] for e in events[-2:]] == ["session.status_terminated", "session.lesson"]
+    assert events[-2]["outcome"] == "Succeeded"
     # Replayed afterwards: the same events; from a seq: the rest.
     code, replayed, err = await cadre_run(kubeconfig, "slow", "-o", "jsonl", command="logs")
     assert [json.loads(line) for line in replayed.splitlines()] == events
@@ -102,6 +102,7 @@ async def test_logs_replays_a_session_and_follows_one_live(
     assert "<- " in text
     assert "hello" in text
     assert "Succeeded: " in text
+    assert "lesson: Finished 'Slowly write hello.py.'" in text
     # A Task this harness never worked: said in one line.
     http("POST", "/apis/cadre.dev/v1alpha1/namespaces/default/tasks", {
         "apiVersion": "cadre.dev/v1alpha1", "kind": "Task", "metadata": {"name": "elsewhere"},

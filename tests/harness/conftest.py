@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from cadre.harness.pricing import prices_for
 from cadre.harness.sandbox_client import SandboxClient, StaticSandbox
-from cadre.harness.session import Session, SessionConfig
+from cadre.harness.session import LESSON_REQUEST, Session, SessionConfig
 from cadre.harness.sessionlog import SessionLog
 from cadre.scriptedmodel.scenario import Scenario
 from cadre.scriptedmodel.server import ScriptedModel
@@ -74,6 +74,15 @@ async def run_session(
         await client.close()
         log.close()
     return outcome, log
+
+
+def work_requests(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The model requests of the sessions' work: without the end-of-Task lesson requests."""
+    return [r for r in requests if r["messages"][-1]["content"] != LESSON_REQUEST]
+
+
+def lesson_requests(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in requests if r["messages"][-1]["content"] == LESSON_REQUEST]
 
 
 def digest(token: str) -> str:

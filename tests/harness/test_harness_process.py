@@ -31,7 +31,7 @@ from cadre.operator.sandbox_builders import (
 )
 from cadre.sandbox.store import read_journal
 
-from tests.harness.conftest import ModelFactory, until
+from tests.harness.conftest import ModelFactory, lesson_requests, until, work_requests
 from tests.localcluster.conftest import REPO, Http, create_all
 
 NS = "default"
@@ -243,7 +243,8 @@ async def test_the_harness_works_its_tasks_with_a_lazy_sandbox(
     assert status["session"]["sandboxTokenSHA256"] == hashlib.sha256(token.encode()).hexdigest()
     assert status["conditions"][0]["type"] == "Succeeded"
     assert built == ["slugify"]
-    assert len(model.requests) == 2
+    assert len(work_requests(model.requests)) == 2
+    assert len(lesson_requests(model.requests)) == 1
     assert handle.kubelet is not None  # the file is on the sandbox's workspace volume
     written = list(
         (handle.kubelet.state_dir / "claims" / NS).glob("sbx-slugify-workspace-*/slug.py")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cadre.api.review import awaits_requester
 from cadre.api.team import TeamSpec
 from cadre.harness.memory import (
     Entry,
@@ -20,7 +21,7 @@ from cadre.harness.memory import (
     render,
 )
 from cadre.harness.process import build_final_status, team_context, verdict_of
-from cadre.harness.team_tools import awaits_review, describe, news_of
+from cadre.harness.team_tools import describe, news_of
 
 
 def test_memory_round_trips_through_yaml() -> None:
@@ -75,9 +76,21 @@ def test_news_is_a_delivery_awaiting_review_or_an_end_without_one() -> None:
     news = news_of([delivered, sent_back, failed, working], reported=set())
     assert [key for key, _ in news] == ["c1#delivery-1", "c3#Failed"]
     assert news_of([delivered, failed], reported={"c1#delivery-1", "c3#Failed"}) == []
-    assert awaits_review(delivered)
-    assert not awaits_review(sent_back)
+    assert awaits_requester(delivered)
+    assert not awaits_requester(sent_back)
     assert "delivered result #1, waiting for your review_result:\nc1 result" in describe(delivered)
+
+
+def test_a_delivery_reaches_the_requester_only_once_the_teams_reviewer_passed_it() -> None:
+    screened = child("c1", "InReview", deliveries=2, round=1, screened=1)
+    screened["spec"]["review"] = {"reviewer": "qa"}
+    assert not awaits_requester(screened)
+    assert news_of([screened], reported=set()) == []
+    screened["status"]["review"]["screened"] = 2
+    assert awaits_requester(screened)
+    assert "delivered result #2, not reviewed: reviewer qa gave no verdict" in describe(screened)
+    screened["status"]["review"]["passed"] = 2
+    assert "delivered result #2, passed by reviewer qa" in describe(screened)
 
 
 def task(**spec: Any) -> dict[str, Any]:

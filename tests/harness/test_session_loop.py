@@ -13,10 +13,10 @@ import pytest
 from cadre.api.limits import Limits
 from cadre.harness.pricing import prices_for
 from cadre.harness.process import effective_limits
-from cadre.harness.session import LESSON_REQUEST, Session, SessionConfig, SessionLimits, replay
+from cadre.harness.session import Session, SessionConfig, SessionLimits, replay
 from cadre.harness.sessionlog import SessionLog, read
 
-from tests.harness.conftest import ModelFactory, run_session, sandbox_client
+from tests.harness.conftest import ModelFactory, lesson_requests, run_session, sandbox_client
 from tests.sandbox.conftest import SandboxProcess
 
 
@@ -282,7 +282,7 @@ async def test_the_lesson_is_asked_once_on_the_cached_prefix_and_logged_with_its
             log.close()
     finally:
         await client.close()
-    asked = [r for r in model.requests if r["messages"][-1]["content"] == LESSON_REQUEST]
+    asked = lesson_requests(model.requests)
     assert len(asked) == 1
     last_turn = model.requests[-2]
     assert asked[0]["system"] == last_turn["system"]
@@ -316,4 +316,4 @@ async def test_no_lesson_is_asked_when_a_limit_ended_the_session(
     finally:
         log.close()
         await client.close()
-    assert not [r for r in model.requests if r["messages"][-1]["content"] == LESSON_REQUEST]
+    assert not lesson_requests(model.requests)

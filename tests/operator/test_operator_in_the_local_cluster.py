@@ -15,7 +15,7 @@ import requests
 from cadre.localcluster.runner import ThreadedApiServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness.conftest import ModelFactory, until
+from tests.harness.conftest import ModelFactory, until, work_requests
 from tests.localcluster.conftest import Http
 from tests.operator.conftest import (
     LIVENESS_PORT,
@@ -71,7 +71,7 @@ async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
     assert status["result"]["summary"] == "hello.py prints hello."
     assert status["agent"] == "engineer"
     assert {c["type"] for c in status["conditions"]} >= {"Accepted", "Succeeded"}
-    assert len(model.requests) == 3
+    assert len(work_requests(model.requests)) == 3
     await until(lambda: http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-hello").status_code == 404)
     assert (
         http("GET", f"/api/v1/namespaces/{NS}/pods/harness-engineer-0").json()["status"]["phase"]
@@ -147,7 +147,7 @@ async def test_a_sandbox_pod_deleted_mid_task_comes_back_with_its_workspace(
     done = await until(lambda: ended(http, "notes"), within=90)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert done["status"]["result"]["summary"] == "The notes survived."
-    second = [r for r in model.requests if r["messages"][-1]["role"] == "user"][-1]
+    second = work_requests(model.requests)[-1]
     assert "remember me" in json.dumps(second["messages"][-1])
     assert first  # the pod that was deleted; a new one served the last call
 

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cadre.harness.session import LESSON_REQUEST
 from cadre.localcluster.runner import ThreadedApiServer
 
-from tests.harness.conftest import ModelFactory, until
+from tests.harness.conftest import ModelFactory, until, work_requests
 from tests.localcluster.conftest import Http
 from tests.operator.conftest import CADRE, NS, agent_ready, create_agent, create_task, ended
 
@@ -103,6 +102,23 @@ def tasks(http: Http) -> dict[str, dict[str, Any]]:
     return {t["metadata"]["name"]: t for t in items}
 
 
+async def all_ended(http: Http) -> dict[str, dict[str, Any]]:
+    """Every Task, once each has ended: an accepted child may write Succeeded (after its
+    lesson) a moment after its parent, which goes on as soon as it has accepted."""
+    final = ("Succeeded", "Failed", "Cancelled")
+
+    def ended_all() -> dict[str, dict[str, Any]] | None:
+        found = tasks(http)
+        return (
+            found
+            if all(t.get("status", {}).get("phase") in final for t in found.values())
+            else None
+        )
+
+    result: dict[str, dict[str, Any]] = await until(ended_all, within=60)
+    return result
+
+
 async def test_a_three_level_tree_with_a_review_round_and_memory(
     cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
     scripted: ModelFactory, tmp_path: Path,
@@ -144,7 +160,7 @@ async def test_a_three_level_tree_with_a_review_round_and_memory(
     assert done["status"]["phase"] == "Succeeded", (done["status"], json.dumps(tasks(http))[-3000:])
     assert done["status"]["result"]["summary"] == "slugify is written, tested and reviewed."
 
-    everything = tasks(http)
+    everything = await all_ended(http)
     (engineer,) = [
         t for t in everything.values() if t["spec"]["assignee"].get("agent") == "engineer"
     ]
@@ -176,10 +192,8 @@ async def test_a_three_level_tree_with_a_review_round_and_memory(
     # Waiting held no compute, and the workspace survived it (the edit found slug.py).
     assert engineer["metadata"]["name"] in released
     fix = [
-        r for r in model.requests
-        if "Testing again." in json.dumps(r["messages"])
-        and r["messages"][-1]["content"] != LESSON_REQUEST
-    ]  # fmt: skip
+        r for r in work_requests(model.requests) if "Testing again." in json.dumps(r["messages"])
+    ]
     assert "ok" in json.dumps(fix[-1]["messages"][-1])
 
     # Deliverables: the tester's report went into the engineer's workspace (read back by the
@@ -298,3 +312,107 @@ async def test_the_teams_rules_hold_and_review_rounds_run_out(
     events = http("GET", f"/api/v1/namespaces/{NS}/events").json()["items"]
     assert len([e for e in events if e["reason"] == "DelegationRefused"]) == 3
     assert http("GET", pod).json()["metadata"]["uid"] != first  # a new harness finished it
+
+
+REVIEWED_LEAD = [
+    {"text": "Delegating.", "tool_uses": [tool(
+        "delegate", agent="engineer", title="slugify", files=["slug.py"],
+        instructions="Write slug.py with slugify(text).")]},
+    {"text": "Waiting.", "tool_uses": [tool("wait_for_results")]},
+    {"choices": [
+        {"when_last_message_contains": "delivered result #2, not reviewed: reviewer qa gave no",
+         "text": "Accepting.", "tool_uses": [tool("review_result", decision="accept")]},
+    ]},
+    {"text": "slugify is done."},
+]  # fmt: skip
+REVIEWED_ENGINEER = [
+    {"text": "Writing.", "tool_uses": [tool("write", path="slug.py", content=SLUG_V1)]},
+    {"text": "slug.py, first version."},
+    {"choices": [
+        {"when_last_message_contains": "Handle empty input", "text": "Fixing.",
+         "tool_uses": [tool("edit", path="slug.py", old_string="return '-'",
+                            new_string="return '' if not text else '-'")]},
+    ]},
+    {"text": "slug.py, second version."},
+]  # fmt: skip
+QA = [
+    {"choices": [
+        {"when_prompt_contains": "delivery #1", "text": "Empty input is not handled.",
+         "tool_uses": [tool("review_result", decision="request_changes",
+                            feedback="Handle empty input.")]},
+        {"when_prompt_contains": "delivery #2", "text": "Looks fine to me."},  # no verdict
+    ]},
+    {"text": "Sent back."},
+]  # fmt: skip
+REVIEWED_TEAM = {
+    "apiVersion": "cadre.dev/v1alpha1",
+    "kind": "Team",
+    "metadata": {"name": "reviewed"},
+    "spec": {
+        "lead": "lead",
+        "members": [
+            {"agent": "lead", "delegatesTo": ["engineer"]},
+            {"agent": "engineer"},
+            {"agent": "qa"},
+        ],
+        "review": {"reviewer": "qa"},
+    },
+}
+
+
+async def test_the_teams_reviewer_sees_each_delivery_before_the_requester(
+    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    scripted: ModelFactory,
+) -> None:  # fmt: skip
+    """Delivery #1 goes to the reviewer, who sends it back: the lead never sees it. The
+    reviewer gives no verdict on delivery #2, which then reaches the lead unscreened, saying so
+    (and a Warning Event), and the lead accepts it."""
+    _, http, _ = cluster
+    scenario = {"agents": {"lead": REVIEWED_LEAD, "engineer": REVIEWED_ENGINEER, "qa": QA}}
+    url, model = await scripted(scenario)
+    create_agent(http, url, "lead", tools=[])
+    create_agent(http, url, "engineer")
+    create_agent(http, url, "qa", tools=[])
+    assert http("POST", f"{CADRE}/teams", REVIEWED_TEAM).status_code == 201
+    for name in ("lead", "engineer", "qa"):
+        await until(lambda name=name: agent_ready(http, name), within=60)
+    create_task(http, "reviewed", "Build slugify.", agent=None, team="reviewed")
+    done = await until(lambda: ended(http, "reviewed"), within=120)
+    assert done["status"]["phase"] == "Succeeded", (done["status"], json.dumps(tasks(http))[-3000:])
+
+    everything = await all_ended(http)
+    (work,) = [t for t in everything.values() if t["spec"].get("parentRef")]
+    name = work["metadata"]["name"]
+    assert work["spec"]["review"]["reviewer"] == "qa"
+    assert work["status"]["phase"] == "Succeeded"
+    review = work["status"]["review"]
+    assert (review["deliveries"], review["round"], review["screened"]) == (2, 1, 2)
+    assert review.get("passed", 0) == 0
+    assert (review["decision"], review["reviewer"]) == ("Accepted", "lead")
+
+    reviews = sorted(
+        (t for t in everything.values() if t["spec"].get("reviewOf")),
+        key=lambda t: t["spec"]["reviewOf"]["delivery"],
+    )
+    assert [r["spec"]["reviewOf"] for r in reviews] == [
+        {"task": name, "delivery": 1}, {"task": name, "delivery": 2},
+    ]  # fmt: skip
+    assert {r["spec"]["assignee"]["agent"] for r in reviews} == {"qa"}
+    assert {r["metadata"]["ownerReferences"][0]["uid"] for r in reviews} == {
+        work["metadata"]["uid"]
+    }
+    await until(lambda: all(ended(http, r["metadata"]["name"]) for r in reviews))
+
+    said = {
+        agent: json.dumps([r["messages"] for r in model.requests
+                           if f"You are {agent}," in json.dumps(r["system"])])
+        for agent in ("lead", "qa")
+    }  # fmt: skip
+    assert "delivered result #1" not in said["lead"]  # the reviewer sent it back first
+    assert "delivered result #2" in said["lead"]
+    assert json.dumps(f"--- slug.py ---\n{SLUG_V1}")[1:-1] in said["qa"]
+    events = http("GET", f"/api/v1/namespaces/{NS}/events").json()["items"]
+    about = [e for e in events if e["involvedObject"]["name"] == name]
+    assert len([e for e in about if e["reason"] == "ReviewRequested"]) == 2
+    (warning,) = [e for e in about if e["reason"] == "ReviewerGaveNoVerdict"]
+    assert warning["type"] == "Warning"

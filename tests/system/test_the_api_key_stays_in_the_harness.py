@@ -16,7 +16,7 @@ import pytest
 from cadre.localcluster.kubelet import Kubelet
 from cadre.localcluster.runner import ThreadedApiServer
 
-from tests.harness.conftest import ModelFactory, until
+from tests.harness.conftest import ModelFactory, until, work_requests
 from tests.localcluster.conftest import Http
 from tests.operator.conftest import NS, create_agent, create_task, ended
 from tests.system.conftest import pid_of
@@ -86,7 +86,7 @@ async def test_no_route_from_a_sandbox_reaches_the_api_key(
 
     done = await until(lambda: ended(http, "probe"), within=90)
     assert done["status"]["phase"] == "Succeeded", done["status"]
-    result = json.dumps(model.requests[-1]["messages"][-1]["content"])
+    result = json.dumps(work_requests(model.requests)[-1]["messages"][-1]["content"])
     output = json.loads(result)[0]["content"]
     text = output if isinstance(output, str) else json.dumps(output)
     assert "probe-done" in text, text

@@ -86,6 +86,18 @@ class TaskReview(ApiModel):
     """Wait ``InReview`` for ``cadre approve`` or ``cadre reject`` before succeeding."""
     max_rounds: Annotated[int, Field(ge=1, le=10)] | None = None
     """Rounds of requested changes before the Task ends Failed."""
+    reviewer: ObjectName | None = None
+    """The Team's reviewer, who inspects each delivery before the requester does (set by the
+    operator on delegated Tasks of a Team that names one)."""
+
+
+class ReviewTarget(ApiModel):
+    """The delivery a review Task inspects."""
+
+    task: ObjectName
+    """The delegated Task that delivered."""
+    delivery: Annotated[int, Field(ge=1)]
+    """Which of its deliveries (``status.review.deliveries`` when it was made)."""
 
 
 class ApprovalDecision(StrEnum):
@@ -137,6 +149,8 @@ class TaskSpec(ApiModel):
     )
     """Workspace files (globs) handed to the requester with the result, text only, at most
     64 KiB in all; on a delegated Task, what the requester asked for."""
+    review_of: ReviewTarget | None = None
+    """Set by the operator on the Task it gives a Team's reviewer: the delivery to inspect."""
     limits: Limits = Field(default_factory=Limits)
     """Overrides of the Agent's limits for this Task."""
     review: TaskReview = Field(default_factory=TaskReview)
@@ -230,6 +244,12 @@ class ReviewStatus(ApiModel):
     """The Agent that gave the latest verdict."""
     last_feedback: Annotated[str, StringConstraints(max_length=8192)] = ""
     """The most recent request for changes."""
+    screened: Annotated[int, Field(ge=0)] = 0
+    """Deliveries past the Team's reviewer (``spec.review.reviewer``); until the latest one is,
+    the requester does not see it."""
+    passed: Annotated[int, Field(ge=0)] = 0
+    """The latest delivery the reviewer itself passed (a review that ended without a verdict
+    lets its delivery through unscreened: then ``screened`` moves and this does not)."""
 
 
 class DelegationState(StrEnum):

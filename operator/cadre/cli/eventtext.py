@@ -56,6 +56,8 @@ def describe(event: Event) -> str | None:
         body = f"{event.get('outcome')}: {event.get('reason')}" + (
             f": {event['message']}" if event.get("message") else ""
         )
+    elif kind == "session.lesson":
+        body = "lesson: " + _brief(event.get("text", ""), 400)
     elif kind == "session.resumed":
         body = f"resumed after event {event.get('from_seq')}"
     else:

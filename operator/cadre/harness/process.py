@@ -222,6 +222,9 @@ class HarnessProcess:
     """This Agent's Tasks as last seen (a parent woken by its child's change is found here)."""
     events_address: tuple[str, int] | None = None
     """Where to serve the sessions' events for ``cadre logs`` (None: not served)."""
+    ended: set[str] = field(default_factory=set)
+    """Uids of Tasks whose final status this harness wrote: a copy of one seen before that
+    write arrived (the watch lags) is not taken up again."""
 
     async def run(self, stop: asyncio.Event) -> None:
         agent = await self.api.agent(self.agent)
@@ -311,6 +314,7 @@ class HarnessProcess:
         name = task["metadata"]["name"]
         if kind == "DELETED":
             self.known.pop(name, None)
+            self.ended.discard(task["metadata"].get("uid", ""))
             return
         if not assigned_to(task, self.agent):
             # A delegated Task moved: its parent, if it is ours and waits, may have news.
@@ -325,7 +329,7 @@ class HarnessProcess:
             self.cancelled.add(name)
             running.cancel()
             return
-        if phase in FINAL_PHASES:
+        if phase in FINAL_PHASES or task["metadata"].get("uid") in self.ended:
             return
         if phase == "InReview" and verdict_of(task) is None and not task["spec"].get("cancel"):
             return  # nothing to act on until a verdict comes
@@ -401,6 +405,7 @@ class HarnessProcess:
             self.api, task["metadata"]["name"], self.agent,
             delegation=bool(member and member.delegates_to), memory=memory,
             max_memory_entries=self.spec.memory.max_entries,
+            review_of=task["spec"].get("reviewOf"),
         )  # fmt: skip
         if session_log.events:
             return str(session_log.events[0].get("context") or ""), tools
@@ -605,6 +610,8 @@ class HarnessProcess:
             if outcome["outcome"] == "InReview":
                 status["review"] = {"deliveries": state.deliveries}
         await self.api.patch_status(name, status)
+        if status["phase"] in FINAL_PHASES and name in self.known:
+            self.ended.add(self.known[name]["metadata"]["uid"])
 
     async def _report(self, name: str, session: Session) -> None:
         """Usage and last activity in the Task's status, at most once a second."""

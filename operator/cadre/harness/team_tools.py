@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cadre.api.review import awaiting_screening, awaits_requester
 from cadre.api.task import DelegationRequest
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add
 from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable, ToolOutcome
@@ -85,6 +86,21 @@ REVIEW: Obj = {
         "required": ["decision"],
     },
 }
+SCREEN: Obj = {
+    "name": "review_result",
+    "description": (
+        "Give your verdict on the delivery you are reviewing: accept passes it on to the "
+        "requester; request_changes sends it back to the agent that made it, with your feedback."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "decision": {"type": "string", "enum": ["accept", "request_changes"]},
+            "feedback": {"type": "string", "description": "What to change (for changes)."},
+        },
+        "required": ["decision"],
+    },
+}
 REMEMBER: Obj = {
     "name": "remember",
     "description": (
@@ -103,15 +119,6 @@ def _error(message: str) -> ToolOutcome:
     return ToolOutcome(message, True)
 
 
-def awaits_review(child: Obj) -> bool:
-    """A delivered result with no verdict yet."""
-    status = child.get("status") or {}
-    review = status.get("review") or {}
-    return status.get("phase") == "InReview" and int(review.get("round") or 0) < int(
-        review.get("deliveries") or 0
-    )
-
-
 def news_of(children: list[Obj], reported: set[str]) -> list[tuple[str, Obj]]:
     """Children with something the requester has not been told: a delivery to review, or an
     end without one (pure; keys go into the log with the result that told them)."""
@@ -120,7 +127,7 @@ def news_of(children: list[Obj], reported: set[str]) -> list[tuple[str, Obj]]:
         status = child.get("status") or {}
         phase = status.get("phase")
         name = child["metadata"]["name"]
-        if awaits_review(child):
+        if awaits_requester(child):
             key = f"{name}#delivery-{(status.get('review') or {}).get('deliveries')}"
         elif phase in ("Failed", "Cancelled"):
             key = f"{name}#{phase}"
@@ -139,7 +146,16 @@ def describe(child: Obj) -> str:
     if status.get("phase") == "InReview":
         deliveries = (status.get("review") or {}).get("deliveries")
         title = spec.get("title") or "untitled"
-        head = f"Task {name} ({agent}: {title}) delivered result #{deliveries}"
+        reviewer = (spec.get("review") or {}).get("reviewer")
+        passed = ""
+        if reviewer:
+            by_reviewer = int((status.get("review") or {}).get("passed") or 0) == deliveries
+            passed = (
+                f", passed by reviewer {reviewer}"
+                if by_reviewer
+                else (f", not reviewed: reviewer {reviewer} gave no verdict")
+            )
+        head = f"Task {name} ({agent}: {title}) delivered result #{deliveries}{passed}"
         return f"{head}, waiting for your review_result:\n{summary}"
     condition: Obj = next(
         (c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {}
@@ -159,6 +175,8 @@ class TeamTools:
     """Whether this Agent may delegate in its Team (it is offered delegate/wait/review)."""
     memory: MemoryStore | None = None
     max_memory_entries: int = 100
+    review_of: Obj | None = None
+    """On a review Task (``spec.reviewOf``): the delivery this session inspects."""
     sandbox: SandboxClient | None = None
     """The session's sandbox, where delivered files are placed (None: the Agent has no
     sandbox tools, so files are shown inline)."""
@@ -173,6 +191,8 @@ class TeamTools:
 
     def definitions(self) -> list[Obj]:
         tools = [DELEGATE, WAIT, REVIEW] if self.delegation else []
+        if self.review_of is not None:  # reviewing a delivery, not its own children's
+            tools = [t for t in tools if t is not REVIEW] + [SCREEN]
         return tools + ([REMEMBER] if self.memory is not None else [])
 
     async def call(self, tool_use_id: str, name: str, input: Obj, state: State) -> ToolOutcome:
@@ -180,6 +200,8 @@ class TeamTools:
             return await self._delegate(tool_use_id, input)
         if name == "wait_for_results":
             return await self._wait(tool_use_id, state)
+        if name == "review_result" and self.review_of is not None:
+            return await self._screen(self.review_of, input)
         if name == "review_result":
             return await self._review(input)
         if name == "remember":
@@ -192,7 +214,7 @@ class TeamTools:
         if news_of(children, state.reported):
             return True
         return not any(
-            (c.get("status") or {}).get("phase") not in FINAL and not awaits_review(c)
+            (c.get("status") or {}).get("phase") not in FINAL and not awaits_requester(c)
             for c in children
         )
 
@@ -248,7 +270,7 @@ class TeamTools:
                 parts.append(describe(child) + await self._hand_over(f"{tool_use_id}-{n}", child))
             text = "\n\n".join(parts)
             return ToolOutcome(text, False, reported=frozenset(k for k, _ in news))
-        unreviewed = [c["metadata"]["name"] for c in children if awaits_review(c)]
+        unreviewed = [c["metadata"]["name"] for c in children if awaits_requester(c)]
         if unreviewed:
             return _error(f"waiting for your review_result first: {', '.join(unreviewed)}")
         if any((c.get("status") or {}).get("phase") not in FINAL for c in children):
@@ -296,7 +318,7 @@ class TeamTools:
             return _error("review_result: input feedback: say what to change")
         children = await self.api.children(self.task)
         if name is None:
-            waiting = [c for c in children if awaits_review(c)]
+            waiting = [c for c in children if awaits_requester(c)]
             if len(waiting) != 1:
                 names = ", ".join(c["metadata"]["name"] for c in waiting) or "none"
                 return _error(
@@ -306,7 +328,7 @@ class TeamTools:
         child = next((c for c in children if c["metadata"]["name"] == name), None)
         if child is None or not isinstance(name, str):
             return _error(f"review_result: {name!r} is not a Task you delegated")
-        if not awaits_review(child):
+        if not awaits_requester(child):
             phase = (child.get("status") or {}).get("phase")
             return _error(f"review_result: Task {name} has no result waiting for review ({phase})")
         review = (child.get("status") or {}).get("review") or {}
@@ -330,6 +352,30 @@ class TeamTools:
             "Call wait_for_results for its next result.",
             False,
         )
+
+    async def _screen(self, target: Obj, input: Obj) -> ToolOutcome:
+        """The Team's reviewer's verdict on one delivery: a pass lets the requester see it;
+        changes reopen the delegated Task's session, as a requester's would."""
+        decision, feedback = input.get("decision"), input.get("feedback") or ""
+        if decision not in ("accept", "request_changes"):
+            return _error("review_result: input decision: must be accept or request_changes")
+        if not isinstance(feedback, str) or (decision == "request_changes" and not feedback):
+            return _error("review_result: input feedback: say what to change")
+        name, delivery = str(target["task"]), int(target["delivery"])
+        task = await self.api.task(name)
+        if awaiting_screening(task) != delivery:
+            return _error(f"review_result: delivery #{delivery} of {name} no longer waits for you")
+        if decision == "accept":
+            await self.api.patch_status(
+                name, {"review": {"screened": delivery, "passed": delivery}}
+            )
+            return ToolOutcome(f"Passed delivery #{delivery} of {name} on to the requester.", False)
+        verdict = {
+            "decision": "ChangesRequested", "round": delivery, "reviewer": self.agent,
+            "lastFeedback": feedback[:8192],
+        }  # fmt: skip
+        await self.api.patch_status(name, {"review": verdict})
+        return ToolOutcome(f"Sent {name} back with your feedback (round {delivery}).", False)
 
     async def _remember(self, input: Obj) -> ToolOutcome:
         text = input.get("text")

@@ -13,6 +13,7 @@ from kubernetes.dynamic import DynamicClient
 from cadre.api import GROUP, VERSION
 from cadre.operator.objects import (
     PARENT_LABEL,
+    REVIEW_OF_LABEL,
     sandbox_name,
     sandbox_token_secret_name,
     sandbox_workspace_name,
@@ -148,9 +149,18 @@ def get_team(namespace: str, name: str) -> Obj | None:
 
 def list_children(namespace: str, parent: str) -> list[Obj]:
     """The Tasks a Task delegated (by the label the operator sets on them)."""
+    return _list_tasks(namespace, f"{PARENT_LABEL}={parent}")
+
+
+def list_reviews(namespace: str, task: str) -> list[Obj]:
+    """The review Tasks of a delegated Task's deliveries (by their label)."""
+    return _list_tasks(namespace, f"{REVIEW_OF_LABEL}={task}")
+
+
+def _list_tasks(namespace: str, selector: str) -> list[Obj]:
     api = kubernetes.client.CustomObjectsApi(client())
     found: Obj = api.list_namespaced_custom_object(  # type: ignore[assignment]
-        GROUP, VERSION, namespace, "tasks", label_selector=f"{PARENT_LABEL}={parent}"
+        GROUP, VERSION, namespace, "tasks", label_selector=selector
     )
     return list(found["items"])
 

@@ -22,6 +22,7 @@ from cadre.operator.objects import (
     PARENT_LABEL,
     TEAM_LABEL,
 )
+from cadre.operator.review import reviewer_for
 
 Obj = dict[str, Any]
 
@@ -120,6 +121,9 @@ def build_child_task(
         "parentRef": {"name": parent.name, "uid": parent.uid},
         "review": {"maxRounds": team.review.max_rounds},
     }
+    reviewer = reviewer_for(team, request.agent, parent.agent)
+    if reviewer is not None:
+        spec["review"]["reviewer"] = reviewer
     if request.deliverables:
         spec["deliverables"] = list(request.deliverables)
     if timeout_seconds is not None:

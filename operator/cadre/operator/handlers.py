@@ -24,6 +24,7 @@ import kopf
 from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
 from cadre.api.conditions import merge_condition
+from cadre.api.review import awaiting_screening
 from cadre.operator import apply, metrics, settings
 from cadre.operator.agent_status import agent_counts, memory_size
 from cadre.operator.harness_builders import AgentTarget, HarnessDefaults, build_harness_objects
@@ -43,7 +44,7 @@ from cadre.operator.sandbox_builders import (
     build_sandbox_service_account,
 )
 from cadre.operator.settings import BACKOFF
-from cadre.operator.team_handlers import reconcile_delegations, unanswered
+from cadre.operator.team_handlers import reconcile_delegations, retry_review, unanswered
 
 Obj = dict[str, Any]
 FINAL = ("Succeeded", "Failed", "Cancelled")
@@ -281,14 +282,16 @@ def sandbox_out_of_step(status: Obj) -> bool:
 
 @kopf.index(GROUP, VERSION, "tasks")
 def tasks_to_retry(
-    namespace: str | None, name: str, status: kopf.Status, **_: Any
+    namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[tuple[str, str], str] | None:
-    """Tasks whose sandbox is out of step or whose delegation requests wait for an answer,
-    under their Agent: what a pass cut short by an API error left behind."""
+    """Tasks whose sandbox is out of step, whose delegation requests wait for an answer, or
+    whose delivery waits for the Team's reviewer, under their Agent: what a pass cut short by
+    an API error (or a review that ended without a verdict) may have left behind."""
     agent = status.get("agent")
     if not agent or namespace is None:
         return None
-    if sandbox_out_of_step(dict(status)) or unanswered(dict(status)):
+    reviewing = awaiting_screening({"spec": dict(spec), "status": dict(status)})
+    if sandbox_out_of_step(dict(status)) or unanswered(dict(status)) or reviewing:
         return {(namespace, str(agent)): name}
     return None
 
@@ -321,6 +324,8 @@ def retry_stragglers(namespace: str, names: list[str]) -> None:
             status = task.get("status") or {}
             if unanswered(status):
                 reconcile_delegations(task)
+            if awaiting_screening(task):
+                retry_review(task)
             if sandbox_out_of_step(status):
                 _retry_sandbox(task)
         except Exception:  # the next sweep tries again; the Agent's readiness goes on

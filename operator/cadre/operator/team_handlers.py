@@ -18,6 +18,7 @@ from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
 from cadre.api.conditions import merge_condition
 from cadre.api.limits import Limits, parse_duration
+from cadre.api.review import awaiting_screening
 from cadre.api.task import DelegationRequest
 from cadre.api.team import TeamSpec
 from cadre.operator import apply
@@ -28,6 +29,8 @@ from cadre.operator.delegation import (
     child_timeout_seconds,
     refusal,
 )
+from cadre.operator.objects import TEAM_LABEL
+from cadre.operator.review import build_review_task, review_task_name
 from cadre.operator.settings import BACKOFF, from_env
 
 Obj = dict[str, Any]
@@ -210,6 +213,15 @@ def count_on_parent(child: Obj) -> None:
         apply.patch_task_status(namespace, parent_name, {"children": counts})
 
 
+def cancel_reviews(task: Obj) -> None:
+    """A delegated Task that ended needs no review any more."""
+    namespace, name = task["metadata"]["namespace"], task["metadata"]["name"]
+    for review in apply.list_reviews(namespace, name):
+        open_ = (review.get("status") or {}).get("phase") not in FINAL
+        if open_ and not review["spec"].get("cancel"):
+            apply.cancel_task(namespace, review["metadata"]["name"])
+
+
 def cancel_children(task: Obj) -> None:
     """A Task that ended takes its unfinished delegated work with it."""
     namespace, name = task["metadata"]["namespace"], task["metadata"]["name"]
@@ -225,6 +237,56 @@ def cancel_children(task: Obj) -> None:
             )  # fmt: skip
 
 
+def request_review(task: Obj, memo: kopf.Memo | Obj) -> None:
+    """A delivery waiting for the Team's reviewer gets its review Task (once: the name is
+    deterministic, and the memo spares repeated creates while it waits)."""
+    delivery = awaiting_screening(task)
+    if delivery is None or memo.get("review-requested") == delivery:
+        return
+    meta = task["metadata"]
+    team = (task.get("status") or {}).get("team") or meta.get("labels", {}).get(TEAM_LABEL, "")
+    review = build_review_task(task, delivery, team)
+    apply.ensure_exists(review)
+    memo["review-requested"] = delivery
+    kopf.info(
+        _ref(task), reason="ReviewRequested",
+        message=f"delivery #{delivery} goes to reviewer {task['spec']['review']['reviewer']} "
+        f"first: {review['metadata']['name']}",
+    )  # fmt: skip
+
+
+def settle_review(review: Obj) -> None:
+    """A review Task that ended without a verdict passes its delivery on unscreened (the
+    requester still reviews it), saying so, rather than leaving it waiting forever."""
+    target = review["spec"]["reviewOf"]
+    namespace = review["metadata"]["namespace"]
+    task = apply.get_task(namespace, target["task"])
+    if task is None or awaiting_screening(task) != target["delivery"]:
+        return  # a verdict came, or the delivery moved on
+    apply.patch_task_status(namespace, target["task"], {"review": {"screened": target["delivery"]}})
+    phase = (review.get("status") or {}).get("phase")
+    kopf.warn(
+        _ref(task), reason="ReviewerGaveNoVerdict",
+        message=f"{review['metadata']['name']} ended {phase} without a verdict; delivery "
+        f"#{target['delivery']} goes to the requester unscreened",
+    )  # fmt: skip
+
+
+def retry_review(task: Obj) -> None:
+    """The sweep's pass over a delivery that still waits for the reviewer: its review Task is
+    there (a create cut short is repeated), and one that ended without a verdict lets the
+    delivery go on (its end event may have been missed or its handling cut short)."""
+    delivery = awaiting_screening(task)
+    if delivery is None:
+        return
+    meta = task["metadata"]
+    review = apply.get_task(meta["namespace"], review_task_name(meta["name"], delivery))
+    if review is None:
+        request_review(task, {})
+    elif (review.get("status") or {}).get("phase") in FINAL:
+        settle_review(review)
+
+
 @kopf.on.event(GROUP, VERSION, "tasks", id="task-delegation")
 def delegation_events(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
@@ -233,10 +295,16 @@ def delegation_events(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     status = task.get("status") or {}
     phase = status.get("phase")
     reconcile_delegations(task)
+    request_review(task, memo)
+    if task["spec"].get("reviewOf") and phase in FINAL:
+        settle_review(task)
     # The parent's counts move only when a child's phase does (memo: per object, in memory;
     # after a restart the first event recounts once).
     if task["spec"].get("parentRef") and memo.get("phase") != phase:
         count_on_parent(task)
+    reviewed = (task["spec"].get("review") or {}).get("reviewer")
+    if reviewed and phase in FINAL and memo.get("phase") != phase:
+        cancel_reviews(task)
     memo["phase"] = phase
     if phase in FINAL and int((status.get("children") or {}).get("active") or 0) > 0:
         cancel_children(task)
