@@ -58,24 +58,6 @@ def _write_crds(folder: Path) -> None:
         (folder / crd_file_name(crd)).write_text(render_crd_yaml(crd))
 
 
-def _workspace_files(kube: Kube, options: DemoOptions, tasks: list[Obj]) -> list[tuple[str, Path]]:
-    """The files left in the retained sandbox workspaces of the tree's Tasks. The local cluster
-    keeps a claim's contents under its node folder (claims/NAMESPACE/CLAIM-UID)."""
-    claims = options.state_dir / "cluster" / "node" / "claims" / options.namespace
-    found = []
-    for task in tasks:
-        claim = f"sbx-{task['metadata']['name']}-workspace"
-        uid = kube.claim_uid(options.namespace, claim)
-        if uid is None:
-            continue
-        folder = claims / f"{claim}-{uid}"
-        for path in sorted(folder.rglob("*")):
-            parts = path.relative_to(folder).parts
-            if path.is_file() and not any(p.startswith(".") or p == "__pycache__" for p in parts):
-                found.append((task["metadata"]["name"], path))
-    return found
-
-
 def _report(kube: Kube, options: DemoOptions, root: Obj, transcript: list[tuple[str, str]]) -> None:
     tasks = kube.list_tasks(options.namespace)
     name = root["metadata"]["name"]
@@ -92,11 +74,13 @@ def _report(kube: Kube, options: DemoOptions, root: Obj, transcript: list[tuple[
     )
     _say(f"Task {name}: {status.get('phase')} ({condition.get('reason', '')})")
     _say(summary)
-    for task_name, path in _workspace_files(kube, options, tasks):
-        size = path.stat().st_size
-        _say(f"\n--- {path.name} ({size} bytes, workspace of Task {task_name}) ---", dim=True)
-        if size <= 8192:
-            _say(path.read_text(errors="replace").rstrip())
+    # The files handed over with the results (status.result.files), as on any cluster.
+    for task in tasks:
+        for file in ((task.get("status") or {}).get("result") or {}).get("files") or []:
+            by = task["metadata"]["name"]
+            _say(f"\n--- {file['path']} ({file['sizeBytes']} bytes, delivered by Task {by}) ---",
+                 dim=True)  # fmt: skip
+            _say(str(file.get("content", "")).rstrip())
 
 
 def _clear(state_dir: Path) -> None:

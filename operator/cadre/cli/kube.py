@@ -150,15 +150,6 @@ class Kube:
             raise
         return pod.status.phase if pod.status else None
 
-    def claim_uid(self, namespace: str, name: str) -> str | None:
-        try:
-            claim = self.core.read_namespaced_persistent_volume_claim(name, namespace)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return claim.metadata.uid if claim.metadata else None
-
     def proxy_lines(
         self, namespace: str, pod: str, path: str, query: list[tuple[str, str]]
     ) -> Iterator[bytes]:
