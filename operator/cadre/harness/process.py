@@ -508,7 +508,9 @@ class HarnessProcess:
                 raise
             finally:
                 reporter.cancel()
-            delivery = await self._deliverables(name, spec, outcome, tools)
+            delivery = await self._deliverables(
+                name, spec, outcome, tools if config.tools else None
+            )
         finally:
             await tools.close()
         # A session that has ended is concluded even if the Task is cancelled or the harness
@@ -536,7 +538,7 @@ class HarnessProcess:
         await self._finish(meta["name"], outcome, meta.get("generation"), session.state, delivery)
 
     async def _deliverables(
-        self, name: str, spec: Obj, outcome: Obj, tools: SandboxClient
+        self, name: str, spec: Obj, outcome: Obj, tools: SandboxClient | None
     ) -> Obj | None:
         """The files ``spec.deliverables`` names, read from the sandbox as the session delivers
         (or succeeds); what could not be read is said in ``filesOmitted``, never fatal."""
@@ -548,6 +550,9 @@ class HarnessProcess:
         )
         if not patterns or not delivering:
             return None
+        if tools is None:  # no sandbox tools, so no workspace: starting a pod would find nothing
+            why = f"agent {self.agent} has no sandbox tools, so no workspace files"
+            return {"files": [], "omitted": [why]}
         try:
             return await tools.bundle(list(patterns), MAX_DELIVERY_BYTES)
         except SandboxUnavailable as err:
