@@ -160,9 +160,9 @@ def measure() -> list[Metric]:
     with tempfile.TemporaryDirectory() as folder:
         requests_total, writes, took = _one_task(Path(folder))
     how = (
-        "one Task (two model calls, one tool call) from creation to Succeeded and its sandbox"
-        " removed, in the local cluster; operator and harness counted, the benchmark's own"
-        " polling not; one run"
+        "one Task (two model calls, one tool call, the end-of-Task lesson) from creation to"
+        " Succeeded and its sandbox removed, in the local cluster; operator and harness counted,"
+        " the benchmark's own polling not; one run"
     )
     return [
         Metric("api_requests_per_task", requests_total, "requests", how),
@@ -172,7 +172,8 @@ def measure() -> list[Metric]:
             "writes",
             f"creates, updates, patches, deletes; {how}; 2 of them are the Agent's"
             " activeTasks/queuedTasks, coalesced every 2 s per Agent (they do not grow with the"
-            " number of Tasks)",
+            " number of Tasks), and 1 the namespace's shared sandbox ServiceAccount, created"
+            " with the first sandbox only",
             "<= 25",
         ),
         Metric(

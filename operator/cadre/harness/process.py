@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 FINAL_PHASES = ("Succeeded", "Failed", "Cancelled")
 PAUSED_PHASES = ("Waiting", "InReview")
+REPORT_SECONDS = 5.0
 _PAUSED_MESSAGES = {
     "Waiting": "the session waits for delegated Tasks",
     "InReview": "the result waits for the requester's review",
@@ -619,10 +620,12 @@ class HarnessProcess:
             self.ended.add(self.known[name]["metadata"]["uid"])
 
     async def _report(self, name: str, session: Session) -> None:
-        """Usage and last activity in the Task's status, at most once a second."""
+        """Usage and last activity in the Task's status, at most every REPORT_SECONDS: each
+        report is an API write, and a thousand running sessions reporting every second would
+        be a thousand writes a second (the final status carries the exact figures)."""
         reported = -1
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(REPORT_SECONDS)
             if len(session.log.events) != reported:
                 reported = len(session.log.events)
                 status = build_usage_status(session.state)

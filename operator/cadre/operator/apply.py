@@ -106,13 +106,14 @@ def get_pod(namespace: str, name: str) -> Obj | None:
 
 
 def patch_task_session(namespace: str, task: str, fields: Obj) -> None:
-    """Write session fields of a Task's status, only when they differ (no needless writes)."""
+    """Write session fields of a Task's status, only when they differ (no needless writes;
+    an absent field is the same as false or null)."""
     api = kubernetes.client.CustomObjectsApi(client())
     current = _read(api.get_namespaced_custom_object, GROUP, VERSION, namespace, "tasks", task)
     if current is None:
         return
     session = (current.get("status") or {}).get("session") or {}
-    if all(session.get(k) == v for k, v in fields.items()):
+    if all((session.get(k) or None) == (v or None) for k, v in fields.items()):
         return
     api.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, "tasks", task, {"status": {"session": fields}}

@@ -413,15 +413,11 @@ def report_sandbox(namespace: str, task: str) -> None:
     address = f"{pod['status']['podIP']}:{sandbox_defaults().port}" if ready and pod else None
     if ready:
         metrics.sandbox_ready(f"{namespace}/{task}")
-    apply.patch_task_session(
-        namespace,
-        task,
-        {
-            "sandboxReady": ready,
-            "sandboxAddress": address,
-            "sandboxPod": sandbox_name(task) if pod else None,
-        },
-    )
+    fields: Obj = {"sandboxReady": ready, "sandboxAddress": address}
+    if ready or pod is None:
+        # A pod that is only starting changes nothing the session acts on: no write for it.
+        fields["sandboxPod"] = sandbox_name(task) if pod else None
+    apply.patch_task_session(namespace, task, fields)
 
 
 @kopf.on.event("", "v1", "pods", labels={COMPONENT_LABEL: "sandbox"}, id="sandbox-pod")
