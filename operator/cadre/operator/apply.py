@@ -4,6 +4,7 @@ object to what the builder says (StatefulSet spec, Role rules); 404 on delete me
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import kubernetes
@@ -39,7 +40,10 @@ def ensure_exists(obj: Obj) -> None:
     than they are missing, and a read costs the API server less than a refused create)."""
     resource = dynamic().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     try:
-        resource.get(name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace"))
+        resource.get(
+            name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace"),
+            serialize=False,
+        )  # fmt: skip
     except ApiException as err:
         if err.status != 404:
             raise
@@ -50,7 +54,7 @@ def ensure(obj: Obj) -> None:
     resource = dynamic().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     namespace = obj["metadata"].get("namespace")
     try:
-        resource.create(body=obj, namespace=namespace)
+        resource.create(body=obj, namespace=namespace, serialize=False)
         return
     except ApiException as err:
         if err.status != 409:
@@ -64,18 +68,21 @@ def ensure(obj: Obj) -> None:
             patch = {"spec": {"replicas": spec["replicas"], "template": spec["template"]}}
         resource.patch(
             body=patch, name=obj["metadata"]["name"], namespace=namespace,
-            content_type="application/merge-patch+json",
+            content_type="application/merge-patch+json", serialize=False,
         )  # fmt: skip
 
 
 def _read(call: Any, *args: Any) -> Obj | None:
+    """The object as plain JSON (None when it does not exist). The raw body is decoded
+    directly: the client's typed models cost more CPU to build, and to turn back into dicts,
+    than the rest of a reconcile pass."""
     try:
-        found = call(*args)
+        response = call(*args, _preload_content=False)
     except ApiException as err:
         if err.status == 404:
             return None
         raise
-    result: Obj = found if isinstance(found, dict) else client().sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
+    result: Obj = json.loads(response.data)
     return result
 
 
@@ -116,13 +123,14 @@ def patch_task_session(namespace: str, task: str, fields: Obj) -> None:
     if all((session.get(k) or None) == (v or None) for k, v in fields.items()):
         return
     api.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, "tasks", task, {"status": {"session": fields}}
-    )
+        GROUP, VERSION, namespace, "tasks", task, {"status": {"session": fields}},
+        _preload_content=False,
+    )  # fmt: skip
 
 
 def _delete(call: Any, *args: Any) -> None:
     try:
-        call(*args)
+        call(*args, _preload_content=False)  # the answer is not used: not decoded either
     except ApiException as err:
         if err.status != 404:
             raise
@@ -176,7 +184,9 @@ def patch_task_status(
     if resource_version is not None:
         body["metadata"] = {"resourceVersion": resource_version}
     try:
-        api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "tasks", task, body)
+        api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "tasks", task, body, _preload_content=False
+        )
     except ApiException as err:
         if err.status in (404, 409):
             return False
