@@ -119,6 +119,23 @@ def _error(message: str) -> ToolOutcome:
     return ToolOutcome(message, True)
 
 
+def _verdict_problem(decision: Any, feedback: Any) -> str | None:
+    """What is wrong with a review_result's input, for the model to correct (None: nothing)."""
+    if decision not in ("accept", "request_changes"):
+        return "review_result: input decision: must be accept or request_changes"
+    if not isinstance(feedback, str) or (decision == "request_changes" and not feedback):
+        return "review_result: input feedback: say what to change"
+    return None
+
+
+def _changes(round: int, reviewer: str, feedback: str) -> Obj:
+    """The ``status.review`` of a delivery sent back: its round, who asked, and what for."""
+    return {
+        "decision": "ChangesRequested", "round": round, "reviewer": reviewer,
+        "lastFeedback": feedback[:8192],
+    }  # fmt: skip
+
+
 def news_of(children: list[Obj], reported: set[str]) -> list[tuple[str, Obj]]:
     """Children with something the requester has not been told: a delivery to review, or an
     end without one (pure; keys go into the log with the result that told them)."""
@@ -312,10 +329,9 @@ class TeamTools:
     async def _review(self, input: Obj) -> ToolOutcome:
         name, decision = input.get("task"), input.get("decision")
         feedback = input.get("feedback") or ""
-        if decision not in ("accept", "request_changes"):
-            return _error("review_result: input decision: must be accept or request_changes")
-        if not isinstance(feedback, str) or (decision == "request_changes" and not feedback):
-            return _error("review_result: input feedback: say what to change")
+        problem = _verdict_problem(decision, feedback)
+        if problem is not None:
+            return _error(problem)
         children = await self.api.children(self.task)
         if name is None:
             waiting = [c for c in children if awaits_requester(c)]
@@ -338,11 +354,7 @@ class TeamTools:
             return ToolOutcome(f"Accepted the result of {name}; it ends Succeeded.", False)
         deliveries = int(review.get("deliveries") or 1)
         max_rounds = int((child["spec"].get("review") or {}).get("maxRounds") or 3)
-        verdict = {
-            "decision": "ChangesRequested", "round": deliveries, "reviewer": self.agent,
-            "lastFeedback": feedback[:8192],
-        }  # fmt: skip
-        await self.api.patch_status(name, {"review": verdict})
+        await self.api.patch_status(name, {"review": _changes(deliveries, self.agent, feedback)})
         if deliveries > max_rounds:
             return ToolOutcome(
                 f"Changes requested after {max_rounds} rounds already: {name} ends Failed.", False
@@ -357,10 +369,9 @@ class TeamTools:
         """The Team's reviewer's verdict on one delivery: a pass lets the requester see it;
         changes reopen the delegated Task's session, as a requester's would."""
         decision, feedback = input.get("decision"), input.get("feedback") or ""
-        if decision not in ("accept", "request_changes"):
-            return _error("review_result: input decision: must be accept or request_changes")
-        if not isinstance(feedback, str) or (decision == "request_changes" and not feedback):
-            return _error("review_result: input feedback: say what to change")
+        problem = _verdict_problem(decision, feedback)
+        if problem is not None:
+            return _error(problem)
         name, delivery = str(target["task"]), int(target["delivery"])
         task = await self.api.task(name)
         if awaiting_screening(task) != delivery:
@@ -370,11 +381,7 @@ class TeamTools:
                 name, {"review": {"screened": delivery, "passed": delivery}}
             )
             return ToolOutcome(f"Passed delivery #{delivery} of {name} on to the requester.", False)
-        verdict = {
-            "decision": "ChangesRequested", "round": delivery, "reviewer": self.agent,
-            "lastFeedback": feedback[:8192],
-        }  # fmt: skip
-        await self.api.patch_status(name, {"review": verdict})
+        await self.api.patch_status(name, {"review": _changes(delivery, self.agent, feedback)})
         return ToolOutcome(f"Sent {name} back with your feedback (round {delivery}).", False)
 
     async def _remember(self, input: Obj) -> ToolOutcome:
