@@ -35,14 +35,33 @@ def dynamic() -> DynamicClient:
     return DynamicClient(client())  # type: ignore[no-untyped-call]
 
 
+def _body(response: Any) -> bytes:
+    """The body of an answer asked for undecoded, its connection handed back to the pool.
+    urllib3 keeps the connection of an answer that was not preloaded out of the pool until it
+    is released: without this, every such call opened a new TLS connection (a handshake on
+    both sides, most of the operator's CPU under load)."""
+    try:
+        return bytes(response.data)
+    finally:
+        response.release_conn()
+
+
+def _raw(call: Any, *args: Any) -> bytes:
+    """``call`` with the answer's body undecoded (the typed client models cost more CPU to
+    build, and to turn back into dicts, than the rest of a reconcile pass)."""
+    return _body(call(*args, _preload_content=False))
+
+
 def ensure_exists(obj: Obj) -> None:
     """Create ``obj`` unless it exists (read first: shared objects are looked at far more often
     than they are missing, and a read costs the API server less than a refused create)."""
     resource = dynamic().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     try:
-        resource.get(
-            name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace"),
-            serialize=False,
+        _body(
+            resource.get(
+                name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace"),
+                serialize=False,
+            )
         )  # fmt: skip
     except ApiException as err:
         if err.status != 404:
@@ -54,7 +73,7 @@ def ensure(obj: Obj) -> None:
     resource = dynamic().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     namespace = obj["metadata"].get("namespace")
     try:
-        resource.create(body=obj, namespace=namespace, serialize=False)
+        _body(resource.create(body=obj, namespace=namespace, serialize=False))
         return
     except ApiException as err:
         if err.status != 409:
@@ -66,23 +85,22 @@ def ensure(obj: Obj) -> None:
             # Immutable parts of a StatefulSet's spec stay; what may change is sent.
             spec = obj["spec"]
             patch = {"spec": {"replicas": spec["replicas"], "template": spec["template"]}}
-        resource.patch(
-            body=patch, name=obj["metadata"]["name"], namespace=namespace,
-            content_type="application/merge-patch+json", serialize=False,
+        _body(
+            resource.patch(
+                body=patch, name=obj["metadata"]["name"], namespace=namespace,
+                content_type="application/merge-patch+json", serialize=False,
+            )
         )  # fmt: skip
 
 
 def _read(call: Any, *args: Any) -> Obj | None:
-    """The object as plain JSON (None when it does not exist). The raw body is decoded
-    directly: the client's typed models cost more CPU to build, and to turn back into dicts,
-    than the rest of a reconcile pass."""
+    """The object as plain JSON (None when it does not exist)."""
     try:
-        response = call(*args, _preload_content=False)
+        result: Obj = json.loads(_raw(call, *args))
     except ApiException as err:
         if err.status == 404:
             return None
         raise
-    result: Obj = json.loads(response.data)
     return result
 
 
@@ -122,15 +140,15 @@ def patch_task_session(namespace: str, task: str, fields: Obj) -> None:
     session = (current.get("status") or {}).get("session") or {}
     if all((session.get(k) or None) == (v or None) for k, v in fields.items()):
         return
-    api.patch_namespaced_custom_object_status(
+    _raw(
+        api.patch_namespaced_custom_object_status,
         GROUP, VERSION, namespace, "tasks", task, {"status": {"session": fields}},
-        _preload_content=False,
     )  # fmt: skip
 
 
 def _delete(call: Any, *args: Any) -> None:
     try:
-        call(*args, _preload_content=False)  # the answer is not used: not decoded either
+        _raw(call, *args)  # the answer is not used: not decoded either
     except ApiException as err:
         if err.status != 404:
             raise
@@ -184,8 +202,14 @@ def patch_task_status(
     if resource_version is not None:
         body["metadata"] = {"resourceVersion": resource_version}
     try:
-        api.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, "tasks", task, body, _preload_content=False
+        _raw(
+            api.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            "tasks",
+            task,
+            body,
         )
     except ApiException as err:
         if err.status in (404, 409):
