@@ -19,6 +19,7 @@ import kubernetes
 import pytest
 import yaml
 from cadre.api.agent import Sandbox
+from cadre.harness import taskapi
 from cadre.harness.process import HarnessProcess
 from cadre.harness.taskapi import TaskApi
 from cadre.harness.tokens import session_token
@@ -311,6 +312,43 @@ async def test_no_tool_call_means_no_sandbox_and_cancel_stops_a_session(
     assert ponder["conditions"][0]["reason"] == "Cancelled"
     logs = list((tmp_path / "harness" / "sessions" / NS).glob("ponder-*.jsonl"))
     assert json.loads(logs[0].read_text().splitlines()[-1])["outcome"] == "Cancelled"
+
+
+async def test_a_session_failed_by_a_long_api_outage_is_taken_up_again(
+    cluster: tuple[ThreadedApiServer, Http], scripted: ModelFactory, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Status writes fail for longer than the client tries them again (RETRY_SECONDS, cut to
+    0.5 s here): the session fails, and no later event of its Task would restart it. The
+    harness takes it up again after a backoff, from its log, and the Task still succeeds."""
+    monkeypatch.setattr(taskapi, "RETRY_SECONDS", 0.5)
+    handle, http = cluster
+    server = handle.server
+    assert server is not None
+    url, _ = await scripted(LAZY_AND_CANCEL)
+    agent = _agent()
+    agent["spec"]["baseURL"] = url
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent)
+    client = _least_privilege_client(http, server.url, tmp_path / "ca.crt", tmp_path)
+    outage = handle.call(server.faults.inject, "patch", "tasks", 503, 4, "status")
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", _task("hello", "Say hello."))
+    stop = asyncio.Event()
+    harness = HarnessProcess("engineer", TaskApi(client, NS), tmp_path / "harness", "sk-test")
+    running = asyncio.get_running_loop().create_task(harness.run(stop))
+
+    def status() -> dict[str, Any]:
+        task = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/hello").json()
+        return dict(task.get("status") or {})
+
+    try:
+        await until(lambda: status().get("phase") == "Succeeded", within=60)
+    finally:
+        stop.set()
+        await running
+        client.close()
+    assert outage.served == 4
+    assert harness.failures == {}  # a success clears the count
+    assert status()["result"]["summary"] == "Hello."
 
 
 def _append(name: str, step: int) -> str:

@@ -146,3 +146,48 @@ def test_the_watch_survives_cut_connections_and_sees_every_task(
     finally:
         stop.set()
     assert not failure
+
+
+@pytest.fixture
+def direct(tmp_path: Path) -> Iterator[tuple[Any, Http, kubernetes.client.ApiClient]]:
+    """The local API server (its handle, to inject faults), plain HTTPS to it, and a client."""
+    with threaded_apiserver(crd_dir=REPO / "crds") as handle:
+        server = handle.server
+        assert server is not None
+        (tmp_path / "ca.crt").write_text(server.ca_pem)
+        kubeconfig = tmp_path / "kubeconfig"
+        write_kubeconfig(kubeconfig, server.kubeconfig())
+        client = kubernetes.config.new_client_from_config(str(kubeconfig))
+        try:
+            yield handle, Http(server.url, tmp_path / "ca.crt", server.admin_token), client
+        finally:
+            client.close()
+
+
+async def test_reads_and_status_writes_go_through_transient_errors_and_stop_at_real_ones(
+    direct: tuple[Any, Http, kubernetes.client.ApiClient],
+) -> None:
+    """A session must not fail because the API server hiccuped: the harness's reads and status
+    writes are tried again through 500, 429 and 503 (injected by the local API server before
+    the request does anything); a 404 or a 403 is an answer, not a hiccup, and is raised."""
+    handle, http, client = direct
+    server = handle.server
+    create(http, "t")
+    api = TaskApi(client, NS)
+    armed = [
+        handle.call(server.faults.inject, "get", "tasks", 500, 2),
+        handle.call(server.faults.inject, "get", "tasks", 429, 1),
+        handle.call(server.faults.inject, "patch", "tasks", 503, 2, "status"),
+    ]
+    assert (await api.task("t"))["metadata"]["name"] == "t"
+    await api.patch_status("t", {"phase": "Running"})
+    assert [f.served for f in armed] == [2, 1, 2]
+    assert (await api.task("t"))["status"]["phase"] == "Running"
+    with pytest.raises(kubernetes.client.ApiException) as missing:
+        await api.task("absent")
+    assert missing.value.status == 404
+    refused = handle.call(server.faults.inject, "get", "tasks", 409, 1)
+    with pytest.raises(kubernetes.client.ApiException) as conflict:
+        await api.task("t")
+    assert conflict.value.status == 409
+    assert refused.served == 1

@@ -223,6 +223,8 @@ class HarnessProcess:
     """This Agent's Tasks as last seen (a parent woken by its child's change is found here)."""
     events_address: tuple[str, int] | None = None
     """Where to serve the sessions' events for ``cadre logs`` (None: not served)."""
+    failures: dict[str, int] = field(default_factory=dict)
+    """Failed sessions in a row, by Task: how long the next try waits."""
     ended: set[str] = field(default_factory=set)
     """Uids of Tasks whose final status this harness wrote: a copy of one seen before that
     write arrived (the watch lags) is not taken up again."""
@@ -343,7 +345,7 @@ class HarnessProcess:
 
     async def _work(self, task: Obj) -> None:
         name = task["metadata"]["name"]
-        acted = False
+        acted = failed = False
         try:
             queued = self.slots.locked()
             if queued:  # every slot busy: say so on the Task while it waits (issue 7)
@@ -354,13 +356,32 @@ class HarnessProcess:
                 acted = await self._session(task)
         except Exception:
             log.exception("session of %s failed", name)
+            failed = True
         finally:
             self.running.pop(name, None)
+        if failed:
+            self._retry_later(name)
+            return
+        self.failures.pop(name, None)
         latest = self.known.get(name)
         if acted and latest is not None:
             # What arrived while the session was busy (a verdict, a child's news) is looked at
             # once more now that it is not: events seen while running were not acted on.
             self._on_task("MODIFIED", latest)
+
+    def _retry_later(self, name: str) -> None:
+        """A session that failed (an API server down for longer than the client's retries,
+        a sandbox gone) resumes from its log after a backoff (1 s, doubling, at most 60 s),
+        as a controller requeues: no later event of its Task may ever come to restart it."""
+        self.failures[name] = self.failures.get(name, 0) + 1
+        delay = min(2.0 ** (self.failures[name] - 1), 60.0)
+
+        def retry() -> None:
+            latest = self.known.get(name)
+            if latest is not None and name not in self.running:
+                self._on_task("MODIFIED", latest)
+
+        asyncio.get_running_loop().call_later(delay, retry)
 
     async def _session(self, task: Obj) -> bool:
         """Work (or cancel) one Task's session until it ends or pauses. False when it was only

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import kubernetes
 import urllib3
@@ -22,6 +23,9 @@ TEAM_LABEL = "cadre.dev/team"
 
 
 _TRANSIENT = {410, 429, 500, 502, 503, 504}
+RETRY_SECONDS = 30.0
+"""How long a read or a status write is tried again through transient failures."""
+T = TypeVar("T")
 
 
 def _backoff(previous: float) -> float:
@@ -42,14 +46,38 @@ class TaskApi:
         )
         return found
 
+    async def _call(self, call: Callable[..., T], *args: Any) -> T:
+        """``call`` on a thread, repeated through transient failures (429, 5xx, a dropped
+        connection) for up to RETRY_SECONDS: a session must not fail because the API server
+        hiccuped once. Every call made this way is safe to repeat: reads, and merge patches
+        of the status, which give the same object however often they are applied."""
+        deadline = time.monotonic() + RETRY_SECONDS
+        delay = 0.0
+        while True:
+            try:
+                return await asyncio.to_thread(call, *args)
+            except kubernetes.client.ApiException as err:
+                if err.status not in _TRANSIENT or err.status == 410:
+                    raise
+                why = f"{err.status} {err.reason}"
+                if time.monotonic() + _backoff(delay) > deadline:
+                    raise
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                why = str(err)
+                if time.monotonic() + _backoff(delay) > deadline:
+                    raise
+            delay = _backoff(delay)
+            log.warning("Kubernetes API: %s; trying again in %.1fs", why, delay)
+            await asyncio.sleep(delay)
+
     async def agent(self, name: str) -> Obj:
-        return await asyncio.to_thread(self._get, "agents", name)
+        return await self._call(self._get, "agents", name)
 
     async def task(self, name: str) -> Obj:
-        return await asyncio.to_thread(self._get, "tasks", name)
+        return await self._call(self._get, "tasks", name)
 
     async def patch_status(self, name: str, status: Obj) -> None:
-        await asyncio.to_thread(
+        await self._call(
             self.custom.patch_namespaced_custom_object_status,
             GROUP, VERSION, self.namespace, "tasks", name, {"status": status},
         )  # fmt: skip
@@ -101,7 +129,7 @@ class TaskApi:
 
     async def team(self, name: str) -> Obj | None:
         try:
-            return await asyncio.to_thread(self._get, "teams", name)
+            return await self._call(self._get, "teams", name)
         except kubernetes.client.ApiException as err:
             if err.status == 404:
                 return None
@@ -116,4 +144,4 @@ class TaskApi:
             )
             return list(found["items"])
 
-        return await asyncio.to_thread(listed)
+        return await self._call(listed)
