@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 from cadre.localcluster.runner import ThreadedApiServer
+from cadre.operator import apply
 
 from tests.harness.conftest import scripted
 from tests.localcluster.conftest import REPO, Http, serving
@@ -30,6 +32,23 @@ def cluster(tmp_path: Path) -> Iterator[tuple[ThreadedApiServer, Http, Path]]:
         kubelet_options={"backoff": 0.5},
     ) as served:  # fmt: skip
         yield served
+
+
+@pytest.fixture
+def apply_client(
+    cluster: tuple[ThreadedApiServer, Http, Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[kubernetes.client.ApiClient]:
+    """The operator's ``apply`` calls, made from the test process on the local cluster's
+    kubeconfig (the process-wide default configuration is left alone)."""
+    _, _, kubeconfig = cluster
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+    api_client = kubernetes.client.ApiClient(configuration)
+    monkeypatch.setattr(apply, "client", lambda: api_client)
+    apply.dynamic.cache_clear()
+    yield api_client
+    apply.dynamic.cache_clear()
+    api_client.close()
 
 
 @pytest.fixture

@@ -6,33 +6,10 @@ operator's CPU under load without changing any result (only this test sees it)."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import kubernetes
-import pytest
-from cadre.localcluster.runner import ThreadedApiServer
 from cadre.operator import apply
 
-from tests.localcluster.conftest import Http
 from tests.operator.conftest import NS
-
-
-@pytest.fixture
-def client(
-    cluster: tuple[ThreadedApiServer, Http, Path], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[kubernetes.client.ApiClient]:
-    """``apply``'s client, on the local cluster's kubeconfig (the process-wide default
-    configuration is left alone)."""
-    _, _, kubeconfig = cluster
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
-    api_client = kubernetes.client.ApiClient(configuration)
-    monkeypatch.setattr(apply, "client", lambda: api_client)
-    apply.dynamic.cache_clear()
-    yield api_client
-    apply.dynamic.cache_clear()
-    api_client.close()
 
 
 def _connections(api_client: kubernetes.client.ApiClient) -> tuple[int, int]:
@@ -42,7 +19,7 @@ def _connections(api_client: kubernetes.client.ApiClient) -> tuple[int, int]:
 
 
 def test_every_kind_of_answer_leaves_the_connection_in_the_pool(
-    client: kubernetes.client.ApiClient,
+    apply_client: kubernetes.client.ApiClient,
 ) -> None:
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": NS}}
     role = {
@@ -57,6 +34,6 @@ def test_every_kind_of_answer_leaves_the_connection_in_the_pool(
         assert apply.get_secret_version(NS, "s")  # 200, decoded
         assert not apply.patch_task_status(NS, "missing", {"phase": "Running"})  # 404
         apply.delete_sandbox(NS, "missing", keep_workspace=False)  # five 404s
-    opened, sent = _connections(client)
+    opened, sent = _connections(apply_client)
     assert sent > 30
     assert opened == 1, f"{opened} connections for {sent} requests"

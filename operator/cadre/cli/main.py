@@ -123,6 +123,8 @@ def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: in
         raise click.ClickException(str(err)) from err
     # Importing them registers the handlers with kopf.
     import cadre.operator.handlers
+    import cadre.operator.sandbox_handlers
+    import cadre.operator.stragglers
     import cadre.operator.team_handlers  # noqa: F401
 
     kubernetes.config.load_config()  # type: ignore[no-untyped-call]

@@ -130,22 +130,6 @@ def get_pod(namespace: str, name: str) -> Obj | None:
     return _read(kubernetes.client.CoreV1Api(client()).read_namespaced_pod, name, namespace)
 
 
-def patch_task_session(namespace: str, task: str, fields: Obj) -> None:
-    """Write session fields of a Task's status, only when they differ (no needless writes;
-    an absent field is the same as false or null)."""
-    api = kubernetes.client.CustomObjectsApi(client())
-    current = _read(api.get_namespaced_custom_object, GROUP, VERSION, namespace, "tasks", task)
-    if current is None:
-        return
-    session = (current.get("status") or {}).get("session") or {}
-    if all((session.get(k) or None) == (v or None) for k, v in fields.items()):
-        return
-    _raw(
-        api.patch_namespaced_custom_object_status,
-        GROUP, VERSION, namespace, "tasks", task, {"status": {"session": fields}},
-    )  # fmt: skip
-
-
 def _delete(call: Any, *args: Any) -> None:
     try:
         _raw(call, *args)  # the answer is not used: not decoded either

@@ -1,0 +1,190 @@
+"""A Task's sandbox, level-based: whatever the event (the Task's or its pod's), make the
+sandbox match what the Task's status says. When the session asks for hands the sandbox is
+built; once its pod is ready the session is told where it is; when the Task ends it goes.
+
+Every decision reads the operator's cache (``cadre.operator.cache``), kept by the indexes
+below: a Task costs the API server its writes, not a read before each of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import kopf
+
+from cadre.api import GROUP, VERSION
+from cadre.api.agent import AgentSpec
+from cadre.operator import apply, metrics, settings
+from cadre.operator.cache import Cache, Key, Obj, pod_view, session_changes, task_view
+from cadre.operator.objects import COMPONENT_LABEL, TASK_LABEL, sandbox_name
+from cadre.operator.sandbox_builders import (
+    SandboxTarget,
+    build_sandbox_objects,
+    build_sandbox_service_account,
+)
+
+FINAL = ("Succeeded", "Failed", "Cancelled")
+
+
+# kopf passes each index to handlers under its function's name.
+@kopf.index(GROUP, VERSION, "tasks")
+def task_views(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    return {(namespace or "", name): task_view(body)}
+
+
+@kopf.index("", "v1", "pods", labels={COMPONENT_LABEL: "sandbox"})
+def sandbox_pods(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Key, Obj] | None:
+    task = labels.get(TASK_LABEL)
+    if not task or namespace is None:
+        return None
+    return {(namespace, task): pod_view(body)}
+
+
+@kopf.index(GROUP, VERSION, "agents")
+def agent_specs(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Key, Obj]:
+    return {(namespace or "", name): dict(spec)}
+
+
+def cache_of(kwargs: dict[str, Any]) -> Cache:
+    """The cache from a handler's keyword arguments (kopf's indexes, by name)."""
+    return Cache(kwargs["task_views"], kwargs["sandbox_pods"], kwargs["agent_specs"])
+
+
+def model_of(cache: Cache, namespace: str) -> Callable[[str], str]:
+    def model(agent: str) -> str:
+        spec = cache.agent_spec(namespace, agent)
+        return str(spec.get("model", "")) if spec else ""
+
+    return model
+
+
+@kopf.on.event(GROUP, VERSION, "tasks", id="task-sandbox")
+def sandbox_for_task(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
+    cache = cache_of(kwargs)
+    metrics.observe_task(
+        dict(body), model_of(cache, body["metadata"]["namespace"]), type == "DELETED"
+    )
+    if type != "DELETED":
+        reconcile_sandbox(task_view(body), cache)
+
+
+@kopf.on.event("", "v1", "pods", labels={COMPONENT_LABEL: "sandbox"}, id="sandbox-pod")
+def sandbox_pod_changed(body: kopf.Body, **kwargs: Any) -> None:
+    """A sandbox pod that changed (started, became ready, died): its Task's sandbox is
+    reconciled again. A pod that died while its Task still works comes back, workspace kept;
+    one whose Task ended is removed."""
+    task = body["metadata"].get("labels", {}).get(TASK_LABEL)
+    if not task:
+        return
+    cache = cache_of(kwargs)
+    found = cache.task(body["metadata"]["namespace"], task)
+    if found is not None:
+        reconcile_sandbox(found, cache)
+
+
+def sandbox_out_of_step(status: Obj) -> bool:
+    """The sandbox is not yet what the Task's status asks for: requested but not ready, or
+    the Task ended and its sandbox is still recorded."""
+    session = status.get("session") or {}
+    if status.get("phase") in FINAL:
+        return bool(session.get("sandboxPod"))
+    return bool(session.get("sandboxRequested")) and not session.get("sandboxReady")
+
+
+def _ref(body: Obj) -> kopf.Body:
+    """A plain Task dict as kopf's event poster wants it (it reads kind, name, uid, namespace)."""
+    return cast(kopf.Body, body)
+
+
+def reconcile_sandbox(task: Obj, cache: Cache) -> None:
+    meta, status = task["metadata"], task.get("status") or {}
+    session = status.get("session") or {}
+    namespace, name = meta["namespace"], meta["name"]
+    if meta.get("deletionTimestamp"):
+        return
+    pod = cache.pod(namespace, name)
+    if status.get("phase") in FINAL:
+        _remove_sandbox(task, cache, pod)
+        return
+    if not session.get("sandboxRequested") or not session.get("sandboxTokenSHA256"):
+        return
+    if not session.get("sandboxReady"):
+        metrics.sandbox_requested(f"{namespace}/{name}")
+    if pod is not None and not pod["deleting"]:
+        report_sandbox(task, pod)  # it exists: only say where
+        return
+    agent_name = status.get("agent") or task["spec"].get("assignee", {}).get("agent") or ""
+    agent = cache.agent_spec(namespace, agent_name)
+    if agent is None:
+        return
+    parsed = AgentSpec.model_validate(agent)
+    target = SandboxTarget(
+        namespace, name, meta["uid"], agent_name, parsed.sandbox, session["sandboxTokenSHA256"]
+    )
+    apply.ensure_exists(build_sandbox_service_account(namespace))  # shared by the namespace
+    for obj in build_sandbox_objects(target, settings.current().sandbox):
+        apply.ensure(obj)
+    kopf.info(
+        _ref(task), reason="SandboxCreated", message=f"{sandbox_name(name)} for the session's tools"
+    )
+    # Where it is comes with the pod's events, once it is ready.
+
+
+def _remove_sandbox(task: Obj, cache: Cache, pod: Obj | None) -> None:
+    """The Task ended: its sandbox goes. Later events of the ended Task cost no deletes: the
+    pod goes first, in the same pass as the rest, so a pod already going means the pass ran
+    (what a crash mid-pass leaves is owned by the Task and goes with it)."""
+    meta, session = task["metadata"], (task.get("status") or {}).get("session") or {}
+    namespace, name = meta["namespace"], meta["name"]
+    if pod is None and not session.get("sandboxPod"):
+        return
+    if pod is not None and pod["deleting"]:
+        return
+    agent = cache.agent_spec(namespace, (task.get("status") or {}).get("agent") or "")
+    retain = (
+        agent is not None
+        and AgentSpec.model_validate(agent).sandbox.workspace.retention == "Retain"
+    )
+    apply.delete_sandbox(namespace, name, keep_workspace=retain)
+    gone = {"sandboxReady": False, "sandboxAddress": None, "sandboxPod": None}
+    _write_session(task, gone)
+    kept = "kept" if retain else "deleted"
+    kopf.info(_ref(task), reason="SandboxDeleted", message=f"the Task ended; workspace {kept}")
+
+
+def report_sandbox(task: Obj, pod: Obj | None) -> None:
+    """Tell the session where its sandbox is, once its pod is ready (and when it moves)."""
+    namespace, name = task["metadata"]["namespace"], task["metadata"]["name"]
+    ready = pod is not None and pod["ready"] and not pod["deleting"]
+    port = settings.current().sandbox.port
+    address = f"{pod['ip']}:{port}" if ready and pod is not None else None
+    if ready:
+        metrics.sandbox_ready(f"{namespace}/{name}")
+    fields: Obj = {"sandboxReady": ready, "sandboxAddress": address}
+    if ready or pod is None:
+        # A pod that is only starting changes nothing the session acts on: no write for it.
+        fields["sandboxPod"] = sandbox_name(name) if pod else None
+    _write_session(task, fields)
+
+
+def _write_session(task: Obj, fields: Obj) -> None:
+    """Write session fields the cached Task does not already say (no needless writes)."""
+    changes = session_changes(task, fields)
+    if changes is not None:
+        meta = task["metadata"]
+        apply.patch_task_status(meta["namespace"], meta["name"], {"session": changes})
+
+
+def retry_sandbox(task: Obj, cache: Cache) -> None:
+    """The straggler sweep's pass: touches nothing while the pod exists and is only starting;
+    reports a ready pod never reported; otherwise reconciles as an event would."""
+    meta, status = task["metadata"], task.get("status") or {}
+    if status.get("phase") not in FINAL:
+        pod = cache.pod(meta["namespace"], meta["name"])
+        if pod is not None and not pod["deleting"]:
+            if pod["ready"]:
+                report_sandbox(task, pod)
+            return
+    reconcile_sandbox(task, cache)
