@@ -213,9 +213,29 @@ def validate(obj: Any, schema: dict[str, Any], old: Any = None, path: str = "") 
     return errors
 
 
+_TRANSITIONS: dict[int, tuple[dict[str, Any], bool]] = {}
+"""Whether a schema node or anything under it has a transition rule, by the node's id (the
+node is kept with the answer, so its id is never reused for another)."""
+
+
+def _has_transition_rules(schema: dict[str, Any]) -> bool:
+    found = _TRANSITIONS.get(id(schema))
+    if found is None or found[0] is not schema:
+        found = (schema, "oldSelf" in json.dumps(schema))
+        _TRANSITIONS[id(schema)] = found
+    return found[1]
+
+
 def _validate(
     value: Any, schema: dict[str, Any], old: Any, path: str, errors: list[FieldError]
 ) -> None:
+    # Ratcheting (CRDValidationRatcheting: on by default since Kubernetes 1.30, GA in 1.33): on
+    # update, a value equal to the stored one is not held to the schema again, so a status
+    # write does not re-check the spec. Transition rules (oldSelf) are never ratcheted.
+    if old is not None and value == old:
+        if _has_transition_rules(schema):
+            _transition_rules(value, schema, path, errors)
+        return
     if value is None:
         if not schema.get("nullable"):
             errors.append(FieldError(path, "Invalid value", "must not be null", "null", True))
@@ -381,13 +401,35 @@ def _validate_object(
             _validate(sub_value, extra, old_map.get(key), f"{path}[{key}]", errors)
 
 
-def _validate_rules(
-    value: Any, schema: dict[str, Any], old: Any, path: str, errors: list[FieldError]
+def _transition_rules(
+    value: Any, schema: dict[str, Any], path: str, errors: list[FieldError]
 ) -> None:
+    """The transition rules over an unchanged value (its old value is itself)."""
+    if not _has_transition_rules(schema) or value is None:
+        return
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key, sub_value in value.items():
+            if key in props:
+                _transition_rules(sub_value, props[key], _join(path, key), errors)
+            elif isinstance(extra, dict):
+                _transition_rules(sub_value, extra, f"{path}[{key}]", errors)
+    elif isinstance(value, list) and schema.get("x-kubernetes-list-type") == "map":
+        for index, item in enumerate(value):
+            _transition_rules(item, schema.get("items", {}), f"{path}[{index}]", errors)
+    _validate_rules(value, schema, value, path, errors, transitions_only=True)
+
+
+def _validate_rules(
+    value: Any, schema: dict[str, Any], old: Any, path: str, errors: list[FieldError],
+    transitions_only: bool = False,
+) -> None:  # fmt: skip
     for rule in schema.get("x-kubernetes-validations", []):
         text = rule["rule"]
         if "oldSelf" in text and old is None:
             continue  # transition rules apply to updates where the old value exists
+        if transitions_only and "oldSelf" not in text:
+            continue
         outcome = evaluate(text, value, old if "oldSelf" in text else None)
         if outcome is True:
             continue
