@@ -35,7 +35,7 @@ def test_a_task_view_keeps_what_sandbox_reconciliation_reads_and_no_more() -> No
     assert view == {
         "apiVersion": "cadre.dev/v1alpha1",
         "kind": "Task",
-        "metadata": {"name": "t", "namespace": NS, "uid": "u1"},
+        "metadata": {"name": "t", "namespace": NS, "uid": "u1", "resourceVersion": "9"},
         "spec": {"assignee": {"agent": "engineer"}},
         "status": {"phase": "Running", "agent": "engineer", "session": {"sandboxRequested": True}},
     }

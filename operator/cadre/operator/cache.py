@@ -25,7 +25,7 @@ Key = tuple[str, str]
 Index = Mapping[Key, Collection[Obj]]
 """What kopf passes a handler for an index: a key's values (one per object under it)."""
 
-_TASK_META = ("name", "namespace", "uid", "deletionTimestamp")
+_TASK_META = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
 _TASK_STATUS = ("phase", "agent", "session")
 
 

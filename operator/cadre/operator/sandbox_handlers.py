@@ -1,6 +1,7 @@
 """A Task's sandbox, level-based: whatever the event (the Task's or its pod's), make the
 sandbox match what the Task's status says. When the session asks for hands the sandbox is
 built; once its pod is ready the session is told where it is; when the Task ends it goes.
+A session waiting on delegated Tasks gives its pod back (the workspace stays).
 
 Every decision reads the operator's cache (``cadre.operator.cache``), kept by the indexes
 below: a Task costs the API server its writes, not a read before each of them."""
@@ -22,6 +23,7 @@ from cadre.operator.sandbox_builders import (
     build_sandbox_objects,
     build_sandbox_service_account,
 )
+from cadre.operator.settings import BACKOFF
 
 FINAL = ("Succeeded", "Failed", "Cancelled")
 
@@ -63,10 +65,11 @@ def model_of(cache: Cache, namespace: str) -> Callable[[str], str]:
 @kopf.on.event(GROUP, VERSION, "tasks", id="task-sandbox")
 def sandbox_for_task(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
     cache = cache_of(kwargs)
-    metrics.observe_task(
-        dict(body), model_of(cache, body["metadata"]["namespace"]), type == "DELETED"
-    )
-    if type != "DELETED":
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    metrics.observe_task(dict(body), model_of(cache, namespace), type == "DELETED")
+    if type == "DELETED":
+        _WRITTEN.pop((namespace, name), None)
+    else:
         reconcile_sandbox(task_view(body), cache)
 
 
@@ -169,12 +172,22 @@ def report_sandbox(task: Obj, pod: Obj | None) -> None:
     _write_session(task, fields)
 
 
+_WRITTEN: dict[Key, Obj] = {}
+"""The sandbox fields (ready, address, pod) this process last wrote to each Task. Only the
+operator writes them, so they are what the Task says even while the watch has not brought
+that write back yet: the pod's further events and the straggler sweep do not write them
+again. Forgotten when the Task goes; empty after a restart, when the cache decides alone."""
+
+
 def _write_session(task: Obj, fields: Obj) -> None:
-    """Write session fields the cached Task does not already say (no needless writes)."""
-    changes = session_changes(task, fields)
-    if changes is not None:
-        meta = task["metadata"]
-        apply.patch_task_status(meta["namespace"], meta["name"], {"session": changes})
+    """Write session fields the Task does not already say (no needless writes)."""
+    meta = task["metadata"]
+    key = (meta["namespace"], meta["name"])
+    changes, written = session_changes(task, fields), _WRITTEN.get(key)
+    if changes is None or (written is not None and changes.items() <= written.items()):
+        return
+    if apply.patch_task_status(meta["namespace"], meta["name"], {"session": changes}):
+        _WRITTEN[key] = {**_WRITTEN.get(key, {}), **changes}
 
 
 def retry_sandbox(task: Obj, cache: Cache) -> None:
@@ -188,3 +201,40 @@ def retry_sandbox(task: Obj, cache: Cache) -> None:
                 report_sandbox(task, pod)
             return
     reconcile_sandbox(task, cache)
+
+
+RELEASE_SECONDS = settings.current().release_seconds
+"""How long a session waits on its children before its sandbox pod is released."""
+
+
+def _waiting(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") == "Waiting"
+
+
+@kopf.timer(
+    GROUP, VERSION, "tasks", id="task-waiting-release", when=_waiting,
+    interval=RELEASE_SECONDS, initial_delay=RELEASE_SECONDS, backoff=BACKOFF,
+)  # fmt: skip
+def release_waiting_sandbox(
+    body: kopf.Body, status: kopf.Status, meta: kopf.Meta, **_: Any
+) -> None:
+    """Waiting holds no compute: the pod goes, the workspace stays; the session asks again
+    when it next needs hands. Conditional on the Task not having moved since it was read, so
+    a session that just woke up does not lose the sandbox it asked for."""
+    session = status.get("session") or {}
+    if not session.get("sandboxRequested") and not session.get("sandboxPod"):
+        return
+    namespace, name = meta["namespace"], meta["name"]
+    released = {"sandboxRequested": False, "sandboxReady": False, "sandboxAddress": None,
+                "sandboxPod": None}  # fmt: skip
+    if not apply.patch_task_status(
+        namespace, name, {"session": released}, resource_version=meta["resourceVersion"]
+    ):
+        return
+    _WRITTEN[(namespace, name)] = released
+    apply.delete_sandbox(namespace, name, keep_workspace=True)
+    kopf.info(
+        body,
+        reason="SandboxReleased",
+        message="the session waits on delegated Tasks; workspace kept",
+    )

@@ -8,7 +8,6 @@ comes from the request's id, so a pass repeated after a crash creates nothing tw
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -31,12 +30,10 @@ from cadre.operator.delegation import (
 )
 from cadre.operator.objects import TEAM_LABEL
 from cadre.operator.review import build_review_task, review_task_name
-from cadre.operator.settings import BACKOFF, from_env
+from cadre.operator.settings import BACKOFF
 
 Obj = dict[str, Any]
 FINAL = ("Succeeded", "Failed", "Cancelled")
-RELEASE_SECONDS = from_env(os.environ).release_seconds
-"""How long a session waits on its children before its sandbox pod is released."""
 
 
 def _ref(body: Obj) -> kopf.Body:
@@ -313,35 +310,3 @@ def delegation_events(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
 def unanswered(status: Obj) -> bool:
     """A delegation request of this Task still waits for the operator's answer."""
     return any(not (r or {}).get("state") for r in (status.get("delegations") or {}).values())
-
-
-def _waiting(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") == "Waiting"
-
-
-@kopf.timer(
-    GROUP, VERSION, "tasks", id="task-waiting-release", when=_waiting,
-    interval=RELEASE_SECONDS, initial_delay=RELEASE_SECONDS, backoff=BACKOFF,
-)  # fmt: skip
-def release_waiting_sandbox(
-    body: kopf.Body, status: kopf.Status, meta: kopf.Meta, **_: Any
-) -> None:
-    """Waiting holds no compute: the pod goes, the workspace stays; the session asks again
-    when it next needs hands. Conditional on the Task not having moved since it was read, so
-    a session that just woke up does not lose the sandbox it asked for."""
-    session = status.get("session") or {}
-    if not session.get("sandboxRequested") and not session.get("sandboxPod"):
-        return
-    namespace, name = meta["namespace"], meta["name"]
-    released = {"sandboxRequested": False, "sandboxReady": False, "sandboxAddress": None,
-                "sandboxPod": None}  # fmt: skip
-    if not apply.patch_task_status(
-        namespace, name, {"session": released}, resource_version=meta["resourceVersion"]
-    ):
-        return
-    apply.delete_sandbox(namespace, name, keep_workspace=True)
-    kopf.info(
-        body,
-        reason="SandboxReleased",
-        message="the session waits on delegated Tasks; workspace kept",
-    )
