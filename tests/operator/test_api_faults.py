@@ -45,12 +45,19 @@ async def test_a_task_succeeds_through_transient_api_errors(
     server = handle.server
     assert server is not None
     url, _ = await scripted({"agents": {"engineer": STEPS}})
+
+    def arm(lists: bool) -> list[Fault]:
+        return [
+            handle.call(server.faults.inject, verb, resource, code, times, sub, *client)
+            for verb, resource, sub, code, times, *client in faults
+            if (verb == "list") == lists
+        ]
+
+    # A list is what a client makes when it starts watching: armed before the harness starts.
+    armed = arm(lists=True)
     create_agent(http, url)
     await until(lambda: agent_ready(http, "engineer"), within=60)
-    armed: list[Fault] = [
-        handle.call(server.faults.inject, verb, resource, code, times, sub, *client)
-        for verb, resource, sub, code, times, *client in faults
-    ]
+    armed += arm(lists=False)
     create_task(http, "flaky", "Run it once.")
     done = await until(lambda: ended(http, "flaky"), within=90)
     log = (tmp_path / "operator.log").read_text()[-3000:]
