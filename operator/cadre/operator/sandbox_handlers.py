@@ -8,10 +8,12 @@ below: a Task costs the API server its writes, not a read before each of them.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
@@ -82,6 +84,7 @@ def sandbox_pod_changed(body: kopf.Body, **kwargs: Any) -> None:
     if not task:
         return
     cache = cache_of(kwargs)
+    _CREATED.pop((body["metadata"]["namespace"], task), None)  # the cache has its pod now
     found = cache.task(body["metadata"]["namespace"], task)
     if found is not None:
         reconcile_sandbox(found, cache)
@@ -99,6 +102,16 @@ def sandbox_out_of_step(status: Obj) -> bool:
 def _ref(body: Obj) -> kopf.Body:
     """A plain Task dict as kopf's event poster wants it (it reads kind, name, uid, namespace)."""
     return cast(kopf.Body, body)
+
+
+CREATED_SECONDS = 30.0
+_CREATED: dict[Key, float] = {}
+"""Sandboxes this process created whose pod the cache does not show yet, with when: the Task's
+events in between (the operator's own writes make some) do not create them all again. Dropped
+at the pod's first event; after CREATED_SECONDS a pod that never showed up is created again."""
+_ACCOUNTS: set[str] = set()
+"""Namespaces whose shared sandbox ServiceAccount this process made sure of (not read again
+for every sandbox; forgotten when a sandbox pod is refused, as it is without its account)."""
 
 
 def reconcile_sandbox(task: Obj, cache: Cache) -> None:
@@ -122,13 +135,23 @@ def reconcile_sandbox(task: Obj, cache: Cache) -> None:
     agent = cache.agent_spec(namespace, agent_name)
     if agent is None:
         return
+    if time.monotonic() - _CREATED.get((namespace, name), -CREATED_SECONDS) < CREATED_SECONDS:
+        return  # created a moment ago: its pod is on its way to the cache
     parsed = AgentSpec.model_validate(agent)
     target = SandboxTarget(
         namespace, name, meta["uid"], agent_name, parsed.sandbox, session["sandboxTokenSHA256"]
     )
-    apply.ensure_exists(build_sandbox_service_account(namespace))  # shared by the namespace
-    for obj in build_sandbox_objects(target, settings.current().sandbox):
-        apply.ensure(obj)
+    if namespace not in _ACCOUNTS:
+        apply.ensure_exists(build_sandbox_service_account(namespace))  # shared by the namespace
+        _ACCOUNTS.add(namespace)
+    try:
+        for obj in build_sandbox_objects(target, settings.current().sandbox):
+            apply.ensure(obj)
+    except ApiException as err:
+        if err.status == 403:  # the pod was refused: its ServiceAccount may have been deleted
+            _ACCOUNTS.discard(namespace)
+        raise
+    _CREATED[(namespace, name)] = time.monotonic()
     kopf.info(
         _ref(task), reason="SandboxCreated", message=f"{sandbox_name(name)} for the session's tools"
     )
@@ -141,8 +164,9 @@ def _remove_sandbox(task: Obj, cache: Cache, pod: Obj | None) -> None:
     (what a crash mid-pass leaves is owned by the Task and goes with it)."""
     meta, session = task["metadata"], (task.get("status") or {}).get("session") or {}
     namespace, name = meta["namespace"], meta["name"]
-    if pod is None and not session.get("sandboxPod"):
+    if pod is None and not session.get("sandboxPod") and (namespace, name) not in _CREATED:
         return
+    _CREATED.pop((namespace, name), None)
     if pod is not None and pod["deleting"]:
         return
     agent = cache.agent_spec(namespace, (task.get("status") or {}).get("agent") or "")

@@ -1,0 +1,86 @@
+"""One Task's sandbox pass (``reconcile_sandbox``) against the local API server, driven from
+the test process with a cache built by hand (kopf fills it in the operator): the objects are
+created once, not again while the pod is on its way to the cache, and a namespace whose
+shared sandbox ServiceAccount was deleted gets it back on the next pass after the API server
+refuses the pod. kopf's event poster only runs inside kopf: ``kopf.info`` is replaced by a
+recorder here."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import kopf
+import kubernetes
+import pytest
+from cadre.localcluster.runner import ThreadedApiServer
+from cadre.operator import sandbox_handlers
+from cadre.operator.cache import Cache, Key, task_view
+from cadre.operator.sandbox_handlers import reconcile_sandbox
+
+from tests.localcluster.conftest import Http, agent_manifest
+from tests.operator.conftest import CADRE, NS
+
+Obj = dict[str, Any]
+SPEC = agent_manifest("engineer")["spec"]
+
+
+class _Index(dict[Key, Collection[Obj]]):
+    """An index as kopf hands it to a handler."""
+
+
+def _requested(http: Http, name: str) -> Obj:
+    """A Task whose session asked for its sandbox, as stored (its uid owns the sandbox)."""
+    task = {"apiVersion": "cadre.dev/v1alpha1", "kind": "Task", "metadata": {"name": name},
+            "spec": {"assignee": {"agent": "engineer"}, "prompt": "p"}}  # fmt: skip
+    assert http("POST", f"{CADRE}/tasks", task).status_code == 201
+    session = {"sandboxRequested": True, "sandboxTokenSHA256": "0" * 64}
+    status = {"status": {"agent": "engineer", "phase": "Running", "session": session}}
+    response = http("PATCH", f"{CADRE}/tasks/{name}/status", status, "application/merge-patch+json")
+    assert response.status_code == 200, response.text
+    return task_view(response.json())
+
+
+def _creates(server: Any) -> float:
+    counts = server.request_counts()
+    return sum(
+        v
+        for (verb, *_, client), v in counts.items()
+        if verb == "create" and client != "python-requests"
+    )
+
+
+def test_a_sandbox_is_created_once_and_its_service_account_comes_back(
+    cluster: tuple[ThreadedApiServer, Http, Path],
+    apply_client: kubernetes.client.ApiClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handle, http, _ = cluster
+    server = handle.server
+    assert server is not None
+    monkeypatch.setattr(sandbox_handlers, "_CREATED", {})
+    monkeypatch.setattr(sandbox_handlers, "_ACCOUNTS", set())
+    posted: list[str] = []
+    monkeypatch.setattr(kopf, "info", lambda body, reason, message: posted.append(reason))
+    cache = Cache(_Index(), _Index(), _Index({(NS, "engineer"): [SPEC]}))
+
+    first = _requested(http, "one")
+    reconcile_sandbox(first, cache)
+    made = _creates(server)
+    assert made == 6  # the ServiceAccount, then Secret, PVC, NetworkPolicy, Pod, Service
+    assert http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-one").status_code == 200
+    reconcile_sandbox(first, cache)  # a Task event before the pod reached the cache
+    assert _creates(server) == made
+    assert posted == ["SandboxCreated"]
+
+    gone = http("DELETE", f"/api/v1/namespaces/{NS}/serviceaccounts/cadre-sandbox")
+    assert gone.status_code == 200, gone.text
+    second = _requested(http, "two")
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        reconcile_sandbox(second, cache)
+    assert refused.value.status == 403  # no pod without its ServiceAccount
+    reconcile_sandbox(second, cache)  # the straggler sweep's next pass
+    assert http("GET", f"/api/v1/namespaces/{NS}/serviceaccounts/cadre-sandbox").status_code == 200
+    assert http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-two").status_code == 200
+    assert posted == ["SandboxCreated", "SandboxCreated"]
