@@ -18,6 +18,9 @@ from cadre.cli.kube import Kube
 
 Obj = dict[str, Any]
 FINAL = ("Succeeded", "Failed", "Cancelled")
+# How long the rest of the tree may take to end after its root has (a child whose delivery was
+# accepted ends when its harness next looks at it, within seconds).
+SETTLE_SECONDS = 15.0
 _LINE = re.compile(r"^\[(?P<namespace>[^/\]]+)/(?P<task>[^\]]+)\] ")
 
 
@@ -76,6 +79,10 @@ def tree_of(tasks: list[Obj], root: str) -> list[Obj]:
     return found
 
 
+def _phase(task: Obj) -> str | None:
+    return (task.get("status") or {}).get("phase")
+
+
 def about(line: str, namespace: str, names: set[str]) -> bool:
     """Whether a harness log line is about one of these Tasks (pure)."""
     match = _LINE.match(line)
@@ -91,6 +98,7 @@ def follow_task(
     logs = LogFollower(kube, namespace)
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
+    settle = 0.0
 
     def show(lines: list[tuple[str, str]], names: set[str]) -> None:
         for agent, line in lines:
@@ -109,10 +117,14 @@ def follow_task(
             for line in highlights.phase_changes(tree, seen):
                 say(line, {"fg": "cyan"})
             show(logs.drain(), names)
-            if (tree[0].get("status") or {}).get("phase") in FINAL:
-                time.sleep(0.5)  # the harnesses' last lines
-                show(logs.drain(), names)
-                return tree[0]
+            if _phase(tree[0]) in FINAL:
+                # An accepted delivery ends its child Task a moment after the parent may have
+                # ended: the tree is followed until all of it is final (a short grace at most).
+                settle = min(settle or time.monotonic() + SETTLE_SECONDS, deadline)
+                if all(_phase(t) in FINAL for t in tree) or time.monotonic() > settle:
+                    time.sleep(0.5)  # the harnesses' last lines
+                    show(logs.drain(), names)
+                    return tree[0]
             if time.monotonic() > deadline:
                 raise FollowTimeoutError(f"Task {root} did not finish within {timeout:.0f}s")
             time.sleep(0.3)
