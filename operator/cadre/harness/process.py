@@ -140,6 +140,10 @@ def _delivered(task: Obj, deliveries: int) -> bool:
     return status.get("phase") == "InReview" and shown == deliveries
 
 
+def _version(task: Obj) -> str:
+    return str(task["metadata"].get("resourceVersion", ""))
+
+
 def verdict_of(task: Obj) -> Verdict | None:
     """The latest verdict on a delivered result (pure): the requester's, written into a child
     Task's ``status.review``, or a human's ``spec.approval`` on a top-level Task."""
@@ -364,9 +368,12 @@ class HarnessProcess:
             return
         self.failures.pop(name, None)
         latest = self.known.get(name)
-        if acted and latest is not None:
+        if latest is not None and (acted or _version(latest) != _version(task)):
             # What arrived while the session was busy (a verdict, a child's news) is looked at
-            # once more now that it is not: events seen while running were not acted on.
+            # once more now that it is not: events seen while running were not acted on. That
+            # holds for a session that only looked and found nothing new, too: a verdict that
+            # came during the look (reading the Team and Agents can take a while) would
+            # otherwise never be seen. A look at the very version it was started for ends here.
             self._on_task("MODIFIED", latest)
 
     def _retry_later(self, name: str) -> None:
