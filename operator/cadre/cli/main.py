@@ -111,10 +111,12 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
 def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: int) -> None:
     """Run Cadre's operator (kopf): Agents into harnesses, Tasks into sandboxed sessions."""
     import os
+    import threading
 
     import kopf
     import kubernetes
 
+    from cadre.cli.stopping import run_until_stopped
     from cadre.operator.settings import SettingsError, from_env
 
     try:
@@ -122,10 +124,11 @@ def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: in
     except SettingsError as err:
         raise click.ClickException(str(err)) from err
     # Importing them registers the handlers with kopf.
+    import cadre.operator.connections
     import cadre.operator.handlers
     import cadre.operator.sandbox_handlers
     import cadre.operator.stragglers
-    import cadre.operator.team_handlers  # noqa: F401
+    import cadre.operator.team_handlers
 
     kubernetes.config.load_config()  # type: ignore[no-untyped-call]
     os.environ["CADRE_METRICS_PORT"] = str(metrics_port)  # read by the startup handler
@@ -136,12 +139,18 @@ def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: in
     # kopf names itself after the user (getpass), which an arbitrary uid (OpenShift, or one
     # the image's passwd file does not list) lacks; getpass reads USER first.
     os.environ.setdefault("USER", "cadre")
-    kopf.run(
-        standalone=True,
-        namespaces=list(namespaces),
-        clusterwide=not namespaces,
-        liveness_endpoint=liveness,
-    )
+    cadre.operator.connections.serve_namespaces(len(namespaces))
+
+    def run(stop: threading.Event) -> None:
+        kopf.run(
+            standalone=True,
+            namespaces=list(namespaces),
+            clusterwide=not namespaces,
+            liveness_endpoint=liveness,
+            stop_flag=stop,
+        )
+
+    run_until_stopped(run)
 
 
 @cli.group()
