@@ -7,11 +7,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -170,23 +173,25 @@ def measure() -> list[Metric]:
             "api_writes_per_task",
             writes,
             "writes",
-            f"creates, updates, patches, deletes; {how}; 2 of them are the Agent's"
-            " activeTasks/queuedTasks, coalesced every 2 s per Agent (they do not grow with the"
-            " number of Tasks), and 1 the namespace's shared sandbox ServiceAccount, created"
-            " with the first sandbox only",
+            f"creates, updates, patches, deletes; {how}; 1 or 2 of them (as the 2 s timer"
+            " falls) are the Agent's activeTasks/queuedTasks, coalesced per Agent (they do not"
+            " grow with the number of Tasks), and 1 the namespace's shared sandbox"
+            " ServiceAccount, created with the first sandbox only",
             "<= 25",
         ),
         Metric(
             "local_task_seconds",
             round(took, 2),
             "s",
-            f"creation to Succeeded; {how}; varies between about 1 and 3.7 s with where the"
+            f"creation to Succeeded; {how}; varies between about 0.8 and 3.7 s with where the"
             " sandbox's first readiness probe (every 2 s) falls",
         ),
     ]
 
 
 TASKS = int(os.environ.get("CADRE_BENCH_TASKS", "1000"))
+CREATORS = 8
+"""Threads creating the Tasks and their sandbox requests."""
 
 
 def _rss_mb(pid: int) -> float:
@@ -201,7 +206,7 @@ def _accepted(task: dict[str, Any]) -> bool:
     return any(c["type"] == "Accepted" for c in conditions)
 
 
-def _many_tasks(folder: Path) -> tuple[float, float]:
+def _many_tasks(folder: Path) -> tuple[float, float, float]:
     """TASKS Tasks created at once; the benchmark plays their harnesses (asks for sandboxes);
     the kubelet simulates pods. Until every Task is accepted and its sandbox pod runs."""
     with threaded_apiserver(
@@ -233,25 +238,32 @@ def _many_tasks(folder: Path) -> tuple[float, float]:
             api.post(f"{cadre}/agents", json=agent)
             time.sleep(3)  # the operator is up and idle
             digest = "0" * 64
-            began = time.monotonic()
-            for i in range(TASKS):
-                meta = {"name": f"t{i}"}
-                spec = {"assignee": {"agent": "a"}, "prompt": "p"}
-                task = {
-                    "apiVersion": "cadre.dev/v1alpha1",
-                    "kind": "Task",
-                    "metadata": meta,
-                    "spec": spec,
-                }
-                api.post(f"{cadre}/tasks", json=task)
-                request = {
-                    "status": {"session": {"sandboxRequested": True, "sandboxTokenSHA256": digest}}
-                }
-                api.patch(
+            request = {
+                "status": {"session": {"sandboxRequested": True, "sandboxTokenSHA256": digest}}
+            }
+            sessions = threading.local()
+
+            def create(i: int) -> None:
+                """Task i, then its sandbox request, as its harness would make it."""
+                if not hasattr(sessions, "api"):  # a requests.Session is not shared by threads
+                    sessions.api = requests.Session()
+                    sessions.api.trust_env, sessions.api.verify = False, api.verify
+                    sessions.api.headers = api.headers
+                task = {"apiVersion": "cadre.dev/v1alpha1", "kind": "Task",
+                        "metadata": {"name": f"t{i}"},
+                        "spec": {"assignee": {"agent": "a"}, "prompt": "p"}}  # fmt: skip
+                sessions.api.post(f"{cadre}/tasks", json=task).raise_for_status()
+                sessions.api.patch(
                     f"{cadre}/tasks/t{i}/status",
                     json=request,
                     headers={"Content-Type": "application/merge-patch+json"},
-                )
+                ).raise_for_status()
+
+            began = time.monotonic()
+            # "At once": several clients, as kubectl apply -f of a folder and harnesses would.
+            with ThreadPoolExecutor(CREATORS) as pool:
+                list(pool.map(create, range(TASKS)))
+            created = time.monotonic() - began
 
             def done() -> bool:
                 tasks = api.get(f"{cadre}/tasks").json()["items"]
@@ -268,24 +280,41 @@ def _many_tasks(folder: Path) -> tuple[float, float]:
         finally:
             operator.terminate()
             operator.wait(timeout=60)
-    return TASKS / took, rss
+    return TASKS / took, rss, created
+
+
+SCALE_RUNS = int(os.environ.get("CADRE_BENCH_SCALE_RUNS", "3"))
 
 
 def measure_scale() -> list[Metric]:
-    with tempfile.TemporaryDirectory() as folder:
-        rate, rss = _many_tasks(Path(folder))
+    runs = []
+    for _ in range(SCALE_RUNS):  # each on a fresh cluster and operator: the machine is noisy
+        with tempfile.TemporaryDirectory() as folder:
+            runs.append(_many_tasks(Path(folder)))
+    rates = sorted(rate for rate, _, _ in runs)
+    sizes = sorted(rss for _, rss, _ in runs)
+    creating = statistics.median(created for _, _, created in runs)
     how = (
-        f"{TASKS} Tasks created at once (the benchmark asks for each sandbox, as a harness"
-        " would); until every one is Accepted and its sandbox pod Running (kubelet in simulate"
-        " mode); one run"
+        f"{TASKS} Tasks created at once by {CREATORS} clients (the benchmark asks for each"
+        " sandbox, as a harness would); until every one is Accepted and its sandbox pod"
+        f" Running (kubelet in simulate mode); {SCALE_RUNS} runs in one session, each with a"
+        " fresh cluster and operator"
     )
     return [
-        Metric("tasks_per_second", round(rate, 2), "tasks/s", how, ">= 20"),
+        Metric(
+            "tasks_per_second",
+            round(statistics.median(rates), 2),
+            "tasks/s",
+            f"median of: {how}; all runs {', '.join(f'{r:.1f}' for r in rates)}; creating"
+            f" them took {creating:.1f} s (median) of the {TASKS / statistics.median(rates):.1f} s",
+            ">= 20",
+        ),
         Metric(
             f"operator_rss_mb_{TASKS}_tasks",
-            round(rss, 1),
+            round(sizes[-1], 1),
             "MB",
-            f"RSS of the operator after: {how}",
+            f"largest RSS of the operator after: {how}; all runs"
+            f" {', '.join(f'{m:.0f}' for m in sizes)} MB",
             "<= 250",
         ),
     ]
