@@ -89,11 +89,9 @@ async def test_a_burst_of_requests_shares_the_bounded_connections(kubeconfig_log
 
 
 async def test_the_login_handler_hands_kopf_a_bounded_session(kubeconfig_login: Path) -> None:
-    connections.serve_namespaces(3)
-    try:
-        context = await connections.login(logger=LOG, settings=kopf.OperatorSettings())
-    finally:
-        connections.serve_namespaces(1)
+    context = await connections.login(
+        logger=LOG, settings=kopf.OperatorSettings(), memo=connections.memo_for(3)
+    )
     assert isinstance(context, kopf.AiohttpSession)
     async with context.aiohttp_session as session:
         assert session.connector is not None

@@ -139,7 +139,6 @@ def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: in
     # kopf names itself after the user (getpass), which an arbitrary uid (OpenShift, or one
     # the image's passwd file does not list) lacks; getpass reads USER first.
     os.environ.setdefault("USER", "cadre")
-    cadre.operator.connections.serve_namespaces(len(namespaces))
 
     def run(stop: threading.Event) -> None:
         kopf.run(
@@ -148,6 +147,7 @@ def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: in
             clusterwide=not namespaces,
             liveness_endpoint=liveness,
             stop_flag=stop,
+            memo=cadre.operator.connections.memo_for(len(namespaces)),
         )
 
     run_until_stopped(run)

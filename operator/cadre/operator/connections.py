@@ -26,14 +26,14 @@ KOPF_STREAMS = 2
 REQUEST_CONNECTIONS = 32
 """Connections for requests other than watches."""
 
-_namespaces = 1
+NAMESPACES_KEY = "cadre.namespaces"
 
 
-def serve_namespaces(count: int) -> None:
-    """How many namespaces the operator watches one by one (0: the whole cluster, one stream
-    per resource)."""
-    global _namespaces
-    _namespaces = max(count, 1)
+def memo_for(namespaces: int) -> kopf.Memo:
+    """kopf's memo (``kopf.run(memo=...)``), which its login handler receives: how many
+    namespaces the operator watches one by one (0: the whole cluster, one stream per
+    resource)."""
+    return kopf.Memo({NAMESPACES_KEY: namespaces})
 
 
 def connection_limit(namespaces: int) -> int:
@@ -56,12 +56,13 @@ def build_session(
 
 
 @kopf.on.login(id="login")
-async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
     info = kopf.login_via_client(**kwargs)  # what kopf itself would use
     if info is None:
         return None
+    namespaces = int(memo.get(NAMESPACES_KEY, 1))  # kopf run without our memo: one namespace
     return kopf.AiohttpSession(
-        aiohttp_session=build_session(info, connection_limit(_namespaces)),
+        aiohttp_session=build_session(info, connection_limit(namespaces)),
         server=info.server,
         default_namespace=info.default_namespace,
         priority=info.priority,
