@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from cadre.api.types import Obj
 from cadre.harness.process import HarnessProcess
 from cadre.harness.taskapi import TaskApi
-
-Obj = dict[str, Any]
 
 
 def _child(version: int, **review: Any) -> Obj:

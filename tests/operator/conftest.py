@@ -12,6 +12,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+from cadre.api.task import FINAL_PHASES
 from cadre.localcluster.runner import ThreadedApiServer
 from cadre.operator import apply
 
@@ -129,11 +130,7 @@ def create_task(
 def ended(http: Http, name: str) -> dict[str, Any] | None:
     """The Task once it has ended, else None."""
     found: dict[str, Any] = http("GET", f"{CADRE}/tasks/{name}").json()
-    return (
-        found
-        if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
-        else None
-    )
+    return found if (found.get("status") or {}).get("phase") in FINAL_PHASES else None
 
 
 def agent_ready(http: Http, name: str) -> bool:

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+from cadre.api.types import Obj
 from cadre.localcluster.runner import ThreadedApiServer
 from cadre.operator.cache import Cache, Key, pod_view, session_changes, task_view
 
 from tests.localcluster.conftest import Http, agent_manifest
 from tests.operator.conftest import CADRE, NS
-
-Obj = dict[str, Any]
 
 
 def _task(**status: Any) -> Obj:

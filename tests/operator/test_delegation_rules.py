@@ -4,10 +4,9 @@ becomes a child Task that validates, is owned by its parent and never outlives i
 from __future__ import annotations
 
 import pytest
+from cadre.api.names import DEPTH_ANNOTATION, PARENT_LABEL, TEAM_LABEL
 from cadre.api.task import MAX_TASK_NAME, DelegationRequest, Task
 from cadre.api.team import TeamSpec
-from cadre.harness.taskapi import PARENT_LABEL as HARNESS_PARENT_LABEL
-from cadre.harness.taskapi import TEAM_LABEL as HARNESS_TEAM_LABEL
 from cadre.operator.delegation import (
     ParentView,
     build_child_task,
@@ -15,7 +14,6 @@ from cadre.operator.delegation import (
     child_timeout_seconds,
     refusal,
 )
-from cadre.operator.objects import PARENT_LABEL, TEAM_LABEL
 from cadre.operator.team_handlers import child_counts, team_readiness
 
 TEAM = TeamSpec.model_validate(
@@ -121,14 +119,10 @@ def test_the_child_task_is_valid_owned_labelled_and_bounded() -> None:
     assert child["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert child["metadata"]["labels"][PARENT_LABEL] == "build"
     assert child["metadata"]["labels"][TEAM_LABEL] == "platform"
-    assert child["metadata"]["annotations"]["cadre.dev/depth"] == "1"
+    assert child["metadata"]["annotations"][DEPTH_ANNOTATION] == "1"
     assert child["spec"]["parentRef"] == {"name": "build", "uid": "uid-1"}
     assert child["spec"]["limits"] == {"timeout": "100s"}
     assert child["spec"]["review"] == {"maxRounds": 2}
-
-
-def test_the_harness_reads_the_labels_the_operator_writes() -> None:
-    assert (HARNESS_PARENT_LABEL, HARNESS_TEAM_LABEL) == (PARENT_LABEL, TEAM_LABEL)
 
 
 def test_team_readiness_names_missing_and_unready_members() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from cadre.api.names import CONFIG_HASH_ANNOTATION
 from cadre.operator.harness_builders import (
-    CONFIG_HASH,
     AgentTarget,
     HarnessDefaults,
     build_harness_objects,
@@ -133,7 +133,7 @@ def test_a_change_of_spec_or_key_rolls_the_pod(changes: dict[str, Any], rolls: b
         annotations: dict[str, str] = build_harness_statefulset(t, DEFAULTS)["spec"]["template"][
             "metadata"
         ]["annotations"]
-        return annotations[CONFIG_HASH]
+        return annotations[CONFIG_HASH_ANNOTATION]
 
     assert (hash_of(target(**changes)) != hash_of(target())) is rolls
 

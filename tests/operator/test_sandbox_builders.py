@@ -7,7 +7,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from cadre.api.agent import Sandbox
-from cadre.operator.objects import harness_selector
+from cadre.api.names import harness_selector
 from cadre.operator.sandbox_builders import (
     SandboxDefaults,
     SandboxTarget,

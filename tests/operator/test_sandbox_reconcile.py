@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 import kubernetes
 import pytest
+from cadre.api.types import Obj
 from cadre.localcluster.runner import ThreadedApiServer
 from cadre.operator import sandbox_handlers
 from cadre.operator.cache import Cache, Key, task_view
@@ -22,7 +23,6 @@ from cadre.operator.sandbox_handlers import reconcile_sandbox
 from tests.localcluster.conftest import Http, agent_manifest
 from tests.operator.conftest import CADRE, NS
 
-Obj = dict[str, Any]
 SPEC = agent_manifest("engineer")["spec"]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cadre.api.task import FINAL_PHASES
 from cadre.localcluster.runner import ThreadedApiServer
 
 from tests.harness.conftest import ModelFactory, until, work_requests
@@ -105,7 +106,7 @@ def tasks(http: Http) -> dict[str, dict[str, Any]]:
 async def all_ended(http: Http) -> dict[str, dict[str, Any]]:
     """Every Task, once each has ended: an accepted child may write Succeeded (after its
     lesson) a moment after its parent, which goes on as soon as it has accepted."""
-    final = ("Succeeded", "Failed", "Cancelled")
+    final = FINAL_PHASES
 
     def ended_all() -> dict[str, dict[str, Any]] | None:
         found = tasks(http)

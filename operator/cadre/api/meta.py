@@ -189,3 +189,15 @@ class SecretKeyReference(ApiModel):
     """The Secret's name."""
     key: SecretKey = "api-key"
     """The key inside the Secret's data."""
+
+
+def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
+    """A controller owner reference to a Cadre object, so deleting it deletes what it owns."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

@@ -3,9 +3,7 @@ operator and the harness both decide from it, so they share one reading)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-Obj = dict[str, Any]
+from cadre.api.types import Obj
 
 
 def delivery_waiting(task: Obj) -> int | None:

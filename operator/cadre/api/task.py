@@ -54,6 +54,12 @@ class TaskPhase(StrEnum):
     CANCELLED = "Cancelled"
 
 
+FINAL_PHASES: frozenset[str] = frozenset(
+    {TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.CANCELLED}
+)
+"""Phases a Task never leaves."""
+
+
 class Assignee(ApiModel):
     """Who works the Task: exactly one of an Agent or a Team (whose lead takes it)."""
 

@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from cadre.api.task import Approval, ApprovalDecision
-
-Obj = dict[str, Any]
+from cadre.api.task import FINAL_PHASES, Approval, ApprovalDecision
+from cadre.api.types import Obj
 
 
 class NotAwaitingApprovalError(Exception):
@@ -26,7 +23,7 @@ def check_awaiting(task: Obj) -> None:
     if phase != "InReview":
         raise NotAwaitingApprovalError(
             f"Task {name} is {phase}, not InReview: there is no result to approve yet"
-            if phase not in ("Succeeded", "Failed", "Cancelled")
+            if phase not in FINAL_PHASES
             else f"Task {name} already ended {phase}"
         )
 

@@ -11,11 +11,10 @@ from typing import Any
 
 import click
 
+from cadre.api.types import Obj
 from cadre.cli import approval
 from cadre.cli.options import cluster_options, output_option, render
 from cadre.cli.tree import render_tree, task_tree
-
-Obj = dict[str, Any]
 
 
 def build_task(prompt: str, agent: str | None, team: str | None, name: str | None) -> Obj:
@@ -144,13 +143,13 @@ def memory() -> None:
 
 
 def _memory(kube: Any, namespace: str, agent: str) -> tuple[Obj, list[Any]]:
+    from cadre.api.names import memory_name
     from cadre.harness.memory import KEY, MemoryUnreadable, parse
-    from cadre.operator.objects import memory_name
 
     what = f'the memory of Agent "{agent}" (configmap/{memory_name(agent)})'
     config = kube.get_configmap(namespace, memory_name(agent), what)
     try:
-        entries = parse((config.get("data") or {}).get(KEY, ""), f"configmap/memory-{agent}")
+        entries = parse((config.get("data") or {}).get(KEY, ""), f"configmap/{memory_name(agent)}")
     except MemoryUnreadable as err:
         raise click.ClickException(str(err)) from err
     return config, entries
@@ -215,10 +214,10 @@ def logs(
     harness through the API server's pod proxy (RBAC: get on pods/proxy)."""
     import json
 
+    from cadre.api.names import HARNESS_EVENTS_PORT, harness_pod_name
     from cadre.cli.eventtext import describe
     from cadre.cli.kube import ProxyError
     from cadre.cli.session import connected
-    from cadre.operator.harness_builders import EVENTS_PORT
 
     with connected(kubeconfig, context) as kube:
         found = kube.get_task(namespace, task)
@@ -226,7 +225,7 @@ def logs(
         if not agent:
             raise click.ClickException(f"Task {task} has no Agent yet (its Team's lead takes it)")
         query = [("after", str(after))] + ([("follow", "true")] if follow else [])
-        pod = f"harness-{agent}-0:{EVENTS_PORT}"
+        pod = f"{harness_pod_name(agent)}:{HARNESS_EVENTS_PORT}"
         try:
             for line in kube.proxy_lines(namespace, pod, f"v1/tasks/{task}/events", query):
                 if not line.strip():

@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from cadre.api.crd import build_all_crds, crd_file_name, render_crd_yaml
+from cadre.api.types import Obj
 from cadre.cli import highlights
 from cadre.cli.follow import follow_task
 from cadre.cli.kube import ApplyError, Kube
@@ -33,8 +34,6 @@ from cadre.cli.manifests import (
 from cadre.cli.processes import Processes
 from cadre.cli.tree import render_tree, task_tree
 
-Obj = dict[str, Any]
-FINAL = ("Succeeded", "Failed", "Cancelled")
 SCRIPTED_KEY = "sk-scripted-demo"  # the scripted model checks that a key is sent, not which
 
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import click
 
+from cadre.api.names import harness_pod_name
+from cadre.api.task import FINAL_PHASES
+from cadre.api.types import Obj
 from cadre.cli import highlights
 from cadre.cli.kube import Kube
 
-Obj = dict[str, Any]
-FINAL = ("Succeeded", "Failed", "Cancelled")
 # How long the rest of the tree may take to end after its root has (a child whose delivery was
 # accepted ends when its harness next looks at it, within seconds).
 SETTLE_SECONDS = 15.0
@@ -40,7 +41,7 @@ class LogFollower:
         self.stopped = threading.Event()
 
     def follow(self, agent: str) -> None:
-        pod = f"harness-{agent}-0"
+        pod = harness_pod_name(agent)
         if pod in self.following or self.kube.pod_phase(self.namespace, pod) != "Running":
             return
         self.following.add(pod)
@@ -117,11 +118,11 @@ def follow_task(
             for line in highlights.phase_changes(tree, seen):
                 say(line, {"fg": "cyan"})
             show(logs.drain(), names)
-            if _phase(tree[0]) in FINAL:
+            if _phase(tree[0]) in FINAL_PHASES:
                 # An accepted delivery ends its child Task a moment after the parent may have
                 # ended: the tree is followed until all of it is final (a short grace at most).
                 settle = min(settle or time.monotonic() + SETTLE_SECONDS, deadline)
-                if all(_phase(t) in FINAL for t in tree) or time.monotonic() > settle:
+                if all(_phase(t) in FINAL_PHASES for t in tree) or time.monotonic() > settle:
                     time.sleep(0.5)  # the harnesses' last lines
                     show(logs.drain(), names)
                     return tree[0]

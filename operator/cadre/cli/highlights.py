@@ -4,9 +4,10 @@ the harnesses' transcripts worth reading afterwards (pure functions)."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
-Obj = dict[str, Any]
+from cadre.api.task import FINAL_PHASES
+from cadre.api.types import Obj
+
 # A harness transcript line: "[namespace/task] agent: text" or "[namespace/task] agent -> tool ..."
 _LINE = re.compile(r"^\[(?P<task>[^\]]+)\] (?P<rest>.*)$")
 # Tool calls that move the story on (the rest are the work itself: writes, reads, runs).
@@ -38,7 +39,7 @@ def phase_changes(tasks: list[Obj], seen: dict[str, str]) -> list[str]:
             lines.append(f"▸ Task {name} ({agent}{origin}): {phase}")
             continue
         detail = f" (delivery #{deliveries})" if phase == "InReview" else ""
-        if phase in ("Succeeded", "Failed", "Cancelled"):
+        if phase in FINAL_PHASES:
             condition: Obj = next(
                 (c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {}
             )

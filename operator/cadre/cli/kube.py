@@ -14,7 +14,8 @@ from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
-Obj = dict[str, Any]
+from cadre.api.types import Obj
+
 GROUP, VERSION = "cadre.dev", "v1alpha1"
 
 

@@ -8,6 +8,13 @@ import click
 
 from cadre import __version__
 from cadre.api.crd import build_all_crds, crd_file_name, render_crd_yaml
+from cadre.api.names import (
+    API_KEY_ENV,
+    HARNESS_EVENTS_PORT,
+    HARNESS_STATE_DIR,
+    POD_IP_ENV,
+    POD_NAMESPACE_ENV,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,7 +49,7 @@ def crds(output_dir: Path | None) -> None:
 @click.option("--agent", required=True, help="The Agent this harness works for.")
 @click.option(
     "--namespace",
-    envvar="POD_NAMESPACE",
+    envvar=POD_NAMESPACE_ENV,
     default="default",
     show_default=True,
     help="Where the Agent and its Tasks live (in a pod: POD_NAMESPACE).",
@@ -50,13 +57,13 @@ def crds(output_dir: Path | None) -> None:
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("/var/lib/cadre"),
+    default=Path(HARNESS_STATE_DIR),
     show_default=True,
     help="The harness's volume: session logs and the sandbox-token key.",
 )
 @click.option(
     "--events-port",
-    default=8090,
+    default=HARNESS_EVENTS_PORT,
     show_default=True,
     help="Serve the sessions' events here for `cadre logs` (0: off), on $POD_IP if set.",
 )
@@ -74,9 +81,9 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
     from cadre.harness.process import HarnessProcess
     from cadre.harness.taskapi import TaskApi
 
-    api_key = os.environ.get("ANTHROPIC_API_KEY")
+    api_key = os.environ.get(API_KEY_ENV)
     if not api_key:
-        raise click.UsageError("ANTHROPIC_API_KEY is not set")
+        raise click.UsageError(f"{API_KEY_ENV} is not set")
     kubernetes.config.load_config()  # type: ignore[no-untyped-call]
 
     async def main() -> None:
@@ -87,7 +94,7 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
         with kubernetes.client.ApiClient() as client:
             # The pod's own address: the API server's proxy reaches it there (and in the local
             # cluster, pods share the host's ports on 0.0.0.0).
-            host = os.environ.get("POD_IP") or "0.0.0.0"  # noqa: S104 - a pod's only address
+            host = os.environ.get(POD_IP_ENV) or "0.0.0.0"  # noqa: S104 - a pod's only address
             address = (host, events_port) if events_port else None
             harness = HarnessProcess(
                 agent, TaskApi(client, namespace), state_dir, api_key, events_address=address
@@ -282,7 +289,7 @@ def demo(example: Path, scenario: Path, state_dir: Path, namespace: str, timeout
         state_dir=state_dir.resolve(),
         namespace=namespace,
         timeout=timeout,
-        api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
+        api_key=os.environ.get(API_KEY_ENV) or None,
     )
     try:
         succeeded = run_demo(options)

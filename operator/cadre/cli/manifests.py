@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-Obj = dict[str, Any]
+from cadre.api.types import Obj
+
 # The order a cluster wants them in: what is referenced before what refers to it.
 KIND_ORDER = {"Secret": 0, "Agent": 1, "Team": 2, "Task": 3}
 

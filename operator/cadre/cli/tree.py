@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-Obj = dict[str, Any]
+from cadre.api.types import Obj
+
 COLUMNS = ("TASK", "AGENT", "PHASE", "TURNS", "TOKENS", "COST", "DURATION", "REVIEWS")
 
 

@@ -17,13 +17,11 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from cadre.harness.sessionlog import Event
 
-Obj = dict[str, Any]
 POLL_SECONDS = 0.2
 _TRUE = ("1", "true", "yes")
 

@@ -15,7 +15,9 @@ from typing import Any
 import kubernetes
 import yaml
 
-KEY = "entries.yaml"
+from cadre.api.names import MEMORY_KEY
+
+KEY = MEMORY_KEY
 MAX_ENTRY_CHARS = 1000
 PROMPT_BUDGET_CHARS = 6000
 """The memory's share of the system prompt: the best-ranked entries that fit."""

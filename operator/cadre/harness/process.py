@@ -28,8 +28,10 @@ from aiohttp import web
 from cadre.api.agent import AgentSpec, LessonSource
 from cadre.api.conditions import merge_condition
 from cadre.api.limits import Limits, parse_duration
-from cadre.api.task import MAX_DELIVERY_BYTES
+from cadre.api.names import TEAM_LABEL, memory_name
+from cadre.api.task import FINAL_PHASES, MAX_DELIVERY_BYTES
 from cadre.api.team import TeamSpec
+from cadre.api.types import Obj, SessionFields, session_of
 from cadre.harness.eventserver import EventServer
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add, for_prompt, mark_used, render
 from cadre.harness.pricing import Prices, prices_for
@@ -44,13 +46,11 @@ from cadre.harness.session import (
     Verdict,
 )
 from cadre.harness.sessionlog import SessionLog, SessionLogError
-from cadre.harness.taskapi import TEAM_LABEL, TaskApi
+from cadre.harness.taskapi import TaskApi
 from cadre.harness.team_tools import TeamTools
 from cadre.harness.tokens import load_or_create_key, session_token, token_digest
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
-FINAL_PHASES = ("Succeeded", "Failed", "Cancelled")
 PAUSED_PHASES = ("Waiting", "InReview")
 REPORT_SECONDS = 5.0
 _PAUSED_MESSAGES = {
@@ -196,14 +196,17 @@ class ClusterSandbox:
     async def endpoint(self) -> SandboxEndpoint:
         if self._endpoint is not None:
             return self._endpoint
-        session = {"sandboxRequested": True, "sandboxTokenSHA256": token_digest(self.token)}
+        session: SessionFields = {
+            "sandboxRequested": True,
+            "sandboxTokenSHA256": token_digest(self.token),
+        }
         await self.api.patch_status(self.task, {"session": session})
         deadline = time.monotonic() + self.wait_seconds
         while time.monotonic() < deadline:
-            status = (await self.api.task(self.task)).get("status") or {}
-            current = status.get("session") or {}
-            if current.get("sandboxReady") and current.get("sandboxAddress"):
-                self._endpoint = SandboxEndpoint(f"http://{current['sandboxAddress']}", self.token)
+            current = session_of((await self.api.task(self.task)).get("status"))
+            address = current.get("sandboxAddress")
+            if current.get("sandboxReady") and address:
+                self._endpoint = SandboxEndpoint(f"http://{address}", self.token)
                 return self._endpoint
             await asyncio.sleep(0.2)
         raise SandboxUnavailable(f"no sandbox was ready within {self.wait_seconds:g}s")
@@ -428,7 +431,7 @@ class HarnessProcess:
         memory = None
         if self.spec.memory.enabled:
             memory = MemoryStore(
-                self.api.custom.api_client, self.api.namespace, f"memory-{self.agent}"
+                self.api.custom.api_client, self.api.namespace, memory_name(self.agent)
             )
         tools = TeamTools(
             self.api, task["metadata"]["name"], self.agent,

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-Obj = dict[str, Any]
+from cadre.api.types import Obj
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,12 @@ from typing import Any, Protocol
 
 import anthropic
 
+from cadre.api.types import Obj
 from cadre.harness.pricing import Prices, cost
 from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable, ToolOutcome
 from cadre.harness.sessionlog import Event, SessionLog
-from cadre.sandbox.tools import TOOL_SCHEMAS
+from cadre.sandbox.protocol import TOOL_SCHEMAS
 
-Obj = dict[str, Any]
 _USAGE_KEYS = (
     "input_tokens",
     "output_tokens",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anthropic
 
+from cadre.api.names import API_KEY_ENV
 from cadre.harness.pricing import prices_for
 from cadre.harness.sandbox_client import SandboxClient, StaticSandbox
 from cadre.harness.session import Session, SessionConfig, SessionLimits
@@ -39,7 +40,7 @@ async def run(args: argparse.Namespace) -> int:
     token = args.sandbox_token_file.read_text().strip()
     sandbox = SandboxClient(StaticSandbox(args.sandbox_url, token))
     client = anthropic.AsyncAnthropic(
-        api_key=os.environ["ANTHROPIC_API_KEY"], base_url=args.model_url, max_retries=4
+        api_key=os.environ[API_KEY_ENV], base_url=args.model_url, max_retries=4
     )
     try:
         outcome = await Session(config, log, client, sandbox, prices_for(args.model)).run()

@@ -13,13 +13,10 @@ import kubernetes
 import urllib3
 
 from cadre.api import GROUP, VERSION
+from cadre.api.names import PARENT_LABEL
+from cadre.api.types import Obj
 
-Obj = dict[str, Any]
 log = logging.getLogger(__name__)
-# Set by the operator on a delegated Task (the harness may not import the operator; a test
-# checks they agree).
-PARENT_LABEL = "cadre.dev/parent"
-TEAM_LABEL = "cadre.dev/team"
 
 
 _TRANSIENT = {410, 429, 500, 502, 503, 504}

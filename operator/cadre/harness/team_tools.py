@@ -19,16 +19,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from cadre.api.review import awaiting_screening, awaits_requester
-from cadre.api.task import DelegationRequest
+from cadre.api.task import FINAL_PHASES, DelegationRequest
+from cadre.api.types import Obj
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add
 from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable, ToolOutcome
 from cadre.harness.session import State, Suspend
 from cadre.harness.taskapi import TaskApi
-from cadre.sandbox.bundle import check_pattern
-from cadre.sandbox.tools import ToolInputError
-
-Obj = dict[str, Any]
-FINAL = ("Succeeded", "Failed", "Cancelled")
+from cadre.sandbox.protocol import ToolInputError, check_pattern
 
 DELEGATE: Obj = {
     "name": "delegate",
@@ -231,7 +228,7 @@ class TeamTools:
         if news_of(children, state.reported):
             return True
         return not any(
-            (c.get("status") or {}).get("phase") not in FINAL and not awaits_requester(c)
+            (c.get("status") or {}).get("phase") not in FINAL_PHASES and not awaits_requester(c)
             for c in children
         )
 
@@ -290,7 +287,7 @@ class TeamTools:
         unreviewed = [c["metadata"]["name"] for c in children if awaits_requester(c)]
         if unreviewed:
             return _error(f"waiting for your review_result first: {', '.join(unreviewed)}")
-        if any((c.get("status") or {}).get("phase") not in FINAL for c in children):
+        if any((c.get("status") or {}).get("phase") not in FINAL_PHASES for c in children):
             raise Suspend
         return ToolOutcome("No delegated Task is outstanding.", False)
 

@@ -14,8 +14,8 @@ import copy
 import ipaddress
 import itertools
 from collections.abc import Callable
-from typing import Any
 
+from cadre.api.types import Obj
 from cadre.localcluster.crdschema import FieldError, check_structural
 from cadre.localcluster.metadata import generated_name
 
@@ -24,8 +24,6 @@ ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 CRD_CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 NAMESPACE_FINALIZER = "kubernetes"
 _SERVICE_NETWORK = ipaddress.ip_network("10.96.0.0/12")
-
-Obj = dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cadre.api.types import Obj
 from cadre.localcluster import builtin_kinds, crdschema, metadata, patches
 from cadre.localcluster.crdschema import FieldError
 from cadre.localcluster.registry import Registry, ResourceType
@@ -29,7 +30,6 @@ from cadre.localcluster.status import (
 )
 from cadre.localcluster.store import Store, TooOldError
 
-Obj = dict[str, Any]
 FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
 _CONTINUE_TOO_OLD = (
     "The provided continue parameter is too old to display a consistent list result. You can"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
+from cadre.api.types import Obj
 from cadre.localcluster import builtin_kinds
 from cadre.localcluster.cluster import Cluster
 from cadre.localcluster.registry import ResourceType
@@ -22,7 +22,6 @@ from cadre.localcluster.status import ApiError
 from cadre.localcluster.store import ANY, Change, GroupResource
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 _ROOT_CA_DESCRIPTION = (
     "Contains a CA bundle that can be used to verify the kube-apiserver when using internal"
     " endpoints such as the internal service IP or kubernetes.default.svc. No other usage is"

@@ -7,12 +7,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any
 
+from cadre.api.types import Obj
 from cadre.localcluster import builtin_schemas
 from cadre.localcluster.registry import SUBRESOURCE_VERBS, Registry, ResourceType
 
-Obj = dict[str, Any]
 _SUBRESOURCE_KINDS = {
     "log": ("", "", "Pod"),
     "proxy": ("", "", "PodProxyOptions"),

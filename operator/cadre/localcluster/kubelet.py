@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cadre.api.types import Obj
 from cadre.localcluster import podfs
 from cadre.localcluster.images import Image, Runtime, detect_runtime, find_image, pythonpath_env
 from cadre.localcluster.metadata import now
@@ -34,7 +35,6 @@ from cadre.localcluster.store import Subscription
 from cadre.localcluster.workloads import WorkloadControllers
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 NODE_NAME = "local"
 _UID_BASE = 200_000  # pod slot n maps container uid u to host uid BASE + n*65536 + u
 _IP_PREFIX = "127.1"

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-Obj = dict[str, Any]
+from cadre.api.types import Obj
+
 Lookup = Callable[[str, str, str], Obj | None]
 """(plural, namespace, name) -> the object or None, read from the API server's store."""
 

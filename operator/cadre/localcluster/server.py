@@ -23,6 +23,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
+from cadre.api.types import Obj
 from cadre.localcluster import discovery, patches, protobuf, tables
 from cadre.localcluster.authn import Authenticator, User
 from cadre.localcluster.cluster import Cluster
@@ -45,7 +46,6 @@ from cadre.localcluster.store import Change, Store, TooOldError
 from cadre.localcluster.tls import Certificates, issue
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's limit for a request body
 _SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _TRUE = ("true", "1")

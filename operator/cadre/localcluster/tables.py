@@ -11,10 +11,10 @@ from typing import Any
 
 from jsonpath_ng.ext import parser as jsonpath_parser
 
+from cadre.api.types import Obj
 from cadre.localcluster.metadata import parse_time
 from cadre.localcluster.registry import ResourceType
 
-Obj = dict[str, Any]
 _NAME_COLUMN = {
     "name": "Name",
     "type": "string",

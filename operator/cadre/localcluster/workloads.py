@@ -19,8 +19,8 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any
 
+from cadre.api.types import Obj
 from cadre.localcluster.cluster import Cluster
 from cadre.localcluster.metadata import now, parse_time
 from cadre.localcluster.registry import ResourceType
@@ -28,7 +28,6 @@ from cadre.localcluster.status import ApiError
 from cadre.localcluster.store import ANY, Change
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 REVISION_LABEL = "controller-revision-hash"
 _WATCHED = {
     ("apps", "statefulsets"),

@@ -12,15 +12,15 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from cadre.api import GROUP, VERSION
-from cadre.operator.objects import (
+from cadre.api.names import (
     PARENT_LABEL,
     REVIEW_OF_LABEL,
     sandbox_name,
     sandbox_token_secret_name,
     sandbox_workspace_name,
 )
+from cadre.api.types import Obj
 
-Obj = dict[str, Any]
 # What an existing object's owner may change; everything else stays as first created.
 _UPDATABLE = {"StatefulSet": ("spec",), "Role": ("rules",), "RoleBinding": ("subjects",)}
 

@@ -18,9 +18,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cadre.api.types import Obj, SessionFields, session_of
 from cadre.operator import apply
 
-Obj = dict[str, Any]
 Key = tuple[str, str]
 Index = Mapping[Key, Collection[Obj]]
 """What kopf passes a handler for an index: a key's values (one per object under it)."""
@@ -88,10 +88,10 @@ class Cache:
         return None if live is None else dict(live.get("spec") or {})
 
 
-def session_changes(current: Obj | None, fields: Obj) -> Obj | None:
+def session_changes(current: Obj | None, fields: SessionFields) -> SessionFields | None:
     """The session fields to write, or None when the Task already says all of them (an
     absent field is the same as false or null)."""
-    session = ((current or {}).get("status") or {}).get("session") or {}
+    session: Mapping[str, Any] = session_of((current or {}).get("status"))
     if all((session.get(k) or None) == (v or None) for k, v in fields.items()):
         return None
     return fields

@@ -10,21 +10,19 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from cadre.api.meta import API_VERSION
-from cadre.api.task import MAX_TASK_NAME, DelegationRequest
-from cadre.api.team import TeamSpec
-from cadre.operator.objects import (
+from cadre.api.names import (
     DELEGATION_ANNOTATION,
     DEPTH_ANNOTATION,
     MANAGED_BY,
     PARENT_LABEL,
     TEAM_LABEL,
 )
+from cadre.api.task import MAX_TASK_NAME, DelegationRequest
+from cadre.api.team import TeamSpec
+from cadre.api.types import Obj
 from cadre.operator.review import reviewer_for
-
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,23 @@ import kopf
 from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
 from cadre.api.conditions import merge_condition
+from cadre.api.names import (
+    AGENT_LABEL,
+    DEPTH_ANNOTATION,
+    FINALIZER,
+    MEMORY_KEY,
+    TEAM_LABEL,
+    harness_name,
+)
+from cadre.api.task import FINAL_PHASES
+from cadre.api.types import Obj
 from cadre.operator import apply, metrics, settings
 from cadre.operator.agent_status import agent_counts, memory_size
 from cadre.operator.harness_builders import AgentTarget, build_harness_objects
-from cadre.operator.objects import AGENT_LABEL, DEPTH_ANNOTATION, TEAM_LABEL, harness_name
 from cadre.operator.sandbox_handlers import cache_of
 from cadre.operator.settings import BACKOFF
 from cadre.operator.stragglers import retry_stragglers
 
-Obj = dict[str, Any]
-FINAL = ("Succeeded", "Failed", "Cancelled")
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +59,7 @@ def _set(
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.persistence.finalizer = "cadre.dev/operator"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="cadre.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="cadre.dev", key="last-handled-configuration"
@@ -137,7 +144,7 @@ def memory_sizes(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], int] | None:
     agent = labels.get(AGENT_LABEL)
-    size = memory_size(((body.get("data") or {}).get("entries.yaml")) or "")
+    size = memory_size(((body.get("data") or {}).get(MEMORY_KEY)) or "")
     if not agent or namespace is None or size is None:
         return None
     return {(namespace, agent): size}
@@ -194,7 +201,7 @@ def accept_task(
     patch: kopf.Patch,
     **kwargs: Any,
 ) -> None:
-    if status.get("phase") in FINAL:
+    if status.get("phase") in FINAL_PHASES:
         return
     generation = meta.get("generation")
     namespace = meta.get("namespace") or ""

@@ -13,24 +13,24 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from cadre.api.meta import GROUP
-from cadre.operator.objects import (
+from cadre.api.meta import GROUP, owner_reference
+from cadre.api.names import (
     AGENT_LABEL,
+    API_KEY_ENV,
+    CONFIG_HASH_ANNOTATION,
+    HARNESS_EVENTS_PORT,
+    HARNESS_STATE_DIR,
     MANAGED_BY,
+    MEMORY_KEY,
+    POD_IP_ENV,
+    POD_NAMESPACE_ENV,
     harness_labels,
     harness_name,
     harness_selector,
     memory_name,
-    owner_reference,
 )
 
-STATE_MOUNT = "/var/lib/cadre"
 HARNESS_UID = 10001
-CONFIG_HASH = "cadre.dev/config-hash"
-
-
-EVENTS_PORT = 8090
-"""Where each harness serves its sessions' events (``cadre harness --events-port``)."""
 
 
 @dataclass(frozen=True)
@@ -126,23 +126,23 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
     container = {
         "name": "harness",
         "image": defaults.image,
-        "command": ["cadre", "harness", "--agent", target.name, "--state-dir", STATE_MOUNT],
+        "command": ["cadre", "harness", "--agent", target.name, "--state-dir", HARNESS_STATE_DIR],
         "env": [
             {
-                "name": "ANTHROPIC_API_KEY",
+                "name": API_KEY_ENV,
                 "valueFrom": {
                     "secretKeyRef": {"name": secret["name"], "key": secret.get("key", "api-key")}
                 },
             },
             {
-                "name": "POD_NAMESPACE",
+                "name": POD_NAMESPACE_ENV,
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
-            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         ],
         # Session events for `cadre logs`, read through the API server's pod proxy.
-        "ports": [{"name": "events", "containerPort": EVENTS_PORT, "protocol": "TCP"}],
-        "volumeMounts": [{"name": "state", "mountPath": STATE_MOUNT}],
+        "ports": [{"name": "events", "containerPort": HARNESS_EVENTS_PORT, "protocol": "TCP"}],
+        "volumeMounts": [{"name": "state", "mountPath": HARNESS_STATE_DIR}],
         "resources": resources,
         "securityContext": {
             "runAsNonRoot": True,
@@ -163,7 +163,10 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
             "serviceName": name,
             "selector": {"matchLabels": harness_selector(target.name)},
             "template": {
-                "metadata": {"labels": labels, "annotations": {CONFIG_HASH: config_hash(target)}},
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash(target)},
+                },
                 "spec": {
                     "serviceAccountName": name,
                     "terminationGracePeriodSeconds": 30,
@@ -202,7 +205,7 @@ def build_memory_config_map(target: AgentTarget) -> dict[str, Any]:
                 AGENT_LABEL: target.name,
             },
         },
-        "data": {"entries.yaml": "[]\n"},
+        "data": {MEMORY_KEY: "[]\n"},
     }
 
 

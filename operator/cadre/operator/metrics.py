@@ -15,8 +15,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from cadre.api.task import FINAL_PHASES
+
 REGISTRY = CollectorRegistry()
-FINAL = ("Succeeded", "Failed", "Cancelled")
 
 TASKS = Gauge("cadre_tasks", "Tasks by phase.", ["namespace", "phase"], registry=REGISTRY)
 TASK_DURATION = Histogram(
@@ -103,7 +104,7 @@ def observe_task(
         waited = _seconds_between(meta.get("creationTimestamp"), status["startTime"])
         if waited is not None:
             TIME_TO_START.labels(agent).observe(max(waited, 0))
-    if status.get("phase") in FINAL and uid not in _ended:
+    if status.get("phase") in FINAL_PHASES and uid not in _ended:
         _ended.add(uid)
         took = _seconds_between(meta.get("creationTimestamp"), status.get("completionTime"))
         if took is not None:

@@ -11,14 +11,13 @@ requester's would; a pass (``status.review.screened``) lets the requester see th
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from cadre.api.meta import API_VERSION
+from cadre.api.names import MANAGED_BY, REVIEW_OF_LABEL, TEAM_LABEL
 from cadre.api.task import MAX_TASK_NAME
 from cadre.api.team import TeamSpec
-from cadre.operator.objects import MANAGED_BY, REVIEW_OF_LABEL, TEAM_LABEL
+from cadre.api.types import Obj
 
-Obj = dict[str, Any]
 PROMPT_BUDGET = 60_000
 """Characters of a review Task's prompt (the CRD allows 65,536)."""
 EXCERPT = 8_000

@@ -13,20 +13,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cadre.api.agent import EgressMode, Sandbox
-from cadre.operator.objects import (
+from cadre.api.meta import owner_reference
+from cadre.api.names import (
     harness_selector,
-    owner_reference,
     sandbox_labels,
     sandbox_name,
     sandbox_selector,
     sandbox_token_secret_name,
     sandbox_workspace_name,
 )
+from cadre.sandbox import protocol
 
 SANDBOX_SERVICE_ACCOUNT = "cadre-sandbox"
-TOKEN_MOUNT = "/var/run/cadre/token"  # noqa: S105 - a path, not a secret
-TOKEN_KEY = "token-sha256"  # noqa: S105 - a key name
-WORKSPACE_MOUNT = "/workspace"
+TOKEN_MOUNT = protocol.TOKEN_DIR
+TOKEN_KEY = protocol.TOKEN_KEY
+WORKSPACE_MOUNT = protocol.DEFAULT_WORKSPACE
 TMP_MOUNT = "/tmp"  # noqa: S108 - the pod's own emptyDir, the only other writable place
 
 PRIVATE_IPV4 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
@@ -43,7 +44,7 @@ class SandboxDefaults:
     """Operator-wide settings (from the Helm values) that an Agent's spec may override."""
 
     image: str
-    port: int = 8080
+    port: int = protocol.DEFAULT_PORT
     uid: int = 10001
     """The fixed non-root user every sandbox runs as."""
     limits: dict[str, str] = field(
@@ -209,13 +210,13 @@ def build_sandbox_pod(target: SandboxTarget, defaults: SandboxDefaults) -> dict[
                     # Listen on the pod's own address only (also what lets pods share a
                     # machine in the local cluster).
                     {
-                        "name": "CADRE_SANDBOX_HOST",
+                        "name": protocol.ENV_HOST,
                         "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
                     },
-                    {"name": "CADRE_SANDBOX_PORT", "value": str(defaults.port)},
-                    {"name": "CADRE_WORKSPACE", "value": WORKSPACE_MOUNT},
+                    {"name": protocol.ENV_PORT, "value": str(defaults.port)},
+                    {"name": protocol.ENV_WORKSPACE, "value": WORKSPACE_MOUNT},
                     {
-                        "name": "CADRE_SANDBOX_TOKEN_SHA256_FILE",
+                        "name": protocol.ENV_TOKEN_SHA256_FILE,
                         "value": f"{TOKEN_MOUNT}/{TOKEN_KEY}",
                     },
                     {"name": "HOME", "value": TMP_MOUNT},

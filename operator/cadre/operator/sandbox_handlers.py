@@ -17,17 +17,17 @@ from kubernetes.client.exceptions import ApiException
 
 from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
+from cadre.api.names import COMPONENT_LABEL, TASK_LABEL, sandbox_name
+from cadre.api.task import FINAL_PHASES
+from cadre.api.types import Obj, SessionFields, session_of
 from cadre.operator import apply, metrics, settings
-from cadre.operator.cache import Cache, Key, Obj, pod_view, session_changes, task_view
-from cadre.operator.objects import COMPONENT_LABEL, TASK_LABEL, sandbox_name
+from cadre.operator.cache import Cache, Key, pod_view, session_changes, task_view
 from cadre.operator.sandbox_builders import (
     SandboxTarget,
     build_sandbox_objects,
     build_sandbox_service_account,
 )
 from cadre.operator.settings import BACKOFF
-
-FINAL = ("Succeeded", "Failed", "Cancelled")
 
 
 # kopf passes each index to handlers under its function's name.
@@ -93,8 +93,8 @@ def sandbox_pod_changed(body: kopf.Body, **kwargs: Any) -> None:
 def sandbox_out_of_step(status: Obj) -> bool:
     """The sandbox is not yet what the Task's status asks for: requested but not ready, or
     the Task ended and its sandbox is still recorded."""
-    session = status.get("session") or {}
-    if status.get("phase") in FINAL:
+    session = session_of(status)
+    if status.get("phase") in FINAL_PHASES:
         return bool(session.get("sandboxPod"))
     return bool(session.get("sandboxRequested")) and not session.get("sandboxReady")
 
@@ -116,12 +116,12 @@ for every sandbox; forgotten when a sandbox pod is refused, as it is without its
 
 def reconcile_sandbox(task: Obj, cache: Cache) -> None:
     meta, status = task["metadata"], task.get("status") or {}
-    session = status.get("session") or {}
+    session = session_of(status)
     namespace, name = meta["namespace"], meta["name"]
     if meta.get("deletionTimestamp"):
         return
     pod = cache.pod(namespace, name)
-    if status.get("phase") in FINAL:
+    if status.get("phase") in FINAL_PHASES:
         _remove_sandbox(task, cache, pod)
         return
     if not session.get("sandboxRequested") or not session.get("sandboxTokenSHA256"):
@@ -138,9 +138,8 @@ def reconcile_sandbox(task: Obj, cache: Cache) -> None:
     if time.monotonic() - _CREATED.get((namespace, name), -CREATED_SECONDS) < CREATED_SECONDS:
         return  # created a moment ago: its pod is on its way to the cache
     parsed = AgentSpec.model_validate(agent)
-    target = SandboxTarget(
-        namespace, name, meta["uid"], agent_name, parsed.sandbox, session["sandboxTokenSHA256"]
-    )
+    digest = session.get("sandboxTokenSHA256") or ""  # checked above
+    target = SandboxTarget(namespace, name, meta["uid"], agent_name, parsed.sandbox, digest)
     if namespace not in _ACCOUNTS:
         apply.ensure_exists(build_sandbox_service_account(namespace))  # shared by the namespace
         _ACCOUNTS.add(namespace)
@@ -162,7 +161,7 @@ def _remove_sandbox(task: Obj, cache: Cache, pod: Obj | None) -> None:
     """The Task ended: its sandbox goes. Later events of the ended Task cost no deletes: the
     pod goes first, in the same pass as the rest, so a pod already going means the pass ran
     (what a crash mid-pass leaves is owned by the Task and goes with it)."""
-    meta, session = task["metadata"], (task.get("status") or {}).get("session") or {}
+    meta, session = task["metadata"], session_of(task.get("status"))
     namespace, name = meta["namespace"], meta["name"]
     if pod is None and not session.get("sandboxPod") and (namespace, name) not in _CREATED:
         return
@@ -175,7 +174,7 @@ def _remove_sandbox(task: Obj, cache: Cache, pod: Obj | None) -> None:
         and AgentSpec.model_validate(agent).sandbox.workspace.retention == "Retain"
     )
     apply.delete_sandbox(namespace, name, keep_workspace=retain)
-    gone = {"sandboxReady": False, "sandboxAddress": None, "sandboxPod": None}
+    gone: SessionFields = {"sandboxReady": False, "sandboxAddress": None, "sandboxPod": None}
     _write_session(task, gone)
     kept = "kept" if retain else "deleted"
     kopf.info(_ref(task), reason="SandboxDeleted", message=f"the Task ended; workspace {kept}")
@@ -189,21 +188,21 @@ def report_sandbox(task: Obj, pod: Obj | None) -> None:
     address = f"{pod['ip']}:{port}" if ready and pod is not None else None
     if ready:
         metrics.sandbox_ready(f"{namespace}/{name}")
-    fields: Obj = {"sandboxReady": ready, "sandboxAddress": address}
+    fields: SessionFields = {"sandboxReady": ready, "sandboxAddress": address}
     if ready or pod is None:
         # A pod that is only starting changes nothing the session acts on: no write for it.
         fields["sandboxPod"] = sandbox_name(name) if pod else None
     _write_session(task, fields)
 
 
-_WRITTEN: dict[Key, Obj] = {}
+_WRITTEN: dict[Key, SessionFields] = {}
 """The sandbox fields (ready, address, pod) this process last wrote to each Task. Only the
 operator writes them, so they are what the Task says even while the watch has not brought
 that write back yet: the pod's further events and the straggler sweep do not write them
 again. Forgotten when the Task goes; empty after a restart, when the cache decides alone."""
 
 
-def _write_session(task: Obj, fields: Obj) -> None:
+def _write_session(task: Obj, fields: SessionFields) -> None:
     """Write session fields the Task does not already say (no needless writes)."""
     meta = task["metadata"]
     key = (meta["namespace"], meta["name"])
@@ -218,7 +217,7 @@ def retry_sandbox(task: Obj, cache: Cache) -> None:
     """The straggler sweep's pass: touches nothing while the pod exists and is only starting;
     reports a ready pod never reported; otherwise reconciles as an event would."""
     meta, status = task["metadata"], task.get("status") or {}
-    if status.get("phase") not in FINAL:
+    if status.get("phase") not in FINAL_PHASES:
         pod = cache.pod(meta["namespace"], meta["name"])
         if pod is not None and not pod["deleting"]:
             if pod["ready"]:
@@ -245,12 +244,13 @@ def release_waiting_sandbox(
     """Waiting holds no compute: the pod goes, the workspace stays; the session asks again
     when it next needs hands. Conditional on the Task not having moved since it was read, so
     a session that just woke up does not lose the sandbox it asked for."""
-    session = status.get("session") or {}
+    session = session_of(status)
     if not session.get("sandboxRequested") and not session.get("sandboxPod"):
         return
     namespace, name = meta["namespace"], meta["name"]
-    released = {"sandboxRequested": False, "sandboxReady": False, "sandboxAddress": None,
-                "sandboxPod": None}  # fmt: skip
+    released: SessionFields = {
+        "sandboxRequested": False, "sandboxReady": False, "sandboxAddress": None, "sandboxPod": None
+    }  # fmt: skip
     if not apply.patch_task_status(
         namespace, name, {"session": released}, resource_version=meta["resourceVersion"]
     ):

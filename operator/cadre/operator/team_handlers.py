@@ -17,9 +17,11 @@ from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
 from cadre.api.conditions import merge_condition
 from cadre.api.limits import Limits, parse_duration
+from cadre.api.names import TEAM_LABEL
 from cadre.api.review import awaiting_screening
-from cadre.api.task import DelegationRequest
+from cadre.api.task import FINAL_PHASES, DelegationRequest
 from cadre.api.team import TeamSpec
+from cadre.api.types import Obj
 from cadre.operator import apply
 from cadre.operator.delegation import (
     ParentView,
@@ -28,12 +30,8 @@ from cadre.operator.delegation import (
     child_timeout_seconds,
     refusal,
 )
-from cadre.operator.objects import TEAM_LABEL
 from cadre.operator.review import build_review_task, review_task_name
 from cadre.operator.settings import BACKOFF
-
-Obj = dict[str, Any]
-FINAL = ("Succeeded", "Failed", "Cancelled")
 
 
 def _ref(body: Obj) -> kopf.Body:
@@ -144,7 +142,7 @@ def reconcile_delegations(task: Obj) -> None:
     """Answer every unanswered delegation request of ``task``: create the child or refuse."""
     status = task.get("status") or {}
     pending = {k: v for k, v in (status.get("delegations") or {}).items() if not v.get("state")}
-    if not pending or status.get("phase") in FINAL:
+    if not pending or status.get("phase") in FINAL_PHASES:
         return
     meta = task["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -153,7 +151,7 @@ def reconcile_delegations(task: Obj) -> None:
     team = TeamSpec.model_validate(team_obj["spec"]) if team_obj else None
     children = apply.list_children(namespace, name)
     existing = {c["metadata"]["name"] for c in children}
-    active = sum(1 for c in children if (c.get("status") or {}).get("phase") not in FINAL)
+    active = sum(1 for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES)
     ancestors = _ancestors(namespace, task)
     remaining = _remaining_seconds(namespace, task)
     answers: Obj = {}
@@ -192,7 +190,7 @@ def child_counts(children: list[Obj]) -> Obj:
     phases = [(c.get("status") or {}).get("phase") for c in children]
     return {
         "total": len(phases),
-        "active": sum(1 for p in phases if p not in FINAL),
+        "active": sum(1 for p in phases if p not in FINAL_PHASES),
         "succeeded": sum(1 for p in phases if p == "Succeeded"),
         "failed": sum(1 for p in phases if p in ("Failed", "Cancelled")),
     }
@@ -214,7 +212,7 @@ def cancel_reviews(task: Obj) -> None:
     """A delegated Task that ended needs no review any more."""
     namespace, name = task["metadata"]["namespace"], task["metadata"]["name"]
     for review in apply.list_reviews(namespace, name):
-        open_ = (review.get("status") or {}).get("phase") not in FINAL
+        open_ = (review.get("status") or {}).get("phase") not in FINAL_PHASES
         if open_ and not review["spec"].get("cancel"):
             apply.cancel_task(namespace, review["metadata"]["name"])
 
@@ -226,7 +224,11 @@ def cancel_children(task: Obj) -> None:
         status = child.get("status") or {}
         # An accepted result is finishing (its harness writes Succeeded), not unfinished work.
         accepted = (status.get("review") or {}).get("decision") == "Accepted"
-        if status.get("phase") not in FINAL and not child["spec"].get("cancel") and not accepted:
+        if (
+            status.get("phase") not in FINAL_PHASES
+            and not child["spec"].get("cancel")
+            and not accepted
+        ):
             apply.cancel_task(namespace, child["metadata"]["name"])
             kopf.info(
                 _ref(task), reason="ChildCancelled",
@@ -280,7 +282,7 @@ def retry_review(task: Obj) -> None:
     review = apply.get_task(meta["namespace"], review_task_name(meta["name"], delivery))
     if review is None:
         request_review(task, {})
-    elif (review.get("status") or {}).get("phase") in FINAL:
+    elif (review.get("status") or {}).get("phase") in FINAL_PHASES:
         settle_review(review)
 
 
@@ -293,17 +295,17 @@ def delegation_events(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     phase = status.get("phase")
     reconcile_delegations(task)
     request_review(task, memo)
-    if task["spec"].get("reviewOf") and phase in FINAL:
+    if task["spec"].get("reviewOf") and phase in FINAL_PHASES:
         settle_review(task)
     # The parent's counts move only when a child's phase does (memo: per object, in memory;
     # after a restart the first event recounts once).
     if task["spec"].get("parentRef") and memo.get("phase") != phase:
         count_on_parent(task)
     reviewed = (task["spec"].get("review") or {}).get("reviewer")
-    if reviewed and phase in FINAL and memo.get("phase") != phase:
+    if reviewed and phase in FINAL_PHASES and memo.get("phase") != phase:
         cancel_reviews(task)
     memo["phase"] = phase
-    if phase in FINAL and int((status.get("children") or {}).get("active") or 0) > 0:
+    if phase in FINAL_PHASES and int((status.get("children") or {}).get("active") or 0) > 0:
         cancel_children(task)
 
 

@@ -8,27 +8,15 @@ so the requester knows what it did not get.
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from cadre.sandbox.tools import BINARY_SNIFF_BYTES, STATE_DIR_NAME, ToolInputError
+from cadre.sandbox.protocol import BINARY_SNIFF_BYTES, STATE_DIR_NAME, ToolInputError, check_pattern
 
 MAX_PATTERNS = 16
 MAX_FILES = 64
 MAX_BUNDLE_BYTES = 1024 * 1024
 """Upper bound a caller may ask for; the harness asks for far less (it fits the Task status)."""
-
-
-def check_pattern(pattern: Any, field: str) -> str:
-    """A glob relative to the workspace that cannot leave it (pure)."""
-    if not isinstance(pattern, str) or not pattern.strip():
-        raise ToolInputError(f"{field}: must be a non-empty string")
-    if "\x00" in pattern:
-        raise ToolInputError(f"{field}: contains a NUL byte")
-    parts = PurePosixPath(pattern).parts
-    if pattern.startswith("/") or ".." in parts:
-        raise ToolInputError(f"{field}: must be relative to the workspace, without '..'")
-    return pattern
 
 
 def check_request(body: dict[str, Any]) -> tuple[list[str], int]:

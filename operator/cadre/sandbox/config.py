@@ -7,10 +7,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cadre.sandbox.tools import STATE_DIR_NAME
+from cadre.sandbox.protocol import (
+    DEFAULT_PORT,
+    DEFAULT_TOKEN_DIGEST_FILE,
+    DEFAULT_WORKSPACE,
+    ENV_HOST,
+    ENV_PORT,
+    ENV_STATE_DIR,
+    ENV_TOKEN_SHA256,
+    ENV_TOKEN_SHA256_FILE,
+    ENV_WORKSPACE,
+    STATE_DIR_NAME,
+)
 
-DEFAULT_PORT = 8080
-DEFAULT_TOKEN_DIGEST_FILE = "/var/run/cadre/token/token-sha256"  # noqa: S105 - a path
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -32,33 +41,31 @@ class SandboxConfig:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SandboxConfig:
         env = dict(os.environ if env is None else env)
-        workspace = Path(env.get("CADRE_WORKSPACE", "/workspace"))
+        workspace = Path(env.get(ENV_WORKSPACE, DEFAULT_WORKSPACE))
         if not workspace.is_dir():
-            raise ConfigError(f"CADRE_WORKSPACE: {workspace} is not a directory")
+            raise ConfigError(f"{ENV_WORKSPACE}: {workspace} is not a directory")
         try:
-            port = int(env.get("CADRE_SANDBOX_PORT", DEFAULT_PORT))
+            port = int(env.get(ENV_PORT, DEFAULT_PORT))
         except ValueError as err:
-            raise ConfigError(f"CADRE_SANDBOX_PORT: not a number: {err}") from err
+            raise ConfigError(f"{ENV_PORT}: not a number: {err}") from err
         if not 0 <= port <= 65535:
-            raise ConfigError(f"CADRE_SANDBOX_PORT: {port} is not a port")
-        digest = env.get("CADRE_SANDBOX_TOKEN_SHA256", "").strip()
+            raise ConfigError(f"{ENV_PORT}: {port} is not a port")
+        digest = env.get(ENV_TOKEN_SHA256, "").strip()
         if not digest:
-            digest_file = Path(
-                env.get("CADRE_SANDBOX_TOKEN_SHA256_FILE", DEFAULT_TOKEN_DIGEST_FILE)
-            )
+            digest_file = Path(env.get(ENV_TOKEN_SHA256_FILE, DEFAULT_TOKEN_DIGEST_FILE))
             try:
                 digest = digest_file.read_text().strip()
             except OSError as err:
                 raise ConfigError(
-                    f"CADRE_SANDBOX_TOKEN_SHA256_FILE: cannot read {digest_file}: {err.strerror}; "
+                    f"{ENV_TOKEN_SHA256_FILE}: cannot read {digest_file}: {err.strerror}; "
                     "the sandbox refuses to run without a token to check"
                 ) from err
         if not _DIGEST.match(digest):
             raise ConfigError("the session token digest must be 64 lower-case hex characters")
         return cls(
-            host=env.get("CADRE_SANDBOX_HOST", "0.0.0.0"),  # noqa: S104 - a pod listens on its IP
+            host=env.get(ENV_HOST, "0.0.0.0"),  # noqa: S104 - a pod listens on its IP
             port=port,
             workspace=workspace,
             token_sha256=digest,
-            state_dir=Path(env.get("CADRE_SANDBOX_STATE_DIR", str(workspace / STATE_DIR_NAME))),
+            state_dir=Path(env.get(ENV_STATE_DIR, str(workspace / STATE_DIR_NAME))),
         )

@@ -23,8 +23,9 @@ from typing import Any
 
 from cadre.sandbox.bundle import bundle, check_request
 from cadre.sandbox.config import SandboxConfig
+from cadre.sandbox.protocol import TOOL_SCHEMAS, ToolInputError, check_input
 from cadre.sandbox.store import ResultStore, input_digest
-from cadre.sandbox.tools import TOOL_SCHEMAS, ToolInputError, Workspace, check_input
+from cadre.sandbox.tools import Workspace
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 

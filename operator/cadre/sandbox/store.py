@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cadre.sandbox.tools import ToolInputError
+from cadre.sandbox.protocol import ToolInputError
 
 TOOL_USE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 

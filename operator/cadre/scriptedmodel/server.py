@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cadre.api.types import Obj
 from cadre.scriptedmodel.scenario import (
     Reply,
     Scenario,
@@ -24,7 +25,6 @@ from cadre.scriptedmodel.scenario import (
     first_message,
 )
 
-Obj = dict[str, Any]
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",

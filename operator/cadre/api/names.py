@@ -1,14 +1,13 @@
-"""Names, labels and owner references of the objects the operator creates.
+"""Every name that crosses a process boundary: labels, annotations, object names, ports and
+environment variables that the operator, the harness, the CLI and the chart must agree on.
 
 Deterministic names make every create safe to repeat (409 AlreadyExists means done), and one
-place for labels keeps selectors and the objects they select from drifting apart.
+home for labels keeps selectors and the objects they select from drifting apart. The sandbox's
+own names (its port, its environment) live in ``cadre.sandbox.protocol``, since the sandbox
+may import nothing of Cadre but itself.
 """
 
 from __future__ import annotations
-
-from typing import Any
-
-from cadre.api.meta import API_VERSION
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cadre", "app.kubernetes.io/part-of": "cadre"}
 TASK_LABEL = "cadre.dev/task"
@@ -23,6 +22,22 @@ DEPTH_ANNOTATION = "cadre.dev/depth"
 DELEGATION_ANNOTATION = "cadre.dev/delegation-id"
 """The parent session's tool call that asked for the Task (what makes its creation idempotent)."""
 COMPONENT_LABEL = "app.kubernetes.io/component"
+CONFIG_HASH_ANNOTATION = "cadre.dev/config-hash"
+"""On a harness pod template: a digest of what it was built from (a change rolls the pod)."""
+FINALIZER = "cadre.dev/operator"
+"""The operator's finalizer and kopf's annotation prefix."""
+
+HARNESS_EVENTS_PORT = 8090
+"""Where each harness serves its sessions' events (``cadre harness --events-port``)."""
+HARNESS_STATE_DIR = "/var/lib/cadre"
+"""The harness's volume: session logs and the sandbox-token key."""
+MEMORY_KEY = "entries.yaml"
+"""The key of an Agent's memory ConfigMap that holds its entries."""
+
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+"""The harness's model key, from the Agent's Secret (the anthropic SDK reads this name too)."""
+POD_NAMESPACE_ENV = "POD_NAMESPACE"
+POD_IP_ENV = "POD_IP"
 
 
 def sandbox_name(task: str) -> str:
@@ -60,6 +75,11 @@ def harness_name(agent: str) -> str:
     return f"harness-{agent}"
 
 
+def harness_pod_name(agent: str) -> str:
+    """The harness StatefulSet's only pod."""
+    return f"{harness_name(agent)}-0"
+
+
 def memory_name(agent: str) -> str:
     """The ConfigMap holding an Agent's memory (``kubectl edit configmap memory-NAME``)."""
     return f"memory-{agent}"
@@ -72,15 +92,3 @@ def harness_labels(agent: str) -> dict[str, str]:
 def harness_selector(agent: str) -> dict[str, str]:
     """Selects the harness pod of one Agent (the only client its sandboxes accept)."""
     return {COMPONENT_LABEL: "harness", AGENT_LABEL: agent}
-
-
-def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
-    """A controller owner reference to a Cadre object, so deleting it deletes what it owns."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": kind,
-        "name": name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
