@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cadre.localcluster.crdschema import apply_defaults, prune, unknown_fields, validate
+from cadre.localcluster.apiserver.crdschema import apply_defaults, prune, unknown_fields, validate
 
 from tests.api.conftest import crd_schema
 

@@ -8,7 +8,7 @@ from typing import Any
 import jsonpath_ng.ext
 import kubernetes_validate
 import pytest
-from cadre.localcluster.crdschema import check_structural
+from cadre.localcluster.apiserver.crdschema import check_structural
 
 from tests.api.conftest import crd_schema
 

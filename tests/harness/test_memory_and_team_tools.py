@@ -20,8 +20,8 @@ from cadre.harness.memory import (
     ranked,
     render,
 )
-from cadre.harness.process import build_final_status, team_context, verdict_of
-from cadre.harness.team_tools import describe, news_of
+from cadre.harness.task_status import build_final_status, verdict_of
+from cadre.harness.team_tools import describe, news_of, team_context
 
 
 def test_memory_round_trips_through_yaml() -> None:

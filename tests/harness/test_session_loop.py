@@ -12,9 +12,10 @@ import anthropic
 import pytest
 from cadre.api.limits import Limits
 from cadre.harness.pricing import prices_for
-from cadre.harness.process import effective_limits
-from cadre.harness.session import Session, SessionConfig, SessionLimits, replay
+from cadre.harness.replay import replay
+from cadre.harness.session import Session, SessionConfig, SessionLimits
 from cadre.harness.sessionlog import SessionLog, read
+from cadre.harness.task_status import effective_limits
 
 from tests.harness.conftest import ModelFactory, lesson_requests, run_session, sandbox_client
 from tests.sandbox.conftest import SandboxProcess

@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from cadre.localcluster.images import find_image
+from cadre.localcluster.node.images import find_image
 
 from tests.localcluster.conftest import REPO
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from cadre.localcluster.crdschema import validate
+from cadre.localcluster.apiserver.crdschema import validate
 
 SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -4,9 +4,9 @@ label and field selectors, and the three patch types."""
 from __future__ import annotations
 
 import pytest
-from cadre.localcluster import builtin_schemas, patches, protobuf
-from cadre.localcluster.selectors import matcher, parse_label_selector
-from cadre.localcluster.status import ApiError
+from cadre.localcluster.apiserver import builtin_schemas, patches, protobuf
+from cadre.localcluster.apiserver.selectors import matcher, parse_label_selector
+from cadre.localcluster.apiserver.status import ApiError
 
 # Captured from `kubectl create secret generic s1 --from-literal=a=b --type=foo`.
 SECRET = (

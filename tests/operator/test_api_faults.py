@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cadre.localcluster.faults import Fault
+from cadre.localcluster.apiserver.faults import Fault
 from cadre.localcluster.runner import ThreadedApiServer
 
 from tests.harness.conftest import ModelFactory, until

@@ -16,6 +16,8 @@ import kubernetes
 import pytest
 from cadre.localcluster.runner import ThreadedApiServer
 from cadre.operator import connections
+from cadre.operator.settings import from_env
+from cadre.operator.state import OperatorState, memo_for
 
 from tests.localcluster.conftest import Http
 from tests.operator.conftest import NS
@@ -90,7 +92,9 @@ async def test_a_burst_of_requests_shares_the_bounded_connections(kubeconfig_log
 
 async def test_the_login_handler_hands_kopf_a_bounded_session(kubeconfig_login: Path) -> None:
     context = await connections.login(
-        logger=LOG, settings=kopf.OperatorSettings(), memo=connections.memo_for(3)
+        logger=LOG,
+        settings=kopf.OperatorSettings(),
+        memo=memo_for(OperatorState(from_env({}), namespaces=3)),
     )
     assert isinstance(context, kopf.AiohttpSession)
     async with context.aiohttp_session as session:

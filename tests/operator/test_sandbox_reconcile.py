@@ -16,9 +16,10 @@ import kubernetes
 import pytest
 from cadre.api.types import Obj
 from cadre.localcluster.runner import ThreadedApiServer
-from cadre.operator import sandbox_handlers
 from cadre.operator.cache import Cache, Key, task_view
 from cadre.operator.sandbox_handlers import reconcile_sandbox
+from cadre.operator.settings import from_env
+from cadre.operator.state import OperatorState
 
 from tests.localcluster.conftest import Http, agent_manifest
 from tests.operator.conftest import CADRE, NS
@@ -59,18 +60,17 @@ def test_a_sandbox_is_created_once_and_its_service_account_comes_back(
     handle, http, _ = cluster
     server = handle.server
     assert server is not None
-    monkeypatch.setattr(sandbox_handlers, "_CREATED", {})
-    monkeypatch.setattr(sandbox_handlers, "_ACCOUNTS", set())
+    state = OperatorState(from_env({}))
     posted: list[str] = []
     monkeypatch.setattr(kopf, "info", lambda body, reason, message: posted.append(reason))
     cache = Cache(_Index(), _Index(), _Index({(NS, "engineer"): [SPEC]}))
 
     first = _requested(http, "one")
-    reconcile_sandbox(first, cache)
+    reconcile_sandbox(first, cache, state)
     made = _creates(server)
     assert made == 6  # the ServiceAccount, then Secret, PVC, NetworkPolicy, Pod, Service
     assert http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-one").status_code == 200
-    reconcile_sandbox(first, cache)  # a Task event before the pod reached the cache
+    reconcile_sandbox(first, cache, state)  # a Task event before the pod reached the cache
     assert _creates(server) == made
     assert posted == ["SandboxCreated"]
 
@@ -78,9 +78,9 @@ def test_a_sandbox_is_created_once_and_its_service_account_comes_back(
     assert gone.status_code == 200, gone.text
     second = _requested(http, "two")
     with pytest.raises(kubernetes.client.ApiException) as refused:
-        reconcile_sandbox(second, cache)
+        reconcile_sandbox(second, cache, state)
     assert refused.value.status == 403  # no pod without its ServiceAccount
-    reconcile_sandbox(second, cache)  # the straggler sweep's next pass
+    reconcile_sandbox(second, cache, state)  # the straggler sweep's next pass
     assert http("GET", f"/api/v1/namespaces/{NS}/serviceaccounts/cadre-sandbox").status_code == 200
     assert http("GET", f"/api/v1/namespaces/{NS}/pods/sbx-two").status_code == 200
     assert posted == ["SandboxCreated", "SandboxCreated"]

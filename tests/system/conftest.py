@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cadre.localcluster.kubelet import Kubelet
+from cadre.localcluster.node.kubelet import Kubelet
 from cadre.localcluster.runner import ThreadedApiServer
 
 from tests.harness.conftest import scripted

@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from cadre.localcluster.kubelet import Kubelet
+from cadre.localcluster.node.kubelet import Kubelet
 from cadre.localcluster.runner import ThreadedApiServer
 
 from tests.harness.conftest import ModelFactory, until, work_requests

@@ -78,9 +78,11 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
 
     import kubernetes
 
+    from cadre.harness import logs
     from cadre.harness.process import HarnessProcess
     from cadre.harness.taskapi import TaskApi
 
+    logs.configure()
     api_key = os.environ.get(API_KEY_ENV)
     if not api_key:
         raise click.UsageError(f"{API_KEY_ENV} is not set")
@@ -125,11 +127,14 @@ def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: in
 
     from cadre.cli.stopping import run_until_stopped
     from cadre.operator.settings import SettingsError, from_env
+    from cadre.operator.state import OperatorState, memo_for
 
     try:
-        from_env(os.environ)
+        # Read once, before anything: a bad value stops the operator before it reconciles.
+        settings = from_env(os.environ)
     except SettingsError as err:
         raise click.ClickException(str(err)) from err
+    state = OperatorState(settings, metrics_port=metrics_port, namespaces=len(namespaces))
     # Importing them registers the handlers with kopf.
     import cadre.operator.connections
     import cadre.operator.handlers
@@ -137,8 +142,8 @@ def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: in
     import cadre.operator.stragglers
     import cadre.operator.team_handlers
 
+    cadre.operator.sandbox_handlers.register_release_timer(settings.release_seconds)
     kubernetes.config.load_config()  # type: ignore[no-untyped-call]
-    os.environ["CADRE_METRICS_PORT"] = str(metrics_port)  # read by the startup handler
     level = os.environ.get("CADRE_LOG_LEVEL", "info")
     if level not in ("debug", "info", "warning"):
         raise click.ClickException(f"CADRE_LOG_LEVEL={level!r} is not debug, info or warning")
@@ -154,7 +159,7 @@ def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: in
             clusterwide=not namespaces,
             liveness_endpoint=liveness,
             stop_flag=stop,
-            memo=cadre.operator.connections.memo_for(len(namespaces)),
+            memo=memo_for(state),
         )
 
     run_until_stopped(run)
@@ -190,8 +195,8 @@ def apiserver(host: str, port: int, kubeconfig: Path, crd_dir: Path | None) -> N
     """
     import asyncio
 
+    from cadre.localcluster.controlplane import LocalApiServer
     from cadre.localcluster.runner import serve_forever
-    from cadre.localcluster.server import LocalApiServer
 
     asyncio.run(serve_forever(LocalApiServer(host, port, crd_dir=crd_dir), kubeconfig))
 

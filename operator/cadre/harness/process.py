@@ -14,10 +14,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,193 +25,36 @@ from aiohttp import web
 
 from cadre.api.agent import AgentSpec, LessonSource
 from cadre.api.conditions import merge_condition
-from cadre.api.limits import Limits, parse_duration
+from cadre.api.limits import Limits
 from cadre.api.names import TEAM_LABEL, memory_name
 from cadre.api.task import FINAL_PHASES, MAX_DELIVERY_BYTES
 from cadre.api.team import TeamSpec
-from cadre.api.types import Obj, SessionFields, session_of
+from cadre.api.types import Obj
+from cadre.harness.cluster_sandbox import ClusterSandbox, TaskCopies
 from cadre.harness.eventserver import EventServer
+from cadre.harness.logs import TRANSCRIPT
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add, for_prompt, mark_used, render
 from cadre.harness.pricing import Prices, prices_for
-from cadre.harness.sandbox_client import SandboxClient, SandboxEndpoint, SandboxUnavailable
-from cadre.harness.session import (
-    AWAITING_REVIEW,
-    WAITING,
-    Session,
-    SessionConfig,
-    SessionLimits,
-    State,
-    Verdict,
-)
+from cadre.harness.replay import AWAITING_REVIEW, WAITING, State
+from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable
+from cadre.harness.session import Session, SessionConfig
 from cadre.harness.sessionlog import SessionLog, SessionLogError
+from cadre.harness.task_status import (
+    assigned_to,
+    build_final_status,
+    build_usage_status,
+    delivered,
+    effective_limits,
+    now_stamp,
+    verdict_of,
+    version_of,
+)
 from cadre.harness.taskapi import TaskApi
-from cadre.harness.team_tools import TeamTools
-from cadre.harness.tokens import load_or_create_key, session_token, token_digest
+from cadre.harness.team_tools import TeamTools, team_context
+from cadre.harness.tokens import load_or_create_key, session_token
 
 log = logging.getLogger(__name__)
-PAUSED_PHASES = ("Waiting", "InReview")
 REPORT_SECONDS = 5.0
-_PAUSED_MESSAGES = {
-    "Waiting": "the session waits for delegated Tasks",
-    "InReview": "the result waits for the requester's review",
-}
-DEFAULT_MAX_TURNS = 200
-"""When neither the Task nor its Agent bounds a session at all: no runaway session by default."""
-
-
-def effective_limits(agent: Limits, task: Limits) -> SessionLimits:
-    """A Task's limits replace its Agent's, field by field. With no limit set anywhere, the
-    session gets ``DEFAULT_MAX_TURNS``, so a model that never stops cannot spend forever."""
-
-    def pick(name: str) -> Any:
-        value = getattr(task, name)
-        return value if value is not None else getattr(agent, name)
-
-    timeout = pick("timeout")
-    cost = pick("max_cost_usd")
-    unbounded = all(
-        pick(name) is None for name in ("max_turns", "max_tokens", "timeout", "max_cost_usd")
-    )
-    return SessionLimits(
-        max_turns=DEFAULT_MAX_TURNS if unbounded else pick("max_turns"),
-        max_tokens=pick("max_tokens"),
-        timeout_seconds=parse_duration(timeout) if timeout else None,
-        max_cost_usd=Decimal(cost) if cost is not None else None,
-    )
-
-
-def assigned_to(task: Obj, agent: str) -> bool:
-    status_agent = (task.get("status") or {}).get("agent")
-    if status_agent:
-        return bool(status_agent == agent)
-    return bool(task.get("spec", {}).get("assignee", {}).get("agent") == agent)
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def build_usage_status(state: State) -> Obj:
-    """The Task status fields a session's progress fills in (pure)."""
-    return {
-        "usage": {
-            "turns": state.turns,
-            "inputTokens": state.usage["input_tokens"],
-            "outputTokens": state.usage["output_tokens"],
-            "cacheReadInputTokens": state.usage["cache_read_input_tokens"],
-            "cacheCreationInputTokens": state.usage["cache_creation_input_tokens"],
-            "costUSD": f"{state.cost_usd.quantize(Decimal('0.000001')).normalize():f}",
-        },
-    }
-
-
-def build_final_status(outcome: Obj, generation: int | None, conditions: list[Obj]) -> Obj:
-    """Phase, result and the ``Succeeded`` condition of a session that ended or paused (pure);
-    the other conditions are kept (a merge patch replaces the whole list). A paused session
-    (``Waiting``, ``InReview``) has ``Succeeded`` Unknown and no completion time."""
-    phase = outcome["outcome"]
-    summary = outcome.get("result") or ""
-    paused = phase in PAUSED_PHASES
-    status: Obj = {
-        "phase": phase,
-        "conditions": merge_condition(
-            conditions,
-            "Succeeded",
-            None if paused else phase == "Succeeded",
-            outcome["reason"],
-            _PAUSED_MESSAGES.get(phase) or outcome.get("message", "")[:1024],
-            now=datetime.now(UTC),
-            observed_generation=generation,
-        ),
-    }
-    if summary or not paused:
-        status["result"] = {"summary": summary[:4096], "truncated": len(summary) > 4096}
-    if not paused:
-        status["completionTime"] = _now()
-    return status
-
-
-def _delivered(task: Obj, deliveries: int) -> bool:
-    """Whether the Task's status shows the session's latest delivery (pure)."""
-    status = task.get("status") or {}
-    shown = int((status.get("review") or {}).get("deliveries") or 0)
-    return status.get("phase") == "InReview" and shown == deliveries
-
-
-def _version(task: Obj) -> str:
-    return str(task["metadata"].get("resourceVersion", ""))
-
-
-def verdict_of(task: Obj) -> Verdict | None:
-    """The latest verdict on a delivered result (pure): the requester's, written into a child
-    Task's ``status.review``, or a human's ``spec.approval`` on a top-level Task."""
-    status = task.get("status") or {}
-    if task["spec"].get("parentRef"):
-        review = status.get("review") or {}
-        reviewer = str(review.get("reviewer") or "")
-        if review.get("decision") == "Accepted":
-            return Verdict("accepted", True, reviewer=reviewer)
-        if review.get("decision") == "ChangesRequested":
-            rounds = int(review.get("round") or 0)
-            feedback = str(review.get("lastFeedback") or "")
-            return Verdict(f"round-{rounds}", False, feedback, reviewer, rounds)
-        return None
-    approval = task["spec"].get("approval")
-    if not approval:
-        return None
-    generation = task["metadata"].get("generation")
-    if approval.get("decision") == "Approved":
-        return Verdict(f"approved-{generation}", True, reviewer="a human")
-    return Verdict(f"rejected-{generation}", False, str(approval.get("feedback") or ""), "a human")
-
-
-def team_context(team: str, spec: TeamSpec, roles: dict[str, str], agent: str) -> str:
-    """The team part of the system prompt: who is on it and whom this Agent may ask (pure)."""
-    me = next((m for m in spec.members if m.agent == agent), None)
-    lines = [f"You work in team {team}. Its members:"]
-    lines += [f"- {m.agent}: {roles.get(m.agent, '(no such Agent)')}" for m in spec.members]
-    if me is not None and me.delegates_to:
-        lines.append(
-            f"You may delegate to: {', '.join(me.delegates_to)}. Use delegate, then "
-            "wait_for_results, and review every result with review_result before you rely on it."
-        )
-    else:
-        lines.append("You do your work yourself; you do not delegate.")
-    return "\n".join(lines)
-
-
-@dataclass
-class ClusterSandbox:
-    """The lazy sandbox: asked for through the Task's status at the first tool call, then
-    waited for (the operator builds it and reports its address)."""
-
-    api: TaskApi
-    task: str
-    token: str
-    wait_seconds: float = 300.0
-    _endpoint: SandboxEndpoint | None = None
-
-    async def endpoint(self) -> SandboxEndpoint:
-        if self._endpoint is not None:
-            return self._endpoint
-        session: SessionFields = {
-            "sandboxRequested": True,
-            "sandboxTokenSHA256": token_digest(self.token),
-        }
-        await self.api.patch_status(self.task, {"session": session})
-        deadline = time.monotonic() + self.wait_seconds
-        while time.monotonic() < deadline:
-            current = session_of((await self.api.task(self.task)).get("status"))
-            address = current.get("sandboxAddress")
-            if current.get("sandboxReady") and address:
-                self._endpoint = SandboxEndpoint(f"http://{address}", self.token)
-                return self._endpoint
-            await asyncio.sleep(0.2)
-        raise SandboxUnavailable(f"no sandbox was ready within {self.wait_seconds:g}s")
-
-    def forget(self) -> None:
-        """After a failed call: read the address again (the pod may have been recreated)."""
-        self._endpoint = None
 
 
 @dataclass
@@ -235,6 +76,8 @@ class HarnessProcess:
     ended: set[str] = field(default_factory=set)
     """Uids of Tasks whose final status this harness wrote: a copy of one seen before that
     write arrived (the watch lags) is not taken up again."""
+    copies: TaskCopies = field(default_factory=TaskCopies)
+    """Every Task the watch delivered, newest copy (sessions wait on their sandbox here)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         agent = await self.api.agent(self.agent)
@@ -264,7 +107,7 @@ class HarnessProcess:
         # A daemon thread, not the executor: a watch blocked in a read must not hold shutdown.
         threading.Thread(target=watch, name="task-watch", daemon=True).start()
         runner = await self._serve_events()
-        print(f"harness for agent {self.agent}: watching Tasks in {self.api.namespace}", flush=True)
+        log.info("harness for agent %s: watching Tasks in %s", self.agent, self.api.namespace)
         try:
             while not stop.is_set():
                 getter = asyncio.ensure_future(events.get())
@@ -281,10 +124,16 @@ class HarnessProcess:
                 kind, obj = getter.result()
                 if kind == "LIST":
                     # Unfinished sessions first: they hold work in progress (and a sandbox).
+                    for task in obj["items"]:
+                        self.copies.publish(task)
                     for task in sorted(obj["items"], key=lambda t: not self._log_path(t).exists()):
                         self._on_task("ADDED", task)
+                    continue
+                if kind == "DELETED":
+                    self.copies.forget(obj["metadata"]["name"])
                 else:
-                    self._on_task(kind, obj)
+                    self.copies.publish(obj)
+                self._on_task(kind, obj)
         finally:
             halt.set()
             for task in self.running.values():
@@ -311,7 +160,7 @@ class HarnessProcess:
         await runner.setup()
         host, port = self.events_address
         await web.TCPSite(runner, host, port).start()
-        print(f"harness for agent {self.agent}: events on {host}:{port}", flush=True)
+        log.info("harness for agent %s: events on %s:%s", self.agent, host, port)
         return runner
 
     def _log_path(self, task: Obj) -> Path:
@@ -371,7 +220,7 @@ class HarnessProcess:
             return
         self.failures.pop(name, None)
         latest = self.known.get(name)
-        if latest is not None and (acted or _version(latest) != _version(task)):
+        if latest is not None and (acted or version_of(latest) != version_of(task)):
             # What arrived while the session was busy (a verdict, a child's news) is looked at
             # once more now that it is not: events seen while running were not acted on. That
             # holds for a session that only looked and found nothing new, too: a verdict that
@@ -456,7 +305,7 @@ class HarnessProcess:
                     parts.append(render(shown))
                     await memory.update(lambda current: mark_used(current, shown))
             except (MemoryUnreadable, kubernetes.client.ApiException) as err:
-                print(f"[{task['metadata']['name']}] memory not loaded: {err}", flush=True)
+                log.warning("[%s] memory not loaded: %s", task["metadata"]["name"], err)
         return "\n\n".join(parts), tools
 
     async def _drive(self, task: Obj, session_log: SessionLog, resumed: bool) -> bool:
@@ -490,14 +339,14 @@ class HarnessProcess:
             max_review_rounds=int(review.get("maxRounds") or 3),
         )
         sandbox = ClusterSandbox(
-            self.api, name, session_token(self.key, uid), self.sandbox_wait_seconds
+            self.api, name, session_token(self.key, uid), self.copies, self.sandbox_wait_seconds
         )
         tools = SandboxClient(sandbox)
         # Delivered files go into the workspace of a session that has one to look at them in.
         team_tools.sandbox = tools if config.tools else None
         session = Session(
             config, session_log, self.client, tools, self.prices,
-            lambda line: print(line, flush=True), harness_tools=team_tools,
+            TRANSCRIPT.info, harness_tools=team_tools,
         )  # fmt: skip
         try:
             state = session.start()
@@ -507,7 +356,7 @@ class HarnessProcess:
                 return True
             if state.idle == AWAITING_REVIEW:
                 verdict = verdict_of(task)
-                if (verdict is None or not session.apply_verdict(verdict)) and _delivered(
+                if (verdict is None or not session.apply_verdict(verdict)) and delivered(
                     task, state.deliveries
                 ):
                     return False
@@ -522,11 +371,11 @@ class HarnessProcess:
             if session.state.outcome is None and session.state.idle != AWAITING_REVIEW:
                 await self.api.patch_status(name, {
                     "phase": "Running", "agent": self.agent,
-                    "startTime": status.get("startTime") or _now(),
+                    "startTime": status.get("startTime") or now_stamp(),
                     "session": {
                         "attempts": int(session_status.get("attempts", 0)) + 1,
                         "resumes": int(session_status.get("resumes", 0)) + int(interrupted),
-                        "lastActivityTime": _now()},
+                        "lastActivityTime": now_stamp()},
                 })  # fmt: skip
             reporter = asyncio.get_running_loop().create_task(self._report(name, session))
             try:
@@ -588,7 +437,7 @@ class HarnessProcess:
         try:
             return await tools.bundle(list(patterns), MAX_DELIVERY_BYTES)
         except SandboxUnavailable as err:
-            print(f"[{name}] deliverables not read: {err}", flush=True)
+            log.warning("[%s] deliverables not read: %s", name, err)
             return {"files": [], "omitted": [f"the workspace could not be read: {err}"[:1024]]}
 
     async def _record_lesson(
@@ -605,10 +454,12 @@ class HarnessProcess:
         name = task["metadata"]["name"]
         try:
             await memory.update(
-                lambda entries: add(entries, lesson, name, _now(), self.spec.memory.max_entries)
+                lambda entries: add(
+                    entries, lesson, name, now_stamp(), self.spec.memory.max_entries
+                )
             )
         except (MemoryUnreadable, kubernetes.client.ApiException) as err:
-            print(f"[{name}] lesson not recorded: {err}", flush=True)
+            log.warning("[%s] lesson not recorded: %s", name, err)
 
     async def _set_queued(self, name: str, queued: bool) -> None:
         """The ``Queued`` condition: True while every one of the Agent's slots is busy. Best
@@ -660,6 +511,6 @@ class HarnessProcess:
             if len(session.log.events) != reported:
                 reported = len(session.log.events)
                 status = build_usage_status(session.state)
-                status["session"] = {"lastActivityTime": _now()}
+                status["session"] = {"lastActivityTime": now_stamp()}
                 with contextlib.suppress(kubernetes.client.ApiException):
                     await self.api.patch_status(name, status)

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kubernetes
 import urllib3
@@ -73,11 +73,13 @@ class TaskApi:
     async def task(self, name: str) -> Obj:
         return await self._call(self._get, "tasks", name)
 
-    async def patch_status(self, name: str, status: Obj) -> None:
-        await self._call(
+    async def patch_status(self, name: str, status: Obj) -> Obj:
+        """Merge ``status`` into the Task's; the Task as the API server stored it."""
+        written = await self._call(
             self.custom.patch_namespaced_custom_object_status,
             GROUP, VERSION, self.namespace, "tasks", name, {"status": status},
         )  # fmt: skip
+        return cast(Obj, written)
 
     def watch(
         self, emit: Callable[[str, Obj], None], stop: threading.Event, timeout_seconds: int = 300

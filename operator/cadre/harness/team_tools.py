@@ -20,10 +20,12 @@ from pydantic import ValidationError
 
 from cadre.api.review import awaiting_screening, awaits_requester
 from cadre.api.task import FINAL_PHASES, DelegationRequest
+from cadre.api.team import TeamSpec
 from cadre.api.types import Obj
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add
+from cadre.harness.replay import State
 from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable, ToolOutcome
-from cadre.harness.session import State, Suspend
+from cadre.harness.session import Suspend
 from cadre.harness.taskapi import TaskApi
 from cadre.sandbox.protocol import ToolInputError, check_pattern
 
@@ -393,3 +395,18 @@ class TeamTools:
         except MemoryUnreadable as err:
             return _error(f"remember: the memory cannot be updated: {err}")
         return ToolOutcome("Remembered.", False)
+
+
+def team_context(team: str, spec: TeamSpec, roles: dict[str, str], agent: str) -> str:
+    """The team part of the system prompt: who is on it and whom this Agent may ask (pure)."""
+    me = next((m for m in spec.members if m.agent == agent), None)
+    lines = [f"You work in team {team}. Its members:"]
+    lines += [f"- {m.agent}: {roles.get(m.agent, '(no such Agent)')}" for m in spec.members]
+    if me is not None and me.delegates_to:
+        lines.append(
+            f"You may delegate to: {', '.join(me.delegates_to)}. Use delegate, then "
+            "wait_for_results, and review every result with review_result before you rely on it."
+        )
+    else:
+        lines.append("You do your work yourself; you do not delegate.")
+    return "\n".join(lines)

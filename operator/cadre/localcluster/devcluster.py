@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from cadre.localcluster.kubelet import Kubelet
+from cadre.localcluster.controlplane import LocalApiServer
+from cadre.localcluster.node.kubelet import Kubelet
 from cadre.localcluster.runner import write_kubeconfig
-from cadre.localcluster.server import LocalApiServer
 
 
 async def _start_operator(state_dir: Path, kubeconfig: Path) -> asyncio.subprocess.Process:

@@ -12,8 +12,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from cadre.localcluster.kubelet import Kubelet
-from cadre.localcluster.server import LocalApiServer
+from cadre.localcluster.controlplane import LocalApiServer
+from cadre.localcluster.node.kubelet import Kubelet
 
 
 class ThreadedApiServer:

@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import kopf
 
+from cadre.operator.state import state_of
+
 WATCHED_RESOURCES = frozenset(
     {"tasks.cadre.dev", "agents.cadre.dev", "teams.cadre.dev", "pods", "configmaps"}
 )
@@ -25,15 +27,6 @@ KOPF_STREAMS = 2
 """kopf's own watches, cluster-wide: CustomResourceDefinitions and Namespaces."""
 REQUEST_CONNECTIONS = 32
 """Connections for requests other than watches."""
-
-NAMESPACES_KEY = "cadre.namespaces"
-
-
-def memo_for(namespaces: int) -> kopf.Memo:
-    """kopf's memo (``kopf.run(memo=...)``), which its login handler receives: how many
-    namespaces the operator watches one by one (0: the whole cluster, one stream per
-    resource)."""
-    return kopf.Memo({NAMESPACES_KEY: namespaces})
 
 
 def connection_limit(namespaces: int) -> int:
@@ -60,7 +53,8 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
     info = kopf.login_via_client(**kwargs)  # what kopf itself would use
     if info is None:
         return None
-    namespaces = int(memo.get(NAMESPACES_KEY, 1))  # kopf run without our memo: one namespace
+    # How many namespaces are watched one by one (0: the whole cluster, a stream per resource).
+    namespaces = state_of(memo).namespaces
     return kopf.AiohttpSession(
         aiohttp_session=build_session(info, connection_limit(namespaces)),
         server=info.server,

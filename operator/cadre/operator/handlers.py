@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -33,18 +32,15 @@ from cadre.api.names import (
 )
 from cadre.api.task import FINAL_PHASES
 from cadre.api.types import Obj
-from cadre.operator import apply, metrics, settings
+from cadre.operator import apply, metrics
 from cadre.operator.agent_status import agent_counts, memory_size
 from cadre.operator.harness_builders import AgentTarget, build_harness_objects
 from cadre.operator.sandbox_handlers import cache_of
 from cadre.operator.settings import BACKOFF
+from cadre.operator.state import state_of
 from cadre.operator.stragglers import retry_stragglers
 
 log = logging.getLogger(__name__)
-
-
-SETTINGS = settings.current()
-"""Read once at import: a bad value stops the operator before it reconciles anything."""
 
 
 def _set(
@@ -58,16 +54,16 @@ def _set(
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="cadre.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="cadre.dev", key="last-handled-configuration"
     )
     settings.watching.server_timeout = 300
-    port = int(os.environ.get("CADRE_METRICS_PORT", "0") or 0)
-    if port:
-        metrics.serve(port)
+    state = state_of(memo)
+    if state.metrics_port:
+        metrics.serve(state.metrics_port)
 
 
 def counted(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -106,7 +102,7 @@ def _agent_readiness(namespace: str, name: str, spec: Obj) -> tuple[bool, str, s
 def reconcile_agent(
     body: kopf.Body,
     spec: kopf.Spec, name: str, namespace: str | None, uid: str, meta: kopf.Meta,
-    status: kopf.Status, patch: kopf.Patch, **_: Any,
+    status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any,
 ) -> None:  # fmt: skip
     assert namespace is not None  # Agents are namespaced
     parsed = AgentSpec.model_validate(dict(spec))
@@ -120,7 +116,7 @@ def reconcile_agent(
         kopf.warn(body, reason="SecretMissing", message=message)
         raise kopf.TemporaryError(message, delay=5)
     target = AgentTarget(namespace, name, uid, dict(spec), version)
-    for obj in build_harness_objects(target, SETTINGS.harness):
+    for obj in build_harness_objects(target, state_of(memo).settings.harness):
         apply.ensure(obj)
     patch.status["observedGeneration"] = generation
     kopf.info(body, reason="HarnessReconciled", message=f"{harness_name(name)} matches the Agent")
@@ -167,7 +163,9 @@ def refresh_agent_ready(
     assert namespace is not None  # Agents are namespaced
     key = (namespace, name)
     if key in tasks_to_retry:
-        retry_stragglers(namespace, list(tasks_to_retry[key]), cache_of(kwargs))
+        retry_stragglers(
+            namespace, list(tasks_to_retry[key]), cache_of(kwargs), state_of(kwargs["memo"])
+        )
     phases = list(tasks_by_agent[key]) if key in tasks_by_agent else []
     sizes = list(memory_sizes[key]) if key in memory_sizes else []
     counts = agent_counts(phases, sizes[0] if sizes else 0)

@@ -20,7 +20,7 @@ from cadre.api.agent import AgentSpec
 from cadre.api.names import COMPONENT_LABEL, TASK_LABEL, sandbox_name
 from cadre.api.task import FINAL_PHASES
 from cadre.api.types import Obj, SessionFields, session_of
-from cadre.operator import apply, metrics, settings
+from cadre.operator import apply, metrics
 from cadre.operator.cache import Cache, Key, pod_view, session_changes, task_view
 from cadre.operator.sandbox_builders import (
     SandboxTarget,
@@ -28,6 +28,7 @@ from cadre.operator.sandbox_builders import (
     build_sandbox_service_account,
 )
 from cadre.operator.settings import BACKOFF
+from cadre.operator.state import OperatorState, state_of
 
 
 # kopf passes each index to handlers under its function's name.
@@ -65,29 +66,29 @@ def model_of(cache: Cache, namespace: str) -> Callable[[str], str]:
 
 
 @kopf.on.event(GROUP, VERSION, "tasks", id="task-sandbox")
-def sandbox_for_task(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
-    cache = cache_of(kwargs)
+def sandbox_for_task(body: kopf.Body, type: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    cache, state = cache_of(kwargs), state_of(memo)
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     metrics.observe_task(dict(body), model_of(cache, namespace), type == "DELETED")
     if type == "DELETED":
-        _WRITTEN.pop((namespace, name), None)
+        state.written.pop((namespace, name), None)
     else:
-        reconcile_sandbox(task_view(body), cache)
+        reconcile_sandbox(task_view(body), cache, state)
 
 
 @kopf.on.event("", "v1", "pods", labels={COMPONENT_LABEL: "sandbox"}, id="sandbox-pod")
-def sandbox_pod_changed(body: kopf.Body, **kwargs: Any) -> None:
+def sandbox_pod_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A sandbox pod that changed (started, became ready, died): its Task's sandbox is
     reconciled again. A pod that died while its Task still works comes back, workspace kept;
     one whose Task ended is removed."""
     task = body["metadata"].get("labels", {}).get(TASK_LABEL)
     if not task:
         return
-    cache = cache_of(kwargs)
-    _CREATED.pop((body["metadata"]["namespace"], task), None)  # the cache has its pod now
+    cache, state = cache_of(kwargs), state_of(memo)
+    state.created.pop((body["metadata"]["namespace"], task), None)  # the cache has its pod now
     found = cache.task(body["metadata"]["namespace"], task)
     if found is not None:
-        reconcile_sandbox(found, cache)
+        reconcile_sandbox(found, cache, state)
 
 
 def sandbox_out_of_step(status: Obj) -> bool:
@@ -105,16 +106,10 @@ def _ref(body: Obj) -> kopf.Body:
 
 
 CREATED_SECONDS = 30.0
-_CREATED: dict[Key, float] = {}
-"""Sandboxes this process created whose pod the cache does not show yet, with when: the Task's
-events in between (the operator's own writes make some) do not create them all again. Dropped
-at the pod's first event; after CREATED_SECONDS a pod that never showed up is created again."""
-_ACCOUNTS: set[str] = set()
-"""Namespaces whose shared sandbox ServiceAccount this process made sure of (not read again
-for every sandbox; forgotten when a sandbox pod is refused, as it is without its account)."""
+"""After this long, a created sandbox whose pod never showed up is created again."""
 
 
-def reconcile_sandbox(task: Obj, cache: Cache) -> None:
+def reconcile_sandbox(task: Obj, cache: Cache, state: OperatorState) -> None:
     meta, status = task["metadata"], task.get("status") or {}
     session = session_of(status)
     namespace, name = meta["namespace"], meta["name"]
@@ -122,50 +117,50 @@ def reconcile_sandbox(task: Obj, cache: Cache) -> None:
         return
     pod = cache.pod(namespace, name)
     if status.get("phase") in FINAL_PHASES:
-        _remove_sandbox(task, cache, pod)
+        _remove_sandbox(task, cache, pod, state)
         return
     if not session.get("sandboxRequested") or not session.get("sandboxTokenSHA256"):
         return
     if not session.get("sandboxReady"):
         metrics.sandbox_requested(f"{namespace}/{name}")
     if pod is not None and not pod["deleting"]:
-        report_sandbox(task, pod)  # it exists: only say where
+        report_sandbox(task, pod, state)  # it exists: only say where
         return
     agent_name = status.get("agent") or task["spec"].get("assignee", {}).get("agent") or ""
     agent = cache.agent_spec(namespace, agent_name)
     if agent is None:
         return
-    if time.monotonic() - _CREATED.get((namespace, name), -CREATED_SECONDS) < CREATED_SECONDS:
+    if time.monotonic() - state.created.get((namespace, name), -CREATED_SECONDS) < CREATED_SECONDS:
         return  # created a moment ago: its pod is on its way to the cache
     parsed = AgentSpec.model_validate(agent)
     digest = session.get("sandboxTokenSHA256") or ""  # checked above
     target = SandboxTarget(namespace, name, meta["uid"], agent_name, parsed.sandbox, digest)
-    if namespace not in _ACCOUNTS:
+    if namespace not in state.accounts:
         apply.ensure_exists(build_sandbox_service_account(namespace))  # shared by the namespace
-        _ACCOUNTS.add(namespace)
+        state.accounts.add(namespace)
     try:
-        for obj in build_sandbox_objects(target, settings.current().sandbox):
+        for obj in build_sandbox_objects(target, state.settings.sandbox):
             apply.ensure(obj)
     except ApiException as err:
         if err.status == 403:  # the pod was refused: its ServiceAccount may have been deleted
-            _ACCOUNTS.discard(namespace)
+            state.accounts.discard(namespace)
         raise
-    _CREATED[(namespace, name)] = time.monotonic()
+    state.created[(namespace, name)] = time.monotonic()
     kopf.info(
         _ref(task), reason="SandboxCreated", message=f"{sandbox_name(name)} for the session's tools"
     )
     # Where it is comes with the pod's events, once it is ready.
 
 
-def _remove_sandbox(task: Obj, cache: Cache, pod: Obj | None) -> None:
+def _remove_sandbox(task: Obj, cache: Cache, pod: Obj | None, state: OperatorState) -> None:
     """The Task ended: its sandbox goes. Later events of the ended Task cost no deletes: the
     pod goes first, in the same pass as the rest, so a pod already going means the pass ran
     (what a crash mid-pass leaves is owned by the Task and goes with it)."""
     meta, session = task["metadata"], session_of(task.get("status"))
     namespace, name = meta["namespace"], meta["name"]
-    if pod is None and not session.get("sandboxPod") and (namespace, name) not in _CREATED:
+    if pod is None and not session.get("sandboxPod") and (namespace, name) not in state.created:
         return
-    _CREATED.pop((namespace, name), None)
+    state.created.pop((namespace, name), None)
     if pod is not None and pod["deleting"]:
         return
     agent = cache.agent_spec(namespace, (task.get("status") or {}).get("agent") or "")
@@ -175,16 +170,16 @@ def _remove_sandbox(task: Obj, cache: Cache, pod: Obj | None) -> None:
     )
     apply.delete_sandbox(namespace, name, keep_workspace=retain)
     gone: SessionFields = {"sandboxReady": False, "sandboxAddress": None, "sandboxPod": None}
-    _write_session(task, gone)
+    _write_session(task, gone, state)
     kept = "kept" if retain else "deleted"
     kopf.info(_ref(task), reason="SandboxDeleted", message=f"the Task ended; workspace {kept}")
 
 
-def report_sandbox(task: Obj, pod: Obj | None) -> None:
+def report_sandbox(task: Obj, pod: Obj | None, state: OperatorState) -> None:
     """Tell the session where its sandbox is, once its pod is ready (and when it moves)."""
     namespace, name = task["metadata"]["namespace"], task["metadata"]["name"]
     ready = pod is not None and pod["ready"] and not pod["deleting"]
-    port = settings.current().sandbox.port
+    port = state.settings.sandbox.port
     address = f"{pod['ip']}:{port}" if ready and pod is not None else None
     if ready:
         metrics.sandbox_ready(f"{namespace}/{name}")
@@ -192,28 +187,21 @@ def report_sandbox(task: Obj, pod: Obj | None) -> None:
     if ready or pod is None:
         # A pod that is only starting changes nothing the session acts on: no write for it.
         fields["sandboxPod"] = sandbox_name(name) if pod else None
-    _write_session(task, fields)
+    _write_session(task, fields, state)
 
 
-_WRITTEN: dict[Key, SessionFields] = {}
-"""The sandbox fields (ready, address, pod) this process last wrote to each Task. Only the
-operator writes them, so they are what the Task says even while the watch has not brought
-that write back yet: the pod's further events and the straggler sweep do not write them
-again. Forgotten when the Task goes; empty after a restart, when the cache decides alone."""
-
-
-def _write_session(task: Obj, fields: SessionFields) -> None:
+def _write_session(task: Obj, fields: SessionFields, state: OperatorState) -> None:
     """Write session fields the Task does not already say (no needless writes)."""
     meta = task["metadata"]
     key = (meta["namespace"], meta["name"])
-    changes, written = session_changes(task, fields), _WRITTEN.get(key)
+    changes, written = session_changes(task, fields), state.written.get(key)
     if changes is None or (written is not None and changes.items() <= written.items()):
         return
     if apply.patch_task_status(meta["namespace"], meta["name"], {"session": changes}):
-        _WRITTEN[key] = {**_WRITTEN.get(key, {}), **changes}
+        state.written[key] = {**state.written.get(key, {}), **changes}
 
 
-def retry_sandbox(task: Obj, cache: Cache) -> None:
+def retry_sandbox(task: Obj, cache: Cache, state: OperatorState) -> None:
     """The straggler sweep's pass: touches nothing while the pod exists and is only starting;
     reports a ready pod never reported; otherwise reconciles as an event would."""
     meta, status = task["metadata"], task.get("status") or {}
@@ -221,25 +209,27 @@ def retry_sandbox(task: Obj, cache: Cache) -> None:
         pod = cache.pod(meta["namespace"], meta["name"])
         if pod is not None and not pod["deleting"]:
             if pod["ready"]:
-                report_sandbox(task, pod)
+                report_sandbox(task, pod, state)
             return
-    reconcile_sandbox(task, cache)
-
-
-RELEASE_SECONDS = settings.current().release_seconds
-"""How long a session waits on its children before its sandbox pod is released."""
+    reconcile_sandbox(task, cache, state)
 
 
 def _waiting(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") == "Waiting"
 
 
-@kopf.timer(
-    GROUP, VERSION, "tasks", id="task-waiting-release", when=_waiting,
-    interval=RELEASE_SECONDS, initial_delay=RELEASE_SECONDS, backoff=BACKOFF,
-)  # fmt: skip
+def register_release_timer(seconds: float) -> None:
+    """Release the sandbox of a Task that has waited ``seconds`` on its children (the
+    operator's setting): registered at start-up, since kopf takes a timer's interval when the
+    timer is declared."""
+    kopf.timer(
+        GROUP, VERSION, "tasks", id="task-waiting-release", when=_waiting,
+        interval=seconds, initial_delay=seconds, backoff=BACKOFF,
+    )(release_waiting_sandbox)  # fmt: skip
+
+
 def release_waiting_sandbox(
-    body: kopf.Body, status: kopf.Status, meta: kopf.Meta, **_: Any
+    body: kopf.Body, status: kopf.Status, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> None:
     """Waiting holds no compute: the pod goes, the workspace stays; the session asks again
     when it next needs hands. Conditional on the Task not having moved since it was read, so
@@ -255,7 +245,7 @@ def release_waiting_sandbox(
         namespace, name, {"session": released}, resource_version=meta["resourceVersion"]
     ):
         return
-    _WRITTEN[(namespace, name)] = released
+    state_of(memo).written[(namespace, name)] = released
     apply.delete_sandbox(namespace, name, keep_workspace=True)
     kopf.info(
         body,

@@ -6,9 +6,7 @@ refuses bad values earlier, at install; this is the check for everyone else."""
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,10 +88,3 @@ def from_env(env: Mapping[str, str]) -> Settings:
         tmp_size=_quantity(env, "CADRE_SANDBOX_TMP_SIZE", base.tmp_size),
     )
     return Settings(harness, sandbox, _number(env, "CADRE_SANDBOX_RELEASE_SECONDS", "10"))
-
-
-@functools.cache
-def current() -> Settings:
-    """The operator's settings, read from its environment once (the handlers' module reads
-    them at import, so a bad value stops the operator before it reconciles anything)."""
-    return from_env(os.environ)

@@ -18,14 +18,14 @@ from cadre.api.review import awaiting_screening
 from cadre.operator import apply
 from cadre.operator.cache import Cache, Key
 from cadre.operator.sandbox_handlers import retry_sandbox, sandbox_out_of_step
+from cadre.operator.state import OperatorState
 from cadre.operator.team_handlers import reconcile_delegations, retry_review, unanswered
 
 log = logging.getLogger(__name__)
 
 STRAGGLER_SECONDS = 3.0
-_STRAGGLING: dict[Key, float] = {}
-"""When each Task was first seen out of step by the sweep (operator memory; a restart only
-delays a retry by STRAGGLER_SECONDS)."""
+"""How long a Task stays out of step before the sweep retries it (a restart of the operator,
+which forgets when it first saw one, only delays a retry by this much)."""
 
 
 @kopf.index(GROUP, VERSION, "tasks")
@@ -48,15 +48,17 @@ def tasks_to_retry(
     return None
 
 
-def retry_stragglers(namespace: str, entries: list[tuple[str, bool]], cache: Cache) -> None:
+def retry_stragglers(
+    namespace: str, entries: list[tuple[str, bool]], cache: Cache, state: OperatorState
+) -> None:
     now = time.monotonic()
     names = {name for name, _ in entries}
-    for gone in [k for k in _STRAGGLING if k[0] == namespace and k[1] not in names]:
-        del _STRAGGLING[gone]
+    for gone in [k for k in state.straggling if k[0] == namespace and k[1] not in names]:
+        del state.straggling[gone]
     for name, whole in sorted(set(entries)):
         # A pass in flight right now (the event handler's) is not a straggler: only what has
         # stayed out of step for a while is retried, so a normal Task costs nothing extra.
-        if now - _STRAGGLING.setdefault((namespace, name), now) < STRAGGLER_SECONDS:
+        if now - state.straggling.setdefault((namespace, name), now) < STRAGGLER_SECONDS:
             continue
         try:
             if whole:
@@ -67,6 +69,6 @@ def retry_stragglers(namespace: str, entries: list[tuple[str, bool]], cache: Cac
                     retry_review(task)
             view = cache.task(namespace, name)
             if view is not None and sandbox_out_of_step(view["status"]):
-                retry_sandbox(view, cache)
+                retry_sandbox(view, cache, state)
         except Exception:  # the next sweep tries again; the Agent's readiness goes on
             log.warning("retrying Task %s/%s failed", namespace, name, exc_info=True)

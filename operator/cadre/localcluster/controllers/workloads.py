@@ -21,11 +21,11 @@ import logging
 import time
 
 from cadre.api.types import Obj
-from cadre.localcluster.cluster import Cluster
-from cadre.localcluster.metadata import now, parse_time
-from cadre.localcluster.registry import ResourceType
-from cadre.localcluster.status import ApiError
-from cadre.localcluster.store import ANY, Change
+from cadre.localcluster.apiserver.cluster import Cluster
+from cadre.localcluster.apiserver.metadata import now, parse_time
+from cadre.localcluster.apiserver.registry import ResourceType
+from cadre.localcluster.apiserver.status import ApiError
+from cadre.localcluster.apiserver.store import ANY, Change
 
 log = logging.getLogger(__name__)
 REVISION_LABEL = "controller-revision-hash"

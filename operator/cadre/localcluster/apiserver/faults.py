@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cadre.localcluster.status import ApiError
+from cadre.localcluster.apiserver.status import ApiError
 
 _ERRORS = {
     409: ("Conflict", "Operation cannot be fulfilled: the object has been modified; please apply"

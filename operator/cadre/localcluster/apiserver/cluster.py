@@ -12,11 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cadre.api.types import Obj
-from cadre.localcluster import builtin_kinds, crdschema, metadata, patches
-from cadre.localcluster.crdschema import FieldError
-from cadre.localcluster.registry import Registry, ResourceType
-from cadre.localcluster.selectors import Matcher
-from cadre.localcluster.status import (
+from cadre.localcluster.apiserver import (
+    admission,
+    crdschema,
+    defaulting,
+    metadata,
+    patches,
+    validation,
+)
+from cadre.localcluster.apiserver.crdschema import FieldError
+from cadre.localcluster.apiserver.registry import Registry, ResourceType
+from cadre.localcluster.apiserver.selectors import Matcher
+from cadre.localcluster.apiserver.status import (
     STALE,
     ApiError,
     already_exists,
@@ -28,7 +35,7 @@ from cadre.localcluster.status import (
     not_found,
     unsupported_media_type,
 )
-from cadre.localcluster.store import Store, TooOldError
+from cadre.localcluster.apiserver.store import Store, TooOldError
 
 FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
 _CONTINUE_TOO_OLD = (
@@ -170,7 +177,7 @@ class Cluster:
             obj = crdschema.apply_defaults(obj, rtype.schema)
             errors += crdschema.validate(obj, rtype.schema, old)
         else:
-            builtin_kinds.apply_defaults(rtype.kind, obj)
+            defaulting.apply_defaults(rtype.kind, obj)
             type_errors = [
                 e for e in crdschema.validate(obj, rtype.schema) if "must be of type" in e.detail
             ]
@@ -180,9 +187,9 @@ class Cluster:
                     f" {rtype.kind}: {type_errors[0]}"
                 )
             errors += [e for e in crdschema.validate(obj, rtype.schema) if e not in type_errors]
-            errors += builtin_kinds.validate(rtype.kind, obj)
+            errors += validation.validate(rtype.kind, obj)
             if old is not None:
-                errors += builtin_kinds.validate_update(rtype.kind, obj, old)
+                errors += validation.validate_update(rtype.kind, obj, old)
         if errors:
             raise invalid(rtype.group, rtype.kind, obj["metadata"].get("name", ""), errors)
         return obj
@@ -227,7 +234,7 @@ class Cluster:
         self._namespace_open(rtype, namespace, name)
         if "status" in rtype.subresources or rtype.kind == "Namespace":
             obj.pop("status", None)
-            status = None if rtype.custom else builtin_kinds.initial_status(rtype.kind, obj)
+            status = None if rtype.custom else defaulting.initial_status(rtype.kind, obj)
             if status is not None:
                 obj["status"] = status
         obj = self._admit(rtype, obj, None)
@@ -254,14 +261,14 @@ class Cluster:
                     "pods",
                     obj["metadata"]["name"],
                 )
-            builtin_kinds.admit_pod_service_account(obj, account)
+            admission.admit_pod_service_account(obj, account)
         elif rtype.kind == "Service":
             taken = {s["spec"].get("clusterIP", "") for s in self.store.items(("", "services"))}
-            builtin_kinds.allocate_cluster_ip(obj, taken)
+            admission.allocate_cluster_ip(obj, taken)
         elif rtype.kind == "CustomResourceDefinition":
             finalizers = obj["metadata"].setdefault("finalizers", [])
-            if builtin_kinds.CRD_CLEANUP_FINALIZER not in finalizers:
-                finalizers.append(builtin_kinds.CRD_CLEANUP_FINALIZER)
+            if defaulting.CRD_CLEANUP_FINALIZER not in finalizers:
+                finalizers.append(defaulting.CRD_CLEANUP_FINALIZER)
 
     # -----------------------------------------------------------------------------------------
     # Update and patch

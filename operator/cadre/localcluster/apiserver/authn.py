@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cadre.localcluster.store import Store
+from cadre.localcluster.apiserver.store import Store
 
 ADMIN_USER = "kubernetes-admin"
 MASTERS = "system:masters"

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cadre.localcluster.authn import AUTHENTICATED, User
-from cadre.localcluster.store import Store
+from cadre.localcluster.apiserver.authn import AUTHENTICATED, User
+from cadre.localcluster.apiserver.store import Store
 
 RBAC = "rbac.authorization.k8s.io"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from cadre.localcluster.status import ApiError
+from cadre.localcluster.apiserver.status import ApiError
 
 MAGIC = b"k8s\x00"
 Field = tuple[str, str, "Message | None"]

@@ -9,8 +9,8 @@ import hashlib
 import json
 
 from cadre.api.types import Obj
-from cadre.localcluster import builtin_schemas
-from cadre.localcluster.registry import SUBRESOURCE_VERBS, Registry, ResourceType
+from cadre.localcluster.apiserver import builtin_schemas
+from cadre.localcluster.apiserver.registry import SUBRESOURCE_VERBS, Registry, ResourceType
 
 _SUBRESOURCE_KINDS = {
     "log": ("", "", "Pod"),

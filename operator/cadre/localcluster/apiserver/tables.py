@@ -12,8 +12,8 @@ from typing import Any
 from jsonpath_ng.ext import parser as jsonpath_parser
 
 from cadre.api.types import Obj
-from cadre.localcluster.metadata import parse_time
-from cadre.localcluster.registry import ResourceType
+from cadre.localcluster.apiserver.metadata import parse_time
+from cadre.localcluster.apiserver.registry import ResourceType
 
 _NAME_COLUMN = {
     "name": "Name",

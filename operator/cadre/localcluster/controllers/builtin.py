@@ -15,11 +15,11 @@ import contextlib
 import logging
 
 from cadre.api.types import Obj
-from cadre.localcluster import builtin_kinds
-from cadre.localcluster.cluster import Cluster
-from cadre.localcluster.registry import ResourceType
-from cadre.localcluster.status import ApiError
-from cadre.localcluster.store import ANY, Change, GroupResource
+from cadre.localcluster.apiserver import defaulting
+from cadre.localcluster.apiserver.cluster import Cluster
+from cadre.localcluster.apiserver.registry import ResourceType
+from cadre.localcluster.apiserver.status import ApiError
+from cadre.localcluster.apiserver.store import ANY, Change, GroupResource
 
 log = logging.getLogger(__name__)
 _ROOT_CA_DESCRIPTION = (
@@ -190,7 +190,7 @@ class Controllers:
         finalizers = [
             f
             for f in ns.get("spec", {}).get("finalizers") or []
-            if f != builtin_kinds.NAMESPACE_FINALIZER
+            if f != defaulting.NAMESPACE_FINALIZER
         ]
         rtype = self._rtype(("", "namespaces"))
         assert rtype is not None
@@ -216,12 +216,12 @@ class Controllers:
                     namespace,
                     {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
                 )
-        if store.get(("", "configmaps"), namespace, builtin_kinds.ROOT_CA_CONFIGMAP) is None:
+        if store.get(("", "configmaps"), namespace, defaulting.ROOT_CA_CONFIGMAP) is None:
             body = {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {
-                    "name": builtin_kinds.ROOT_CA_CONFIGMAP,
+                    "name": defaulting.ROOT_CA_CONFIGMAP,
                     "annotations": {"kubernetes.io/description": _ROOT_CA_DESCRIPTION},
                 },
                 "data": {"ca.crt": self.root_ca_pem},
@@ -241,7 +241,7 @@ class Controllers:
             self._remove_finalizer(
                 ("apiextensions.k8s.io", "customresourcedefinitions"),
                 crd,
-                builtin_kinds.CRD_CLEANUP_FINALIZER,
+                defaulting.CRD_CLEANUP_FINALIZER,
             )
 
     def _recheck_crd(self, resource: GroupResource) -> None:

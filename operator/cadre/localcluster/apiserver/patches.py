@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonpatch
 
-from cadre.localcluster.status import ApiError, bad_request
+from cadre.localcluster.apiserver.status import ApiError, bad_request
 
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cadre.localcluster.crdschema import FieldError
+from cadre.localcluster.apiserver.crdschema import FieldError
 
 # field.ErrorType -> metav1.CauseType, as in k8s.io/apimachinery/pkg/util/validation/field.
 _CAUSE_REASONS = {

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cadre.localcluster.status import bad_request
+from cadre.localcluster.apiserver.status import bad_request
 
 _FIELDS_OF_ALL = ("metadata.name", "metadata.namespace")
 # The field labels each built-in kind's registry strategy accepts, for the kinds served here.

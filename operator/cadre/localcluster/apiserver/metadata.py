@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from cadre.localcluster.crdschema import FieldError
+from cadre.localcluster.apiserver.crdschema import FieldError
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -84,7 +84,7 @@ def validate_name(kind: str, name: str) -> list[FieldError]:
 
 
 def validate_labels(meta: dict[str, Any]) -> list[FieldError]:
-    from cadre.localcluster.selectors import _LABEL_KEY, _LABEL_VALUE
+    from cadre.localcluster.apiserver.selectors import _LABEL_KEY, _LABEL_VALUE
 
     errors = []
     for key, value in (meta.get("labels") or {}).items():

@@ -1,0 +1,129 @@
+"""What a harness writes into its Tasks' status, and reads back from them: effective limits,
+usage, the final phase and condition, verdicts on a delivered result. Pure functions of their
+inputs, so each is tested without a cluster."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from cadre.api.conditions import merge_condition
+from cadre.api.limits import Limits, parse_duration
+from cadre.api.types import Obj
+from cadre.harness.replay import State
+from cadre.harness.session import SessionLimits, Verdict
+
+PAUSED_PHASES = ("Waiting", "InReview")
+_PAUSED_MESSAGES = {
+    "Waiting": "the session waits for delegated Tasks",
+    "InReview": "the result waits for the requester's review",
+}
+DEFAULT_MAX_TURNS = 200
+"""When neither the Task nor its Agent bounds a session at all: no runaway session by default."""
+
+
+def effective_limits(agent: Limits, task: Limits) -> SessionLimits:
+    """A Task's limits replace its Agent's, field by field. With no limit set anywhere, the
+    session gets ``DEFAULT_MAX_TURNS``, so a model that never stops cannot spend forever."""
+
+    def pick(name: str) -> Any:
+        value = getattr(task, name)
+        return value if value is not None else getattr(agent, name)
+
+    timeout = pick("timeout")
+    cost = pick("max_cost_usd")
+    unbounded = all(
+        pick(name) is None for name in ("max_turns", "max_tokens", "timeout", "max_cost_usd")
+    )
+    return SessionLimits(
+        max_turns=DEFAULT_MAX_TURNS if unbounded else pick("max_turns"),
+        max_tokens=pick("max_tokens"),
+        timeout_seconds=parse_duration(timeout) if timeout else None,
+        max_cost_usd=Decimal(cost) if cost is not None else None,
+    )
+
+
+def assigned_to(task: Obj, agent: str) -> bool:
+    status_agent = (task.get("status") or {}).get("agent")
+    if status_agent:
+        return bool(status_agent == agent)
+    return bool(task.get("spec", {}).get("assignee", {}).get("agent") == agent)
+
+
+def now_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_usage_status(state: State) -> Obj:
+    """The Task status fields a session's progress fills in (pure)."""
+    return {
+        "usage": {
+            "turns": state.turns,
+            "inputTokens": state.usage["input_tokens"],
+            "outputTokens": state.usage["output_tokens"],
+            "cacheReadInputTokens": state.usage["cache_read_input_tokens"],
+            "cacheCreationInputTokens": state.usage["cache_creation_input_tokens"],
+            "costUSD": f"{state.cost_usd.quantize(Decimal('0.000001')).normalize():f}",
+        },
+    }
+
+
+def build_final_status(outcome: Obj, generation: int | None, conditions: list[Obj]) -> Obj:
+    """Phase, result and the ``Succeeded`` condition of a session that ended or paused (pure);
+    the other conditions are kept (a merge patch replaces the whole list). A paused session
+    (``Waiting``, ``InReview``) has ``Succeeded`` Unknown and no completion time."""
+    phase = outcome["outcome"]
+    summary = outcome.get("result") or ""
+    paused = phase in PAUSED_PHASES
+    status: Obj = {
+        "phase": phase,
+        "conditions": merge_condition(
+            conditions,
+            "Succeeded",
+            None if paused else phase == "Succeeded",
+            outcome["reason"],
+            _PAUSED_MESSAGES.get(phase) or outcome.get("message", "")[:1024],
+            now=datetime.now(UTC),
+            observed_generation=generation,
+        ),
+    }
+    if summary or not paused:
+        status["result"] = {"summary": summary[:4096], "truncated": len(summary) > 4096}
+    if not paused:
+        status["completionTime"] = now_stamp()
+    return status
+
+
+def delivered(task: Obj, deliveries: int) -> bool:
+    """Whether the Task's status shows the session's latest delivery (pure)."""
+    status = task.get("status") or {}
+    shown = int((status.get("review") or {}).get("deliveries") or 0)
+    return status.get("phase") == "InReview" and shown == deliveries
+
+
+def version_of(task: Obj) -> str:
+    return str(task["metadata"].get("resourceVersion", ""))
+
+
+def verdict_of(task: Obj) -> Verdict | None:
+    """The latest verdict on a delivered result (pure): the requester's, written into a child
+    Task's ``status.review``, or a human's ``spec.approval`` on a top-level Task."""
+    status = task.get("status") or {}
+    if task["spec"].get("parentRef"):
+        review = status.get("review") or {}
+        reviewer = str(review.get("reviewer") or "")
+        if review.get("decision") == "Accepted":
+            return Verdict("accepted", True, reviewer=reviewer)
+        if review.get("decision") == "ChangesRequested":
+            rounds = int(review.get("round") or 0)
+            feedback = str(review.get("lastFeedback") or "")
+            return Verdict(f"round-{rounds}", False, feedback, reviewer, rounds)
+        return None
+    approval = task["spec"].get("approval")
+    if not approval:
+        return None
+    generation = task["metadata"].get("generation")
+    if approval.get("decision") == "Approved":
+        return Verdict(f"approved-{generation}", True, reviewer="a human")
+    return Verdict(f"rejected-{generation}", False, str(approval.get("feedback") or ""), "a human")

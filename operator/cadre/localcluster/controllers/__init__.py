@@ -1,0 +1,2 @@
+"""The controllers kube-controller-manager would run: garbage collection, namespaces, service
+accounts and workloads (StatefulSets, PersistentVolumeClaims)."""

@@ -1,0 +1,368 @@
+"""The process kubelet: runs the pods bound to its node as local processes, reports their
+status as a kubelet does, serves their logs, and ends them gracefully.
+
+It also plays the scheduler (binds every unscheduled pod to its one node). It runs on the API
+server's event loop and uses the cluster's object layer directly (a real kubelet would use the
+API over HTTP; the writes it makes are the same). Isolation is described in
+docs/localcluster.md: each pod gets its own loopback address and, when the kubelet runs as
+root, its own host user ids (as Kubernetes user namespaces do), so pods cannot read each
+other's environment, files or secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from cadre.api.types import Obj
+from cadre.localcluster.apiserver.metadata import now
+from cadre.localcluster.apiserver.server import ApiServer
+from cadre.localcluster.apiserver.status import ApiError
+from cadre.localcluster.apiserver.store import Subscription
+from cadre.localcluster.controllers.workloads import WorkloadControllers
+from cadre.localcluster.node import podfs
+from cadre.localcluster.node.images import (
+    Runtime,
+    detect_runtime,
+)
+from cadre.localcluster.node.podworker import PodWorker, iso_now
+
+log = logging.getLogger(__name__)
+NODE_NAME = "local"
+
+
+class Kubelet:
+    """One node: schedules pods onto itself and runs them."""
+
+    def __init__(
+        self,
+        server: ApiServer,
+        state_dir: Path,
+        *,
+        simulate: bool = False,
+        backoff: float = 10.0,
+        tick: float = 0.1,
+        start_delay: dict[str, float] | None = None,
+    ) -> None:
+        self.server = server
+        self.start_delay = start_delay or {}
+        """Image repository -> extra seconds before its containers first start, as a slow
+        image pull or a busy node would cost (benchmarks use it; nothing else waits)."""
+        self.state_dir = state_dir.resolve()
+        self.simulate = simulate
+        self.backoff = backoff
+        self.tick = tick
+        self.runtime: Runtime = detect_runtime()
+        self.isolate = os.geteuid() == 0 and self.runtime.shared
+        self.workers: dict[str, PodWorker] = {}
+        self.background: set[asyncio.Task[Any]] = set()
+        self._slots: set[int] = set()
+        self._subscription: Subscription | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._claims_task: asyncio.Task[None] | None = None
+        self.workloads = WorkloadControllers(server.cluster)
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    @property
+    def api_address(self) -> tuple[str, int]:
+        return self.server.host, self.server.port
+
+    def _pods(self) -> Any:
+        rtype = self.server.registry.lookup("", "v1", "pods")
+        assert rtype is not None
+        return rtype
+
+    def lookup(self, plural: str, namespace: str, name: str) -> Obj | None:
+        return self.server.store.get(("", plural), namespace, name)
+
+    def issue_token(self, pod: Obj, expiration: int) -> str:
+        account = self.lookup(
+            "serviceaccounts",
+            pod["metadata"]["namespace"],
+            pod["spec"].get("serviceAccountName", "default"),
+        )
+        if account is None:
+            raise podfs.VolumeNotReady(
+                f'serviceaccount "{pod["spec"].get("serviceAccountName")}" not found'
+            )
+        token, _ = self.server.authenticator.issue(account, max(expiration, 600), pod)
+        return token
+
+    def bind_claim(self, namespace: str, name: str) -> None:
+        """Bind a claim to its local folder, as a local-path provisioner would."""
+        claim = self.lookup("persistentvolumeclaims", namespace, name)
+        if claim is None or claim.get("status", {}).get("phase") == "Bound":
+            return
+        rtype = self.server.registry.lookup("", "v1", "persistentvolumeclaims")
+        assert rtype is not None
+        size = claim["spec"].get("resources", {}).get("requests", {}).get("storage", "1Gi")
+        status = {
+            "phase": "Bound",
+            "capacity": {"storage": size},
+            "accessModes": claim["spec"].get("accessModes", ["ReadWriteOnce"]),
+        }
+        patch = {"spec": {"volumeName": f"local-{claim['metadata']['uid']}"}}
+        with contextlib.suppress(ApiError):
+            self.server.cluster.patch(rtype, namespace, name, "application/merge-patch+json", patch)
+            self.server.cluster.patch(
+                rtype, namespace, name, "application/merge-patch+json", {"status": status}, "status"
+            )
+
+    def write_status(self, pod: Obj, status: Obj) -> None:
+        meta = pod["metadata"]
+        with contextlib.suppress(ApiError):
+            self.server.cluster.patch(
+                self._pods(),
+                meta["namespace"],
+                meta["name"],
+                "application/merge-patch+json",
+                {"status": status},
+                "status",
+            )
+
+    def _make_traversable(self) -> bool:
+        """Pods run as other users and must reach their folders: add search permission (not
+        listing) for others on the state folder and every parent we own."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for folder in [self.state_dir, *self.state_dir.parents]:
+            mode = folder.stat().st_mode
+            if mode & stat.S_IXOTH:
+                continue
+            if folder.stat().st_uid != os.geteuid():
+                log.warning("pods cannot reach %s (not searchable by others)", folder)
+                return False
+            folder.chmod(mode | stat.S_IXOTH)
+        return True
+
+    async def start(self) -> None:
+        if self.isolate and not self._make_traversable():
+            self.isolate = False
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.isolate:
+            reason = (
+                "it does not run as root"
+                if os.geteuid() != 0
+                else (f"the Python runtime ({self.runtime.python}) is not usable by other users")
+            )
+            log.warning(
+                "LOCAL CLUSTER ISOLATION IS OFF: %s, so every pod runs as the kubelet's own user"
+                " and pods can read each other's environment and files. Run as root for"
+                " per-pod users.", reason,
+            )  # fmt: skip
+        self._register_node()
+        self.server.log_source = self
+        self.workloads.start()
+        self._subscription = self.server.store.subscribe(("", "pods"))
+        for pod in self.server.store.items(("", "pods")):
+            self._on_pod(pod, deleted=False)
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        self._claims = self.server.store.subscribe(("", "persistentvolumeclaims"))
+        self._claims_task = asyncio.get_running_loop().create_task(self._reclaim())
+
+    async def stop(self) -> None:
+        await self.workloads.stop()
+        if self._claims_task is not None:
+            self._claims_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._claims_task
+            self.server.store.unsubscribe(self._claims)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._subscription is not None:
+            self.server.store.unsubscribe(self._subscription)
+        workers = list(self.workers.values())
+        for worker in workers:
+            if worker.task is not None:
+                worker.task.cancel()
+        await asyncio.gather(*(w.task for w in workers if w.task), return_exceptions=True)
+        self.server.log_source = None
+
+    def _register_node(self) -> None:
+        nodes = self.server.registry.lookup("", "v1", "nodes")
+        assert nodes is not None
+        if self.server.store.get(("", "nodes"), "", NODE_NAME) is None:
+            self.server.cluster.create(
+                nodes,
+                "",
+                {"metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME}}},
+            )
+        capacity = {
+            "cpu": str(os.cpu_count() or 1),
+            "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 1024}Ki",
+            "pods": "1000",
+        }
+        ready = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "process kubelet is posting ready status",
+            "lastHeartbeatTime": now(),
+            "lastTransitionTime": now(),
+        }
+        info = {
+            "kubeletVersion": "v1.32.0+cadre.local",
+            "operatingSystem": "linux",
+            "architecture": os.uname().machine,
+            "containerRuntimeVersion": "cadre-process://1",
+            "kernelVersion": os.uname().release,
+            "osImage": "local processes",
+            "kubeProxyVersion": "",
+            "machineID": "",
+            "systemUUID": "",
+            "bootID": "",
+        }
+        status = {
+            "capacity": capacity, "allocatable": capacity, "conditions": [ready],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                          {"type": "Hostname", "address": NODE_NAME}],
+            "nodeInfo": info,
+        }  # fmt: skip
+        self.server.cluster.patch(
+            nodes, "", NODE_NAME, "application/merge-patch+json", {"status": status}, "status"
+        )
+
+    async def _reclaim(self) -> None:
+        """A deleted claim's folder goes with it (reclaim policy Delete, as local-path does)."""
+        while True:
+            change = await self._claims.queue.get()
+            if change.type == "DELETED":
+                meta = change.obj["metadata"]
+                folder = (
+                    self.state_dir / "claims" / meta["namespace"] / f"{meta['name']}-{meta['uid']}"
+                )
+                await asyncio.to_thread(shutil.rmtree, folder, True)
+
+    async def _loop(self) -> None:
+        assert self._subscription is not None
+        while True:
+            change = await self._subscription.queue.get()
+            try:
+                self._on_pod(change.obj, deleted=change.type == "DELETED")
+            except Exception:
+                log.exception("kubelet failed on pod %s", change.obj["metadata"].get("name"))
+
+    def _on_pod(self, pod: Obj, deleted: bool) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        uid = meta["uid"]
+        worker = self.workers.get(uid)
+        if deleted:
+            if worker is not None and worker.task is not None:
+                worker.task.cancel()
+            return
+        if not spec.get("nodeName"):
+            if spec.get(
+                "schedulerName", "default-scheduler"
+            ) == "default-scheduler" and not meta.get("deletionTimestamp"):
+                with contextlib.suppress(ApiError):
+                    self.server.cluster.bind(
+                        meta["namespace"],
+                        meta["name"],
+                        {"target": {"kind": "Node", "name": NODE_NAME}},
+                    )
+            return
+        if spec["nodeName"] != NODE_NAME:
+            return
+        if worker is None:
+            if meta.get("deletionTimestamp"):
+                self._delete_now(pod)
+                return
+            slot = next(
+                i for i in range(1, 65000) if i not in self._slots and i & 255 not in (0, 255)
+            )
+            self._slots.add(slot)
+            worker = PodWorker(self, pod, slot)
+            self.workers[uid] = worker
+            if self.simulate:
+                self._simulate(worker)
+                return
+            worker.task = asyncio.get_running_loop().create_task(worker.run())
+            return
+        worker.pod = pod
+        if meta.get("deletionTimestamp") and worker.stopping is None:
+            worker.request_stop(float(meta.get("deletionGracePeriodSeconds", 30)))
+            if self.simulate:
+                self.finish(worker)
+
+    def _simulate(self, worker: PodWorker) -> None:
+        """KWOK-style: Running and Ready at once, no process (operator scale tests)."""
+        worker.volumes_ready = True
+        for container in worker.containers:
+            container.state = {"running": {"startedAt": iso_now()}}
+            container.ready = True
+        worker.report()
+
+    def finish(self, worker: PodWorker) -> None:
+        """The pod's processes are gone: delete it for good (grace 0), free its address."""
+        self.workers.pop(worker.pod["metadata"]["uid"], None)
+        self._slots.discard(worker.slot)
+        if worker.stopping is not None:
+            self._delete_now(worker.pod)
+        shutil.rmtree(worker.root / "volumes", ignore_errors=True)
+
+    def _delete_now(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        with contextlib.suppress(ApiError):
+            self.server.cluster.delete(
+                self._pods(), meta["namespace"], meta["name"], {"gracePeriodSeconds": 0}
+            )
+
+    # -- logs (the API server's LogSource) -----------------------------------------------
+
+    def _running(self, uid: str, name: str) -> bool:
+        """Whether a container's process is alive (``logs -f`` ends when it exits)."""
+        worker = self.workers.get(uid)
+        if worker is None:
+            return False
+        found = next((c for c in worker.containers if c.name == name), None)
+        return found is not None and found.process is not None and found.process.returncode is None
+
+    async def stream(
+        self,
+        pod: Obj,
+        container: str,
+        follow: bool,
+        tail_lines: int | None,
+        timestamps: bool,
+        previous: bool = False,
+    ) -> AsyncIterator[bytes]:
+        folder = self.state_dir / "pods" / pod["metadata"]["uid"] / "logs"
+        runs = sorted((int(p.stem.rsplit("-", 1)[1]), p) for p in folder.glob(f"{container}-*.log"))
+        if previous:
+            if len(runs) < 2:
+                name = pod["metadata"]["name"]
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f'previous terminated container "{container}" in pod "{name}" not found',
+                )
+            path, follow = runs[-2][1], False
+        elif runs:
+            path = runs[-1][1]
+        else:
+            return
+        with path.open("rb") as handle:
+            data = handle.read()
+            if tail_lines is not None:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[-tail_lines:]) if tail_lines else b""
+            if data:
+                yield data
+            while follow and self._running(pod["metadata"]["uid"], container):
+                chunk = handle.read()
+                if chunk:
+                    yield chunk
+                else:
+                    await asyncio.sleep(0.1)
+            rest = handle.read()
+            if follow and rest:
+                yield rest
