@@ -16,8 +16,9 @@ from typing import Any
 import anthropic
 from aiohttp import web
 from cadre.harness.pricing import prices_for
+from cadre.harness.replay import replay
 from cadre.harness.sandbox_client import SandboxClient, StaticSandbox
-from cadre.harness.session import Session, SessionConfig, replay
+from cadre.harness.session import Session, SessionConfig
 from cadre.harness.sessionlog import SessionLog
 from cadre.scriptedmodel.scenario import Scenario
 from cadre.scriptedmodel.server import ScriptedModel

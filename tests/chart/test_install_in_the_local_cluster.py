@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.harness.conftest import ModelFactory, scripted, until
-from tests.localcluster.conftest import Http, serving
+from tests.localcluster.conftest import Served, serving
 from tools.manifests import render
 
 __all__ = ["scripted"]
@@ -36,14 +36,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def bare_cluster(tmp_path: Path) -> Iterator[tuple[Http, Path]]:
+def bare_cluster(tmp_path: Path) -> Iterator[Served]:
     """A local cluster with no CRDs: the install brings them."""
     with serving(tmp_path, kubelet_dir=tmp_path / "node", kubelet_options={"backoff": 0.5}) as (
-        _,
-        http,
-        kubeconfig,
+        served
     ):
-        yield http, kubeconfig
+        yield served
 
 
 def kubectl(kubeconfig: Path, cache: Path, *args: str, input: str | None = None) -> str:
@@ -63,9 +61,9 @@ STEPS = [
 
 
 async def test_the_rendered_chart_installs_and_its_operator_works_a_task(
-    bare_cluster: tuple[Http, Path], scripted: ModelFactory, tmp_path: Path
+    bare_cluster: Served, scripted: ModelFactory, tmp_path: Path
 ) -> None:
-    http, kubeconfig = bare_cluster
+    http, kubeconfig = bare_cluster.http, bare_cluster.kubeconfig
     cache = tmp_path / "kcache"
     # 0.0.0.0 ports are shared by every pod of the local cluster: pick free ones.
     values = {"metrics": {"port": free_port()}, "liveness": {"port": free_port()}}

@@ -17,16 +17,16 @@ import yaml
 from cadre.cli.main import cli
 from click.testing import CliRunner
 
-from tests.localcluster.conftest import REPO, Http, serving
+from tests.localcluster.conftest import REPO, Http, Served, serving
 
 NS = "default"
 CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Http, Path]]:
-    with serving(tmp_path_factory.mktemp("cli"), crd_dir=REPO / "crds") as (_, http, kubeconfig):
-        yield http, kubeconfig
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serving(tmp_path_factory.mktemp("cli"), crd_dir=REPO / "crds") as served:
+        yield served
 
 
 def cadre(
@@ -57,8 +57,8 @@ def task(http: Http, name: str, status: dict[str, Any] | None = None, **spec: An
         assert patched.status_code == 200, patched.text
 
 
-def test_tree_shows_a_delegation_tree_as_table_json_and_yaml(cluster: tuple[Http, Path]) -> None:
-    http, kubeconfig = cluster
+def test_tree_shows_a_delegation_tree_as_table_json_and_yaml(cluster: Served) -> None:
+    http, kubeconfig = cluster.http, cluster.kubeconfig
     usage = {"turns": 3, "inputTokens": 1000, "outputTokens": 200, "costUSD": "0.0060"}
     task(http, "root", {"phase": "Succeeded", "agent": "lead", "usage": usage,
                         "startTime": "2026-01-01T00:00:00Z",
@@ -81,9 +81,9 @@ def test_tree_shows_a_delegation_tree_as_table_json_and_yaml(cluster: tuple[Http
 
 
 def test_approve_and_reject_write_the_verdict_only_when_one_is_awaited(
-    cluster: tuple[Http, Path],
+    cluster: Served,
 ) -> None:
-    http, kubeconfig = cluster
+    http, kubeconfig = cluster.http, cluster.kubeconfig
     review = {"humanApproval": True}
     task(http, "gated", {"phase": "InReview"}, review=review)
     rejected = cadre(kubeconfig, "reject", "gated", "--feedback", "Add a changelog entry.")
@@ -115,8 +115,8 @@ MEMORY = yaml.safe_dump([
 ])  # fmt: skip
 
 
-def test_memory_show_and_clear(cluster: tuple[Http, Path]) -> None:
-    http, kubeconfig = cluster
+def test_memory_show_and_clear(cluster: Served) -> None:
+    http, kubeconfig = cluster.http, cluster.kubeconfig
     config = {"metadata": {"name": "memory-engineer"}, "data": {"entries.yaml": MEMORY}}
     assert http("POST", f"/api/v1/namespaces/{NS}/configmaps", config).status_code == 201
     shown = cadre(kubeconfig, "memory", "show", "engineer")
@@ -138,8 +138,8 @@ def test_memory_show_and_clear(cluster: tuple[Http, Path]) -> None:
     assert after.stdout.strip() == "Agent engineer remembers nothing yet."
 
 
-def test_memory_that_was_edited_into_nonsense_is_named(cluster: tuple[Http, Path]) -> None:
-    http, kubeconfig = cluster
+def test_memory_that_was_edited_into_nonsense_is_named(cluster: Served) -> None:
+    http, kubeconfig = cluster.http, cluster.kubeconfig
     config = {"metadata": {"name": "memory-broken"}, "data": {"entries.yaml": "a: [unclosed"}}
     assert http("POST", f"/api/v1/namespaces/{NS}/configmaps", config).status_code == 201
     shown = cadre(kubeconfig, "memory", "show", "broken")
@@ -147,8 +147,8 @@ def test_memory_that_was_edited_into_nonsense_is_named(cluster: tuple[Http, Path
     assert "configmap/memory-broken line 1: not valid YAML" in shown.stderr
 
 
-def test_run_no_follow_creates_a_task_with_a_generated_name(cluster: tuple[Http, Path]) -> None:
-    http, kubeconfig = cluster
+def test_run_no_follow_creates_a_task_with_a_generated_name(cluster: Served) -> None:
+    http, kubeconfig = cluster.http, cluster.kubeconfig
     created = cadre(kubeconfig, "run", "--team", "platform", "--no-follow", "Ship it.")
     assert created.returncode == 0, created.stderr
     name = created.stdout.strip().removeprefix("task/").removesuffix(" created")
@@ -172,17 +172,17 @@ def test_run_no_follow_creates_a_task_with_a_generated_name(cluster: tuple[Http,
     ],
 )  # fmt: skip
 def test_errors_name_what_is_wrong(
-    cluster: tuple[Http, Path], args: list[str], code: int, message: str
+    cluster: Served, args: list[str], code: int, message: str
 ) -> None:
-    _, kubeconfig = cluster
+    kubeconfig = cluster.kubeconfig
     result = cadre(kubeconfig, *args, process=True)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_no_cluster_reachable_is_one_line(tmp_path: Path, cluster: tuple[Http, Path]) -> None:
-    _, kubeconfig = cluster
+def test_no_cluster_reachable_is_one_line(tmp_path: Path, cluster: Served) -> None:
+    kubeconfig = cluster.kubeconfig
     config = yaml.safe_load(kubeconfig.read_text())
     config["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"  # nothing listens
     dead = tmp_path / "dead"

@@ -12,10 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from cadre.localcluster.runner import ThreadedApiServer
-
 from tests.harness.conftest import ModelFactory, until
-from tests.localcluster.conftest import Http
+from tests.localcluster.conftest import Served
 from tests.operator.conftest import agent_ready, cluster, create_agent, operator, scripted
 
 __all__ = ["cluster", "operator", "scripted"]
@@ -44,10 +42,10 @@ async def cadre_run(kubeconfig: Path, *args: str, command: str = "run") -> tuple
 
 
 async def test_run_follows_a_task_to_success_and_failure(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory,
 ) -> None:  # fmt: skip
-    _, http, kubeconfig = cluster
+    http, kubeconfig = cluster.http, cluster.kubeconfig
     url, _ = await scripted({"agents": {"engineer": STEPS}})
     create_agent(http, url)
     create_agent(http, url, "stranger")  # the scenario has no script for it: the model refuses
@@ -71,10 +69,10 @@ async def test_run_follows_a_task_to_success_and_failure(
 
 
 async def test_logs_replays_a_session_and_follows_one_live(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory,
 ) -> None:  # fmt: skip
-    _, http, kubeconfig = cluster
+    http, kubeconfig = cluster.http, cluster.kubeconfig
     url, _ = await scripted({"agents": {"engineer": STEPS}})
     create_agent(http, url)
     await until(lambda: agent_ready(http, "engineer"), within=60)

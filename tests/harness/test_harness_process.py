@@ -23,7 +23,6 @@ from cadre.harness import taskapi
 from cadre.harness.process import HarnessProcess
 from cadre.harness.taskapi import TaskApi
 from cadre.harness.tokens import session_token
-from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver
 from cadre.operator.sandbox_builders import (
     SandboxDefaults,
     SandboxTarget,
@@ -33,7 +32,7 @@ from cadre.operator.sandbox_builders import (
 from cadre.sandbox.store import read_journal
 
 from tests.harness.conftest import ModelFactory, lesson_requests, until, work_requests
-from tests.localcluster.conftest import REPO, Http, create_all
+from tests.localcluster.conftest import REPO, Http, Served, create_all, serving
 
 NS = "default"
 RBAC = "rbac.authorization.k8s.io"
@@ -53,14 +52,12 @@ SCENARIO = {
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[ThreadedApiServer, Http]]:
-    with threaded_apiserver(
-        crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node", kubelet_options={"backoff": 0.2}
-    ) as handle:
-        server = handle.server
-        assert server is not None
-        (tmp_path / "ca.crt").write_text(server.ca_pem)
-        yield handle, Http(server.url, tmp_path / "ca.crt", server.admin_token)
+def cluster(tmp_path: Path) -> Iterator[Served]:
+    with serving(
+        tmp_path, crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node",
+        kubelet_options={"backoff": 0.2},
+    ) as served:  # fmt: skip
+        yield served
 
 
 def _least_privilege_client(
@@ -194,12 +191,12 @@ def _task(name: str, prompt: str) -> dict[str, Any]:
 
 
 async def test_the_harness_works_its_tasks_with_a_lazy_sandbox(
-    cluster: tuple[ThreadedApiServer, Http],
+    cluster: Served,
     scripted: ModelFactory,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    handle, http = cluster
+    handle, http = cluster.handle, cluster.http
     assert handle.server is not None
     url, model = await scripted(
         SCENARIO | {"agents": {**SCENARIO["agents"], "engineer": SCENARIO["agents"]["engineer"]}}
@@ -268,9 +265,9 @@ LAZY_AND_CANCEL = {
 
 
 async def test_no_tool_call_means_no_sandbox_and_cancel_stops_a_session(
-    cluster: tuple[ThreadedApiServer, Http], scripted: ModelFactory, tmp_path: Path
+    cluster: Served, scripted: ModelFactory, tmp_path: Path
 ) -> None:
-    handle, http = cluster
+    handle, http = cluster.handle, cluster.http
     assert handle.server is not None
     url, _ = await scripted(LAZY_AND_CANCEL)
     agent = _agent()
@@ -315,14 +312,14 @@ async def test_no_tool_call_means_no_sandbox_and_cancel_stops_a_session(
 
 
 async def test_a_session_failed_by_a_long_api_outage_is_taken_up_again(
-    cluster: tuple[ThreadedApiServer, Http], scripted: ModelFactory, tmp_path: Path,
+    cluster: Served, scripted: ModelFactory, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """Status writes fail for longer than the client tries them again (RETRY_SECONDS, cut to
     0.5 s here): the session fails, and no later event of its Task would restart it. The
     harness takes it up again after a backoff, from its log, and the Task still succeeds."""
     monkeypatch.setattr(taskapi, "RETRY_SECONDS", 0.5)
-    handle, http = cluster
+    handle, http = cluster.handle, cluster.http
     server = handle.server
     assert server is not None
     url, _ = await scripted(LAZY_AND_CANCEL)
@@ -368,9 +365,9 @@ def _steps_scenario(tasks: list[str], steps: int) -> dict[str, Any]:
 
 
 async def test_killing_the_harness_with_three_sessions_in_flight_loses_and_repeats_nothing(
-    cluster: tuple[ThreadedApiServer, Http], scripted: ModelFactory, tmp_path: Path
+    cluster: Served, scripted: ModelFactory, tmp_path: Path
 ) -> None:
-    handle, http = cluster
+    handle, http = cluster.handle, cluster.http
     assert handle.server is not None
     assert handle.kubelet is not None
     names, steps = ["alpha", "beta", "gamma"], 4

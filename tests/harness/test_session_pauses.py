@@ -12,16 +12,9 @@ from typing import Any
 
 import anthropic
 from cadre.harness.pricing import prices_for
+from cadre.harness.replay import AWAITING_REVIEW, State, replay
 from cadre.harness.sandbox_client import SandboxClient, StaticSandbox, ToolOutcome
-from cadre.harness.session import (
-    AWAITING_REVIEW,
-    Session,
-    SessionConfig,
-    State,
-    Suspend,
-    Verdict,
-    replay,
-)
+from cadre.harness.session import Session, SessionConfig, Suspend, Verdict
 from cadre.harness.sessionlog import SessionLog
 
 from tests.harness.conftest import ModelFactory

@@ -136,16 +136,28 @@ API_PATHS = {
 
 
 @contextlib.contextmanager
-def serving(folder: Path, **options: Any) -> Iterator[tuple[ThreadedApiServer, Http, Path]]:
+@dataclass(frozen=True)
+class Served:
+    """A local cluster a test talks to."""
+
+    handle: ThreadedApiServer
+    """The running server (its ``server`` for counters and faults)."""
+    http: Http
+    """Plain HTTPS to it, as admin."""
+    kubeconfig: Path
+    """An admin kubeconfig for kubectl, the kubernetes client and the CLI."""
+
+
+def serving(folder: Path, **options: Any) -> Iterator[Served]:
     """A local cluster (``threaded_apiserver`` options) with its CA and an admin kubeconfig
-    written into ``folder``: the server's handle, plain HTTPS to it, the kubeconfig's path."""
+    written into ``folder``."""
     with threaded_apiserver(**options) as handle:
         server = handle.server
         assert server is not None
         (folder / "ca.crt").write_text(server.ca_pem)
         kubeconfig = folder / "kubeconfig"
         write_kubeconfig(kubeconfig, server.kubeconfig())
-        yield handle, Http(server.url, folder / "ca.crt", server.admin_token), kubeconfig
+        yield Served(handle, Http(server.url, folder / "ca.crt", server.admin_token), kubeconfig)
 
 
 def create_all(http: Http, namespace: str, objects: list[dict[str, Any]]) -> None:

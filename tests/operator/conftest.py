@@ -13,11 +13,10 @@ from typing import Any
 import kubernetes
 import pytest
 from cadre.api.task import FINAL_PHASES
-from cadre.localcluster.runner import ThreadedApiServer
 from cadre.operator import apply
 
 from tests.harness.conftest import scripted
-from tests.localcluster.conftest import REPO, Http, serving
+from tests.localcluster.conftest import REPO, Http, Served, serving
 
 __all__ = ["scripted"]
 
@@ -27,7 +26,7 @@ LIVENESS_PORT = METRICS_PORT + 500
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[ThreadedApiServer, Http, Path]]:
+def cluster(tmp_path: Path) -> Iterator[Served]:
     with serving(
         tmp_path, crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node",
         kubelet_options={"backoff": 0.5},
@@ -37,11 +36,11 @@ def cluster(tmp_path: Path) -> Iterator[tuple[ThreadedApiServer, Http, Path]]:
 
 @pytest.fixture
 def apply_client(
-    cluster: tuple[ThreadedApiServer, Http, Path], monkeypatch: pytest.MonkeyPatch
+    cluster: Served, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[kubernetes.client.ApiClient]:
     """The operator's ``apply`` calls, made from the test process on the local cluster's
     kubeconfig (the process-wide default configuration is left alone)."""
-    _, _, kubeconfig = cluster
+    kubeconfig = cluster.kubeconfig
     configuration = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
     api_client = kubernetes.client.ApiClient(configuration)
@@ -53,10 +52,8 @@ def apply_client(
 
 
 @pytest.fixture
-async def operator(
-    cluster: tuple[ThreadedApiServer, Http, Path], tmp_path: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    _, _, kubeconfig = cluster
+async def operator(cluster: Served, tmp_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    kubeconfig = cluster.kubeconfig
     log = (tmp_path / "operator.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

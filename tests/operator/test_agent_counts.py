@@ -5,14 +5,12 @@ saying why, then none; the lesson written at each Task's end shows up as memory 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
-from cadre.localcluster.runner import ThreadedApiServer
 from cadre.operator.agent_status import agent_counts, memory_size
 
 from tests.harness.conftest import ModelFactory, until
-from tests.localcluster.conftest import Http
+from tests.localcluster.conftest import Served
 from tests.operator.conftest import CADRE, agent_ready, create_agent, create_task, ended
 
 
@@ -38,10 +36,10 @@ STEPS: list[dict[str, Any]] = [
 
 
 async def test_one_slot_two_tasks_one_active_one_queued(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory,
 ) -> None:  # fmt: skip
-    _, http, _ = cluster
+    http = cluster.http
     url, _ = await scripted({"agents": {"engineer": STEPS}})
     create_agent(http, url, maxConcurrentTasks=1)
     await until(lambda: agent_ready(http, "engineer"), within=60)

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 from cadre.localcluster.apiserver.faults import Fault
-from cadre.localcluster.runner import ThreadedApiServer
 
 from tests.harness.conftest import ModelFactory, until
-from tests.localcluster.conftest import Http
+from tests.localcluster.conftest import Served
 from tests.operator.conftest import NS, agent_ready, create_agent, create_task, ended
 
 ONCE = {"name": "bash", "input": {"command": "echo ran >> once.txt; cat once.txt"}}
@@ -38,10 +37,10 @@ FAULTS = [
 
 @pytest.mark.parametrize("faults", FAULTS)
 async def test_a_task_succeeds_through_transient_api_errors(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory, faults: list[tuple[Any, ...]], tmp_path: Path,
 ) -> None:  # fmt: skip
-    handle, http, _ = cluster
+    handle, http = cluster.handle, cluster.http
     server = handle.server
     assert server is not None
     url, _ = await scripted({"agents": {"engineer": STEPS}})
@@ -85,12 +84,12 @@ TEAM = {
 
 
 async def test_a_delegation_is_answered_through_transient_api_errors(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory,
 ) -> None:  # fmt: skip
     """The operator's create of the child Task fails twice (500): the request is answered
     anyway, once (one child), and the parent goes on."""
-    handle, http, _ = cluster
+    handle, http = cluster.handle, cluster.http
     server = handle.server
     assert server is not None
     url, _ = await scripted({"agents": {"lead": LEAD, "engineer": STEPS}})

@@ -5,15 +5,13 @@ that is asked of the API server (an Agent created together with its Task)."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any
 
 import kubernetes
 from cadre.api.types import Obj
-from cadre.localcluster.runner import ThreadedApiServer
 from cadre.operator.cache import Cache, Key, pod_view, session_changes, task_view
 
-from tests.localcluster.conftest import Http, agent_manifest
+from tests.localcluster.conftest import Served, agent_manifest
 from tests.operator.conftest import CADRE, NS
 
 
@@ -90,9 +88,9 @@ def test_lookups_hit_the_views() -> None:
 
 
 def test_an_agent_missing_from_the_view_is_read_from_the_api_server(
-    cluster: tuple[ThreadedApiServer, Http, Path], apply_client: kubernetes.client.ApiClient
+    cluster: Served, apply_client: kubernetes.client.ApiClient
 ) -> None:
-    _, http, _ = cluster
+    http = cluster.http
     empty = Cache(_Index(), _Index(), _Index())
     assert empty.agent_spec(NS, "engineer") is None  # in neither
     response = http("POST", f"{CADRE}/agents", agent_manifest("engineer"))

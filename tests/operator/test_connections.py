@@ -14,12 +14,11 @@ import aiohttp
 import kopf
 import kubernetes
 import pytest
-from cadre.localcluster.runner import ThreadedApiServer
 from cadre.operator import connections
 from cadre.operator.settings import from_env
 from cadre.operator.state import OperatorState, memo_for
 
-from tests.localcluster.conftest import Http
+from tests.localcluster.conftest import Served
 from tests.operator.conftest import NS
 
 # Importing them registers every handler the operator runs with kopf's default registry.
@@ -52,12 +51,10 @@ def test_the_limit_leaves_room_for_every_watch_stream_of_every_namespace() -> No
 
 
 @pytest.fixture
-def kubeconfig_login(
-    cluster: tuple[ThreadedApiServer, Http, Path], monkeypatch: pytest.MonkeyPatch
-) -> Path:
+def kubeconfig_login(cluster: Served, monkeypatch: pytest.MonkeyPatch) -> Path:
     """kopf's login reads the kubeconfig (its path taken from $KUBECONFIG when the client was
     imported) into the client's process-wide default configuration: restored after the test."""
-    _, _, kubeconfig = cluster
+    kubeconfig = cluster.kubeconfig
     monkeypatch.setattr(
         kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig)
     )

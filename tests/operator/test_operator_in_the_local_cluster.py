@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from cadre.localcluster.runner import ThreadedApiServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.conftest import ModelFactory, until, work_requests
-from tests.localcluster.conftest import Http
+from tests.localcluster.conftest import Served
 from tests.operator.conftest import (
     LIVENESS_PORT,
     METRICS_PORT,
@@ -45,10 +44,10 @@ SCENARIO = {
 
 
 async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory, tmp_path: Path,
 ) -> None:  # fmt: skip
-    _, http, _ = cluster
+    http = cluster.http
     url, model = await scripted(SCENARIO)
     create_agent(http, url)
 
@@ -133,10 +132,10 @@ RECOVERY = {
 
 
 async def test_a_sandbox_pod_deleted_mid_task_comes_back_with_its_workspace(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory, tmp_path: Path,
 ) -> None:  # fmt: skip
-    _, http, _ = cluster
+    http = cluster.http
     url, model = await scripted(RECOVERY)
     create_agent(http, url)
     create_task(http, "notes", "Take notes, then read them.")
@@ -178,10 +177,10 @@ RESUME = {
 
 
 async def test_the_harness_pod_deleted_mid_task_comes_back_and_resumes(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory, tmp_path: Path,
 ) -> None:  # fmt: skip
-    _, http, kubeconfig = cluster
+    http, kubeconfig = cluster.http, cluster.kubeconfig
     url, model = await scripted(RESUME)
     create_agent(http, url)
     create_task(http, "steps", "Do both steps.")
@@ -200,9 +199,9 @@ async def test_the_harness_pod_deleted_mid_task_comes_back_and_resumes(
 
 
 async def test_an_agent_waits_for_its_secret_and_recovers_by_itself(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process
+    cluster: Served, operator: asyncio.subprocess.Process
 ) -> None:
-    _, http, _ = cluster
+    http = cluster.http
     agent = {
         "apiVersion": "cadre.dev/v1alpha1",
         "kind": "Agent",
@@ -245,11 +244,11 @@ async def test_an_agent_waits_for_its_secret_and_recovers_by_itself(
 
 
 async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_once(
-    cluster: tuple[ThreadedApiServer, Http, Path],
+    cluster: Served,
     scripted: ModelFactory,
     tmp_path: Path,
 ) -> None:
-    handle, http, kubeconfig = cluster
+    handle, http, kubeconfig = cluster.handle, cluster.http, cluster.kubeconfig
     assert handle.kubelet is not None
     count = 20
     steps = [
@@ -339,9 +338,9 @@ async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_o
 
 
 async def test_a_task_for_a_missing_agent_says_so_and_is_taken_once_it_exists(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process
+    cluster: Served, operator: asyncio.subprocess.Process
 ) -> None:
-    _, http, _ = cluster
+    http = cluster.http
     task = {
         "apiVersion": "cadre.dev/v1alpha1",
         "kind": "Task",

@@ -8,20 +8,18 @@ recorder here."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any
 
 import kopf
 import kubernetes
 import pytest
 from cadre.api.types import Obj
-from cadre.localcluster.runner import ThreadedApiServer
 from cadre.operator.cache import Cache, Key, task_view
 from cadre.operator.sandbox_handlers import reconcile_sandbox
 from cadre.operator.settings import from_env
 from cadre.operator.state import OperatorState
 
-from tests.localcluster.conftest import Http, agent_manifest
+from tests.localcluster.conftest import Http, Served, agent_manifest
 from tests.operator.conftest import CADRE, NS
 
 SPEC = agent_manifest("engineer")["spec"]
@@ -53,11 +51,11 @@ def _creates(server: Any) -> float:
 
 
 def test_a_sandbox_is_created_once_and_its_service_account_comes_back(
-    cluster: tuple[ThreadedApiServer, Http, Path],
+    cluster: Served,
     apply_client: kubernetes.client.ApiClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    handle, http, _ = cluster
+    handle, http = cluster.handle, cluster.http
     server = handle.server
     assert server is not None
     state = OperatorState(from_env({}))

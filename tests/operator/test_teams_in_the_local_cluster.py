@@ -14,10 +14,9 @@ from typing import Any
 
 import yaml
 from cadre.api.task import FINAL_PHASES
-from cadre.localcluster.runner import ThreadedApiServer
 
 from tests.harness.conftest import ModelFactory, until, work_requests
-from tests.localcluster.conftest import Http
+from tests.localcluster.conftest import Http, Served
 from tests.operator.conftest import CADRE, NS, agent_ready, create_agent, create_task, ended
 
 SLUG_V1 = "def slugify(text):\n    return '-'.join(text.lower().split())\n"
@@ -121,10 +120,10 @@ async def all_ended(http: Http) -> dict[str, dict[str, Any]]:
 
 
 async def test_a_three_level_tree_with_a_review_round_and_memory(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory, tmp_path: Path,
 ) -> None:  # fmt: skip
-    _, http, kubeconfig = cluster
+    http, kubeconfig = cluster.http, cluster.kubeconfig
     url, model = await scripted(SCENARIO)
     create_agent(http, url, "lead", tools=[])
     create_agent(http, url, "engineer")
@@ -276,13 +275,13 @@ RULES_TEAM = {
 
 
 async def test_the_teams_rules_hold_and_review_rounds_run_out(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory,
 ) -> None:  # fmt: skip
     """A cycle, over-depth and over-fan-out are refused with messages that say which rule; a
     child sent back more than maxRounds times ends Failed; the lead's harness restarted while
     it waits loses nothing."""
-    _, http, _ = cluster
+    http = cluster.http
     url, model = await scripted({"agents": {"lead": RULES_LEAD, "a": RULES_A}})
     for name in ("lead", "a", "b"):
         create_agent(http, url, name, tools=[])
@@ -362,13 +361,13 @@ REVIEWED_TEAM = {
 
 
 async def test_the_teams_reviewer_sees_each_delivery_before_the_requester(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory,
 ) -> None:  # fmt: skip
     """Delivery #1 goes to the reviewer, who sends it back: the lead never sees it. The
     reviewer gives no verdict on delivery #2, which then reaches the lead unscreened, saying so
     (and a Warning Event), and the lead accepts it."""
-    _, http, _ = cluster
+    http = cluster.http
     scenario = {"agents": {"lead": REVIEWED_LEAD, "engineer": REVIEWED_ENGINEER, "qa": QA}}
     url, model = await scripted(scenario)
     create_agent(http, url, "lead", tools=[])

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cadre.localcluster.runner import ThreadedApiServer
 
-from tests.localcluster.conftest import REPO, Http
+from tests.localcluster.conftest import REPO, Served
 from tests.operator.conftest import NS
 
 DEMO = REPO / "examples" / "demo"
@@ -59,10 +58,10 @@ def document(file: str, name: str) -> dict[str, object]:
 
 @pytest.mark.parametrize(("file", "name", "path", "value", "messages"), BROKEN)
 def test_a_broken_field_is_refused_by_kubectl_apply_and_nothing_is_lost(
-    cluster: tuple[ThreadedApiServer, Http, Path], tmp_path: Path, file: str, name: str,
+    cluster: Served, tmp_path: Path, file: str, name: str,
     path: tuple[str, ...], value: object, messages: list[str],
 ) -> None:  # fmt: skip
-    _, _, kubeconfig = cluster
+    kubeconfig = cluster.kubeconfig
     kubectl = kubectl_in(kubeconfig, tmp_path / "kcache")
     good = document(file, name)
     applied = kubectl("apply", "-f", "-", input=yaml.safe_dump(good))
@@ -88,10 +87,10 @@ def test_a_broken_field_is_refused_by_kubectl_apply_and_nothing_is_lost(
 
 
 async def test_a_task_for_a_missing_agent_ends_with_a_condition_kubectl_can_wait_for(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    _, _, kubeconfig = cluster
+    kubeconfig = cluster.kubeconfig
     kubectl = kubectl_in(kubeconfig, tmp_path / "kcache")
     task = document("task.yaml", "slugify")
     task["spec"] = {**dict(task["spec"]), "assignee": {"agent": "nobody"}}  # type: ignore[arg-type]

@@ -6,13 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from pathlib import Path
 from typing import Any
 
-from cadre.localcluster.runner import ThreadedApiServer
-
 from tests.harness.conftest import ModelFactory, until
-from tests.localcluster.conftest import Http
+from tests.localcluster.conftest import Served
 from tests.operator.conftest import CADRE, NS, agent_ready, create_agent, create_task
 
 AGENTS = [f"agent-{n}" for n in range(5)]
@@ -27,10 +24,10 @@ STEPS: list[dict[str, Any]] = [
 
 
 async def test_fifty_tasks_across_five_agents_all_complete(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory,
 ) -> None:  # fmt: skip
-    _, http, _ = cluster
+    http = cluster.http
     url, model = await scripted({"agents": dict.fromkeys(AGENTS, STEPS)})
     for agent in AGENTS:
         create_agent(http, url, agent, maxConcurrentTasks=PER_AGENT)

@@ -11,13 +11,10 @@ import json
 import os
 import random
 import signal
-from pathlib import Path
 from typing import Any
 
-from cadre.localcluster.runner import ThreadedApiServer
-
 from tests.harness.conftest import ModelFactory, until
-from tests.localcluster.conftest import Http
+from tests.localcluster.conftest import Served
 from tests.operator.conftest import NS, agent_ready, create_agent, create_task, ended
 from tests.system.conftest import claim_dir, pid_of
 
@@ -53,10 +50,10 @@ def conversation(requests: list[dict[str, Any]], agent: str) -> list[str]:
 
 
 async def test_the_harness_killed_at_a_random_moment_ends_as_an_uninterrupted_run(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory,
 ) -> None:  # fmt: skip
-    handle, http, _ = cluster
+    handle, http = cluster.handle, cluster.http
     seed = int(os.environ.get("CADRE_CHAOS_SEED", random.randrange(1 << 30)))
     moment = random.Random(seed).uniform(0.0, 2.0)
     where = f"seed {seed}: killed {moment:.2f}s after the first model request"
@@ -111,10 +108,10 @@ NOTES: list[dict[str, Any]] = [
 
 
 async def test_the_sandbox_process_killed_mid_task_restarts_with_its_workspace(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory,
 ) -> None:  # fmt: skip
-    handle, http, _ = cluster
+    handle, http = cluster.handle, cluster.http
     url, model = await scripted({"agents": {"engineer": NOTES}})
     create_agent(http, url)
     create_task(http, "notes", "Take notes, then read them.")

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 from cadre.localcluster.node.kubelet import Kubelet
-from cadre.localcluster.runner import ThreadedApiServer
 
 from tests.harness.conftest import ModelFactory, until, work_requests
-from tests.localcluster.conftest import Http
+from tests.localcluster.conftest import Served
 from tests.operator.conftest import NS, create_agent, create_task, ended
 from tests.system.conftest import pid_of
 
@@ -58,10 +57,10 @@ echo probe-done
 
 
 async def test_no_route_from_a_sandbox_reaches_the_api_key(
-    cluster: tuple[ThreadedApiServer, Http, Path], operator: asyncio.subprocess.Process,
+    cluster: Served, operator: asyncio.subprocess.Process,
     scripted: ModelFactory, tmp_path: Path,
 ) -> None:  # fmt: skip
-    handle, http, _ = cluster
+    handle, http = cluster.handle, cluster.http
     kubelet, server = handle.kubelet, handle.server
     assert isinstance(kubelet, Kubelet)
     assert server is not None
