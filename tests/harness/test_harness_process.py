@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import os
 import random
 import signal
@@ -20,6 +21,7 @@ import pytest
 import yaml
 from cadre.api.agent import Sandbox
 from cadre.harness import taskapi
+from cadre.harness.logs import TRANSCRIPT
 from cadre.harness.process import HarnessProcess
 from cadre.harness.taskapi import TaskApi
 from cadre.harness.tokens import session_token
@@ -194,8 +196,9 @@ async def test_the_harness_works_its_tasks_with_a_lazy_sandbox(
     cluster: Served,
     scripted: ModelFactory,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger=TRANSCRIPT.name)
     handle, http = cluster.handle, cluster.http
     assert handle.server is not None
     url, model = await scripted(
@@ -248,8 +251,8 @@ async def test_the_harness_works_its_tasks_with_a_lazy_sandbox(
         (handle.kubelet.state_dir / "claims" / NS).glob("sbx-slugify-workspace-*/slug.py")
     )
     assert [p.read_text() for p in written] == ["def slugify(t):\n    return t.lower()\n"]
-    out = capsys.readouterr().out
-    assert f"[{NS}/slugify] engineer: slug.py is written." in out
+    said = [r.getMessage() for r in caplog.records if r.name == TRANSCRIPT.name]
+    assert f"[{NS}/slugify] engineer: slug.py is written." in said
 
 
 LAZY_AND_CANCEL = {

@@ -135,7 +135,6 @@ API_PATHS = {
 """Where to POST each kind the operator's builders make."""
 
 
-@contextlib.contextmanager
 @dataclass(frozen=True)
 class Served:
     """A local cluster a test talks to."""
@@ -148,6 +147,7 @@ class Served:
     """An admin kubeconfig for kubectl, the kubernetes client and the CLI."""
 
 
+@contextlib.contextmanager
 def serving(folder: Path, **options: Any) -> Iterator[Served]:
     """A local cluster (``threaded_apiserver`` options) with its CA and an admin kubeconfig
     written into ``folder``."""
