@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,10 @@ class SandboxProcess:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     starts: int = 0
+    prefix: list[str] = field(default_factory=list)
+    """Run the server under this command (setpriv, unshare)."""
+    python: str = sys.executable
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         env = {
@@ -40,11 +44,12 @@ class SandboxProcess:
             "CADRE_SANDBOX_HOST": "127.0.0.1",
             "CADRE_SANDBOX_PORT": str(self.port),
             "CADRE_SANDBOX_TOKEN_SHA256": hashlib.sha256(self.token.encode()).hexdigest(),
+            **self.extra_env,
         }
         # A file, not a pipe: a pipe nobody reads would block the server once full.
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-S", "-m", "cadre.sandbox"], env=env, stderr=log
+                [*self.prefix, self.python, "-S", "-m", "cadre.sandbox"], env=env, stderr=log
             )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

@@ -48,7 +48,10 @@ def bundle(root: Path, patterns: list[str], max_bytes: int) -> dict[str, Any]:
             if name in seen:
                 continue
             seen.add(name)
-            why, text = _text_of(path, workspace, max_bytes - total)
+            try:
+                why, text = _text_of(path, workspace, max_bytes - total)
+            except OSError as err:  # unreadable: left out, named, never a dropped request
+                why, text = f"cannot be read: {err.strerror or err}", ""
             if why is None and len(files) == MAX_FILES:
                 why = f"more than {MAX_FILES} files"
             if why is not None:

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cadre.sandbox.protocol import (
+    DEFAULT_GREP_TIMEOUT_SECONDS,
     DEFAULT_PORT,
     DEFAULT_TOKEN_DIGEST_FILE,
     DEFAULT_WORKSPACE,
+    ENV_GREP_TIMEOUT,
     ENV_HOST,
     ENV_PORT,
     ENV_STATE_DIR,
@@ -37,6 +39,8 @@ class SandboxConfig:
     token_sha256: str
     """SHA-256 of the session's bearer token, hex. The token itself never reaches the pod."""
     state_dir: Path
+    grep_timeout_seconds: float = DEFAULT_GREP_TIMEOUT_SECONDS
+    """The most one grep may take; a pathological pattern costs no more."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SandboxConfig:
@@ -60,6 +64,12 @@ class SandboxConfig:
                     f"{ENV_TOKEN_SHA256_FILE}: cannot read {digest_file}: {err.strerror}; "
                     "the sandbox refuses to run without a token to check"
                 ) from err
+        try:
+            grep_timeout = float(env.get(ENV_GREP_TIMEOUT, DEFAULT_GREP_TIMEOUT_SECONDS))
+        except ValueError as err:
+            raise ConfigError(f"{ENV_GREP_TIMEOUT}: not a number: {err}") from err
+        if not 0 < grep_timeout <= 3600:
+            raise ConfigError(f"{ENV_GREP_TIMEOUT}: {grep_timeout} is not in (0, 3600] seconds")
         if not _DIGEST.match(digest):
             raise ConfigError("the session token digest must be 64 lower-case hex characters")
         return cls(
@@ -68,4 +78,5 @@ class SandboxConfig:
             workspace=workspace,
             token_sha256=digest,
             state_dir=Path(env.get(ENV_STATE_DIR, str(workspace / STATE_DIR_NAME))),
+            grep_timeout_seconds=grep_timeout,
         )

@@ -12,11 +12,14 @@ Routes:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,7 +28,7 @@ from cadre.sandbox.bundle import bundle, check_request
 from cadre.sandbox.config import SandboxConfig
 from cadre.sandbox.protocol import TOOL_SCHEMAS, ToolInputError, check_input
 from cadre.sandbox.store import ResultStore, input_digest
-from cadre.sandbox.tools import Workspace
+from cadre.sandbox.tools import Workspace, os_error_result
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -47,7 +50,7 @@ class SandboxServer(ThreadingHTTPServer):
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.workspace = Workspace(config.workspace)
+        self.workspace = Workspace(config.workspace, config.grep_timeout_seconds)
         self.store = ResultStore(config.state_dir)
         super().__init__((config.host, config.port), SandboxHandler)
 
@@ -95,6 +98,10 @@ class SandboxServer(ThreadingHTTPServer):
                 record["error"] = {"status": err.status, "type": err.kind, "message": str(err)}
                 self.store.finish(tool_use_id, record)
                 raise
+            except OSError as err:
+                # The system refused (EACCES, EROFS, ENOSPC...): the model reads why and can
+                # try another way; stored like any result, so a retry gets the same answer.
+                record.update(os_error_result(name, data, err).to_json())
             if rerun:
                 # Tell the model: the first attempt may have left partial effects.
                 note = "[note: an earlier attempt of this call was interrupted by a sandbox "
@@ -147,11 +154,17 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if length_header is None:
             self._error(HTTPStatus.LENGTH_REQUIRED, "length_required", "Content-Length is required")
             return None
-        try:
-            length = int(length_header)
-        except ValueError:
-            self._error(HTTPStatus.BAD_REQUEST, "invalid_request", "Content-Length: not a number")
+        # int() would take " -1", "+5" or "1_0": only plain digits are a length. The body of a
+        # refused request is never read, so the connection cannot carry another one.
+        if not length_header.isascii() or not length_header.isdigit():
+            self.close_connection = True
+            self._error(
+                HTTPStatus.BAD_REQUEST,
+                "invalid_request",
+                f"Content-Length: {length_header[:40]!r} is not a non-negative whole number",
+            )
             return None
+        length = int(length_header)
         if length > MAX_BODY_BYTES:
             self.close_connection = True  # the unread body would corrupt the next request
             self._error(
@@ -166,6 +179,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             self._error(HTTPStatus.BAD_REQUEST, "invalid_json", f"body: invalid JSON: {err}")
             return None
+        except RecursionError:
+            self._error(HTTPStatus.BAD_REQUEST, "invalid_json", "body: JSON nested too deeply")
+            return None
         if not isinstance(body, dict):
             self._error(HTTPStatus.BAD_REQUEST, "invalid_request", "body: expected a JSON object")
             return None
@@ -177,7 +193,28 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self._error(HTTPStatus.UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
         return False
 
+    def _guarded(self, route: Callable[[], None]) -> None:
+        """Run a route; whatever it raises is answered (a JSON 500) and logged, never a
+        connection closed without an answer, which a client can only retry blindly."""
+        try:
+            route()
+        except Exception as err:  # the last line of defence, logged in full
+            log("error", "unhandled", path=self.path, traceback=traceback.format_exc())
+            self.close_connection = True  # the request may be half read
+            with contextlib.suppress(OSError):
+                self._error(
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    f"the sandbox failed on this request: {type(err).__name__}: {err}",
+                )
+
     def do_GET(self) -> None:
+        self._guarded(self._get)
+
+    def do_POST(self) -> None:
+        self._guarded(self._post)
+
+    def _get(self) -> None:
         if self.path == "/healthz":
             self._reply(HTTPStatus.OK, {"status": "ok"})
             return
@@ -200,7 +237,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         else:
             self._error(HTTPStatus.NOT_FOUND, "not_found", f"no route {self.path}")
 
-    def do_POST(self) -> None:
+    def _post(self) -> None:
         if not self._check_auth():
             return
         if self.path not in ("/v1/tool-calls", "/v1/bundle"):

@@ -8,12 +8,14 @@ nothing has run then. A command that runs and fails is a result, not an error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
+import json
 import os
-import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -21,8 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cadre.sandbox.grep import compile_pattern, display
 from cadre.sandbox.protocol import (
     BINARY_SNIFF_BYTES,
+    DEFAULT_GREP_TIMEOUT_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
     MAX_MATCHES,
     MAX_OUTPUT_CHARS,
@@ -54,8 +58,17 @@ def _read_all(fd: int) -> bytes:
 class Workspace:
     """The tools, bound to one workspace folder."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, grep_timeout: float = DEFAULT_GREP_TIMEOUT_SECONDS) -> None:
         self.root = root.resolve()
+        self.grep_timeout = grep_timeout
+        # The grep child runs without site-packages, like the server: it finds Cadre where
+        # this process found it.
+        package_root = str(Path(__file__).resolve().parents[2])
+        path = os.environ.get("PYTHONPATH")
+        self._child_env = {
+            **os.environ,
+            "PYTHONPATH": package_root + (os.pathsep + path if path else ""),
+        }
         # Found once: a lookup through $PATH per call costs a failed exec per earlier entry.
         self.bash = shutil.which("bash") or "bash"
 
@@ -221,56 +234,85 @@ class Workspace:
             raise ToolInputError(f"input.pattern: {err}") from err
         found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         shown = found[:MAX_MATCHES]
-        lines = [_display(p, self.root) for p in shown]
+        lines = [display(p, self.root) for p in shown]
         if len(found) > MAX_MATCHES:
             lines.append(f"[{len(found) - MAX_MATCHES} more files not shown]")
         return ToolResult("\n".join(lines) or "no files matched", details={"matches": len(found)})
 
     def tool_grep(self, data: dict[str, Any]) -> ToolResult:
-        flags = re.IGNORECASE if data.get("case_insensitive") else 0
-        try:
-            regex = re.compile(data["pattern"], flags)
-        except re.error as err:
-            raise ToolInputError(f"input.pattern: invalid regular expression: {err}") from err
-        limit = data.get("max_results", 200)
+        compile_pattern(data)  # a bad pattern is answered before any process starts
         start = self.resolve(data.get("path", "."))
         if not start.exists():
             raise ToolInputError(
                 f"input.path: no such file or folder: {data.get('path')}", 422, "not_found"
             )
-        files = [start] if start.is_file() else sorted(start.glob(data.get("glob", "**/*")))
-        hits: list[str] = []
-        total = 0
-        for path in files:
-            if not path.is_file() or _hidden_state(path):
-                continue
-            try:
-                raw = path.read_bytes()
-            except OSError:
-                continue
-            if b"\x00" in raw[:BINARY_SNIFF_BYTES]:
-                continue
-            for number, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
-                if regex.search(line):
-                    total += 1
-                    if len(hits) < limit:
-                        hits.append(f"{_display(path, self.root)}:{number}:{line[:500]}")
-        if total > limit:
-            hits.append(
-                f"[{total - limit} more matches not shown; narrow the pattern or raise max_results]"
+        request = {"root": str(self.root), "start": str(start), "input": data}
+        proc = subprocess.Popen(
+            [sys.executable, "-S", "-m", "cadre.sandbox.grep"],
+            cwd=self.root,
+            env=self._child_env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(json.dumps(request).encode(), self.grep_timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            proc.communicate()
+            return ToolResult(
+                f"grep stopped after its {self.grep_timeout:g}s limit: the pattern may backtrack "
+                "catastrophically (nested quantifiers such as (a+)+), or the search is too "
+                "large; simplify the pattern or narrow path and glob",
+                is_error=True,
+                details={"matches": 0, "timed_out": True},
             )
-        return ToolResult("\n".join(hits) or "no matches", details={"matches": total})
+        finally:
+            if proc.poll() is None:  # interrupted: leave nothing running
+                _kill_group(proc.pid)
+                proc.wait()
+        if proc.returncode != 0:
+            raise RuntimeError(f"grep worker exited {proc.returncode}: {err.decode()[-2000:]}")
+        reply = json.loads(out)
+        if "error" in reply:
+            error = reply["error"]
+            raise ToolInputError(error["message"], error["status"], error["type"])
+        return ToolResult(reply["content"], reply["is_error"], reply["details"])
+
+
+_OS_ERROR_HINTS = {
+    errno.EACCES: "the sandbox's user may not do this there; the workspace is writable",
+    errno.EPERM: "the sandbox's user may not do this there; the workspace is writable",
+    errno.EROFS: "a read-only file system; write inside the workspace (or /tmp)",
+    errno.ENOSPC: "the volume is full; delete files or write less",
+    errno.EDQUOT: "the volume's quota is spent; delete files or write less",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "the path is a folder, not a file",
+    errno.ELOOP: "too many symbolic links (a loop?)",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.EEXIST: "something else already has that name",
+}
+
+
+def os_error_result(tool: str, data: dict[str, Any], err: OSError) -> ToolResult:
+    """What the operating system refused, as a result the model reads and can act on (another
+    path, less data): a refusal is the call's outcome, not a fault of the sandbox."""
+    code = errno.errorcode.get(err.errno or 0, "OSError")
+    strerror = err.strerror or str(err)
+    path = data.get("path") if isinstance(data.get("path"), str) else None
+    where = f" {path}" if path else ""
+    text = f"{tool}{where}: {strerror} ({code})"
+    if err.errno in _OS_ERROR_HINTS:
+        text += f"; {_OS_ERROR_HINTS[err.errno]}"
+    details: dict[str, Any] = {"errno": code}
+    if err.filename is not None:
+        details["filename"] = str(err.filename)
+    return ToolResult(text, is_error=True, details=details)
 
 
 def _hidden_state(path: Path) -> bool:
     return STATE_DIR_NAME in path.parts
-
-
-def _display(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def _kill_group(pid: int) -> None:
