@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cadre.api.names import MODEL_ENDPOINTS_ENV, MODEL_KEY_LABEL
 from cadre.localcluster.runner import threaded_apiserver, write_kubeconfig
 
 from bench.results import Metric
@@ -99,6 +100,7 @@ def operator_cluster(
             **os.environ, "KUBECONFIG": str(kubeconfig),
             "CADRE_HARNESS_IMAGE": "ghcr.io/cadre-dev/cadre:bench",
             "CADRE_SANDBOX_IMAGE": "ghcr.io/cadre-dev/sandbox:bench",
+            MODEL_ENDPOINTS_ENV: "http://127.0.0.1:*",  # the scripted model, any port
         }  # fmt: skip
         operator = subprocess.Popen(
             [sys.executable, "-m", "cadre.cli.main", "operator", "--namespace", NS],
@@ -115,7 +117,8 @@ def ready_agent(api: requests.Session, server: str, model: str) -> str:
     """The API-key Secret and an Agent ``engineer`` on the scripted model at ``model``, once
     its harness is Ready; the URL prefix of the namespace's Cadre objects."""
     cadre = f"{server}/apis/cadre.dev/v1alpha1/namespaces/{NS}"
-    secret = {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk"}}
+    secret = {"metadata": {"name": "anthropic", "labels": {MODEL_KEY_LABEL: "true"}},
+              "stringData": {"api-key": "sk"}}  # fmt: skip
     api.post(f"{server}/api/v1/namespaces/{NS}/secrets", json=secret)
     spec = {"role": "r", "model": "claude-sonnet-4-6", "baseURL": model,
             "apiKeySecretRef": {"name": "anthropic"}}  # fmt: skip
@@ -228,7 +231,8 @@ def _many_tasks(folder: Path) -> tuple[float, float, float]:
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            secret = {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk"}}
+            secret = {"metadata": {"name": "anthropic", "labels": {MODEL_KEY_LABEL: "true"}},
+              "stringData": {"api-key": "sk"}}  # fmt: skip
             api.post(f"{server.url}/api/v1/namespaces/{NS}/secrets", json=secret)
             spec = {
                 "role": "r",

@@ -21,6 +21,7 @@ NON_DEFAULT: dict[str, Any] = {
     "sandboxImage": {"repository": "registry.example.com/sandbox", "tag": "1.2.3"},
     "imagePullSecrets": [{"name": "registry"}],
     "watchNamespaces": ["team-a", "team-b"],
+    "modelEndpoints": ["https://api.anthropic.com", "https://llm-gateway.internal/anthropic"],
     "serviceAccount": {"create": True, "name": "cadre-operator", "annotations": {"a": "b"}},
     "resources": {"requests": {"cpu": "200m", "memory": "300Mi"}, "limits": {"memory": "1Gi"}},
     "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -100,6 +101,8 @@ def test_non_default_values_reach_the_objects() -> None:
     assert env["CADRE_HARNESS_STATE_SIZE"] == "5Gi"
     assert env["CADRE_SANDBOX_RELEASE_SECONDS"] == "30"
     assert env["CADRE_LOG_LEVEL"] == "debug"
+    assert env["CADRE_MODEL_ENDPOINTS"] == (
+        "https://api.anthropic.com,https://llm-gateway.internal/anthropic")  # fmt: skip
     # Namespaced: a Role per namespace, nothing cluster-wide but discovery.
     assert {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in kinds["Role"]} == {
         ("team-a", "cadre"), ("team-b", "cadre")}  # fmt: skip
@@ -128,6 +131,8 @@ def test_the_operator_settings_accept_what_the_chart_renders() -> None:
         ({"sandbox": {"limits": {"memory": "lots"}}}, "/sandbox/limits/memory"),
         ({"sandbox": {"releaseAfterSeconds": -1}}, "/sandbox/releaseAfterSeconds"),
         ({"logLevel": "loud"}, "/logLevel"),
+        ({"modelEndpoints": []}, "/modelEndpoints"),
+        ({"modelEndpoints": ["https://a.example,https://b.example"]}, "/modelEndpoints/0"),
         ({"replicas": 2}, "replicas"),
     ],
 )

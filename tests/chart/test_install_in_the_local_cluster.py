@@ -22,6 +22,7 @@ import yaml
 
 from tests.harness.conftest import ModelFactory, scripted, until
 from tests.localcluster.conftest import Served, serving
+from tests.operator.conftest import SCRIPTED_ENDPOINTS, model_key_secret
 from tools.manifests import render
 
 __all__ = ["scripted"]
@@ -66,7 +67,10 @@ async def test_the_rendered_chart_installs_and_its_operator_works_a_task(
     http, kubeconfig = bare_cluster.http, bare_cluster.kubeconfig
     cache = tmp_path / "kcache"
     # 0.0.0.0 ports are shared by every pod of the local cluster: pick free ones.
-    values = {"metrics": {"port": free_port()}, "liveness": {"port": free_port()}}
+    values = {
+        "metrics": {"port": free_port()}, "liveness": {"port": free_port()},
+        "modelEndpoints": [SCRIPTED_ENDPOINTS],
+    }  # fmt: skip
     objects = render(values, namespace=SYSTEM)
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM}}
     manifests = "---\n".join(yaml.safe_dump(o) for o in [namespace, *objects])
@@ -89,7 +93,7 @@ async def test_the_rendered_chart_installs_and_its_operator_works_a_task(
     await until(running, within=60)
 
     url, _ = await scripted({"agents": {"engineer": STEPS}})
-    secret = {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}}
+    secret = model_key_secret("anthropic", "sk-test")
     assert http("POST", f"/api/v1/namespaces/{NS}/secrets", secret).status_code == 201
     agent = {"apiVersion": "cadre.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "engineer"},
              "spec": {"role": "r", "model": "claude-sonnet-4-6", "baseURL": url,

@@ -20,6 +20,7 @@ import kubernetes
 import pytest
 import yaml
 from cadre.api.agent import Sandbox
+from cadre.api.names import MODEL_BASE_URL_ENV
 from cadre.harness import taskapi
 from cadre.harness.logs import TRANSCRIPT
 from cadre.harness.process import HarnessProcess
@@ -217,8 +218,9 @@ async def test_the_harness_works_its_tasks_with_a_lazy_sandbox(
     client = _least_privilege_client(http, handle.server.url, tmp_path / "ca.crt", tmp_path)
     stop = asyncio.Event()
     harness = HarnessProcess(
-        "engineer", TaskApi(client, NS), tmp_path / "harness", "sk-test", sandbox_wait_seconds=60
-    )
+        "engineer", TaskApi(client, NS), tmp_path / "harness", "sk-test",
+        sandbox_wait_seconds=60, base_url=url,
+    )  # fmt: skip
     operator = asyncio.get_running_loop().create_task(_play_operator(http, stop))
     running = asyncio.get_running_loop().create_task(harness.run(stop))
     try:
@@ -273,14 +275,19 @@ async def test_no_tool_call_means_no_sandbox_and_cancel_stops_a_session(
     handle, http = cluster.handle, cluster.http
     assert handle.server is not None
     url, _ = await scripted(LAZY_AND_CANCEL)
+    # The Agent's spec names another endpoint (changed after the operator approved ``url``):
+    # the harness uses only the endpoint it was started with, so the key never goes there.
+    elsewhere, other = await scripted(LAZY_AND_CANCEL)
     agent = _agent()
-    agent["spec"]["baseURL"] = url
+    agent["spec"]["baseURL"] = elsewhere
     http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent)
     http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", _task("hello", "Say hello."))
     http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", _task("ponder", "Think hard."))
     client = _least_privilege_client(http, handle.server.url, tmp_path / "ca.crt", tmp_path)
     stop = asyncio.Event()
-    harness = HarnessProcess("engineer", TaskApi(client, NS), tmp_path / "harness", "sk-test")
+    harness = HarnessProcess(
+        "engineer", TaskApi(client, NS), tmp_path / "harness", "sk-test", base_url=url
+    )
     running = asyncio.get_running_loop().create_task(harness.run(stop))
 
     def phase(name: str) -> str | None:
@@ -305,6 +312,7 @@ async def test_no_tool_call_means_no_sandbox_and_cancel_stops_a_session(
         await running
         client.close()
     assert took < 5
+    assert other.requests == []
     hello = http("GET", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks/hello").json()["status"]
     assert not hello["session"].get("sandboxRequested")
     assert hello["result"]["summary"] == "Hello."
@@ -333,7 +341,9 @@ async def test_a_session_failed_by_a_long_api_outage_is_taken_up_again(
     outage = handle.call(server.faults.inject, "patch", "tasks", 503, 4, "status")
     http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", _task("hello", "Say hello."))
     stop = asyncio.Event()
-    harness = HarnessProcess("engineer", TaskApi(client, NS), tmp_path / "harness", "sk-test")
+    harness = HarnessProcess(
+        "engineer", TaskApi(client, NS), tmp_path / "harness", "sk-test", base_url=url
+    )
     running = asyncio.get_running_loop().create_task(harness.run(stop))
 
     def status() -> dict[str, Any]:
@@ -403,7 +413,8 @@ async def test_killing_the_harness_with_three_sessions_in_flight_loses_and_repea
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cadre.cli.main", "harness", "--agent", "engineer",
                 "--namespace", NS, "--state-dir", str(state),
-                env={**os.environ, "KUBECONFIG": str(kubeconfig), "ANTHROPIC_API_KEY": "sk-test"},
+                env={**os.environ, "KUBECONFIG": str(kubeconfig), "ANTHROPIC_API_KEY": "sk-test",
+                     MODEL_BASE_URL_ENV: url},
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             start, target = logged(), rng.randint(4, 14)

@@ -12,6 +12,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+from cadre.api.names import MODEL_ENDPOINTS_ENV, MODEL_KEY_LABEL
 from cadre.api.task import FINAL_PHASES
 from cadre.operator import apply
 
@@ -72,6 +73,7 @@ async def operator(cluster: Served, tmp_path: Path) -> AsyncIterator[asyncio.sub
             "CADRE_HARNESS_IMAGE": "ghcr.io/cadre-dev/cadre:test",
             "CADRE_SANDBOX_IMAGE": "ghcr.io/cadre-dev/sandbox:test",
             "CADRE_SANDBOX_RELEASE_SECONDS": "1",
+            MODEL_ENDPOINTS_ENV: SCRIPTED_ENDPOINTS,
         },
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
@@ -83,15 +85,19 @@ async def operator(cluster: Served, tmp_path: Path) -> AsyncIterator[asyncio.sub
 
 
 CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
+SCRIPTED_ENDPOINTS = "http://127.0.0.1:*"
+"""The operator's model allow-list in tests: the scripted models listen there, on any port."""
+
+
+def model_key_secret(name: str, key: str, *, labelled: bool = True) -> dict[str, Any]:
+    """A Secret holding a model key, labelled as one (the owner's consent) unless told not."""
+    labels = {MODEL_KEY_LABEL: "true"} if labelled else {}
+    return {"metadata": {"name": name, "labels": labels}, "stringData": {"api-key": key}}
 
 
 def create_agent(http: Http, url: str | None, name: str = "engineer", **extra: Any) -> None:
     """The API-key Secret (once) and an Agent using the scripted model at ``url``."""
-    http(
-        "POST",
-        f"/api/v1/namespaces/{NS}/secrets",
-        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk-test"}},
-    )
+    http("POST", f"/api/v1/namespaces/{NS}/secrets", model_key_secret("anthropic", "sk-test"))
     spec: dict[str, Any] = {
         "role": "Writes code",
         "model": "claude-sonnet-4-6",

@@ -7,7 +7,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from cadre.api.names import CONFIG_HASH_ANNOTATION
+from cadre.api.names import CONFIG_HASH_ANNOTATION, MODEL_BASE_URL_ENV
 from cadre.operator.harness_builders import (
     AgentTarget,
     HarnessDefaults,
@@ -94,6 +94,11 @@ def test_the_api_key_comes_from_the_agents_secret_only(pod_spec: dict[str, Any])
     ]
     assert secret_refs == [{"name": "anthropic", "key": "api-key"}]
     assert "envFrom" not in pod_spec["containers"][0]
+
+
+def test_the_harness_is_told_the_endpoint_the_operator_checked(pod_spec: dict[str, Any]) -> None:
+    env = {e["name"]: e.get("value") for e in pod_spec["containers"][0]["env"]}
+    assert env[MODEL_BASE_URL_ENV] == ""  # the spec has no baseURL: the Anthropic API
 
 
 def test_it_runs_as_its_own_service_account(pod_spec: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cadre.api.names import MODEL_ENDPOINTS_ENV
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.conftest import ModelFactory, until, work_requests
@@ -20,9 +21,11 @@ from tests.operator.conftest import (
     LIVENESS_PORT,
     METRICS_PORT,
     NS,
+    SCRIPTED_ENDPOINTS,
     create_agent,
     create_task,
     ended,
+    model_key_secret,
 )
 
 WRITE = {"path": "hello.py", "content": "print('hello')\n"}
@@ -236,7 +239,7 @@ async def test_an_agent_waits_for_its_secret_and_recovers_by_itself(
     http(
         "POST",
         f"/api/v1/namespaces/{NS}/secrets",
-        {"metadata": {"name": "later"}, "stringData": {"api-key": "sk"}},
+        model_key_secret("later", "sk"),
     )
     await until(lambda: (c := ready()) and c["status"] == "True")
     http("DELETE", f"/api/v1/namespaces/{NS}/secrets/later")
@@ -262,7 +265,7 @@ async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_o
     http(
         "POST",
         f"/api/v1/namespaces/{NS}/secrets",
-        {"metadata": {"name": "anthropic"}, "stringData": {"api-key": "sk"}},
+        model_key_secret("anthropic", "sk"),
     )
     spec = {
         "role": "r",
@@ -287,6 +290,7 @@ async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_o
         "KUBECONFIG": str(kubeconfig),
         "CADRE_HARNESS_IMAGE": "ghcr.io/cadre-dev/cadre:t",
         "CADRE_SANDBOX_IMAGE": "ghcr.io/cadre-dev/sandbox:t",
+        MODEL_ENDPOINTS_ENV: SCRIPTED_ENDPOINTS,
     }
 
     async def start() -> asyncio.subprocess.Process:

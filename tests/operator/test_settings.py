@@ -18,6 +18,7 @@ def test_defaults_without_any_variable() -> None:
     assert found.sandbox.limits == {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1Gi"}
     assert found.harness.requests is None
     assert found.release_seconds == 10
+    assert [str(e) for e in found.model_endpoints] == ["https://api.anthropic.com:443"]
 
 
 def test_every_variable_is_read() -> None:
@@ -26,6 +27,7 @@ def test_every_variable_is_read() -> None:
         "CADRE_HARNESS_STATE_SIZE": "5Gi", "CADRE_HARNESS_REQUESTS": '{"cpu": "100m"}',
         "CADRE_HARNESS_LIMITS": '{"memory": "1Gi"}', "CADRE_SANDBOX_LIMITS": '{"cpu": "2"}',
         "CADRE_SANDBOX_TMP_SIZE": "1Gi", "CADRE_SANDBOX_RELEASE_SECONDS": "30",
+        "CADRE_MODEL_ENDPOINTS": "https://gateway.internal/anthropic, http://10.0.0.5:*",
     })  # fmt: skip
     assert (found.harness.image, found.sandbox.image) == ("registry.example/cadre:1.2", "r/sbx:1")
     assert found.harness.state_size == "5Gi"
@@ -33,6 +35,8 @@ def test_every_variable_is_read() -> None:
     assert found.sandbox.limits == {"cpu": "2", "memory": "1Gi", "ephemeral-storage": "1Gi"}
     assert found.sandbox.tmp_size == "1Gi"
     assert found.release_seconds == 30
+    assert [str(e) for e in found.model_endpoints] == [
+        "https://gateway.internal:443/anthropic", "http://10.0.0.5:*"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -45,6 +49,9 @@ def test_every_variable_is_read() -> None:
         ("CADRE_HARNESS_LIMITS", '{"memory": "a lot"}', "CADRE_HARNESS_LIMITS='a lot'"),
         ("CADRE_SANDBOX_RELEASE_SECONDS", "-1", "CADRE_SANDBOX_RELEASE_SECONDS='-1' is not"),
         ("CADRE_SANDBOX_RELEASE_SECONDS", "soon", "CADRE_SANDBOX_RELEASE_SECONDS='soon'"),
+        ("CADRE_MODEL_ENDPOINTS", "api.anthropic.com", "CADRE_MODEL_ENDPOINTS: 'api.anthropic"),
+        ("CADRE_MODEL_ENDPOINTS", "https://u:p@gw.example", "user name or password"),
+        ("CADRE_MODEL_ENDPOINTS", " , ", "CADRE_MODEL_ENDPOINTS lists no endpoint"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str, message: str) -> None:

@@ -17,7 +17,7 @@ from cadre.localcluster.node.kubelet import Kubelet
 
 from tests.harness.conftest import ModelFactory, until, work_requests
 from tests.localcluster.conftest import Served
-from tests.operator.conftest import NS, create_agent, create_task, ended
+from tests.operator.conftest import NS, create_agent, create_task, ended, model_key_secret
 from tests.system.conftest import pid_of
 
 # Matches a key and never the probe's own text (the brackets do not match themselves).
@@ -67,7 +67,7 @@ async def test_no_route_from_a_sandbox_reaches_the_api_key(
     if not kubelet.isolate:
         pytest.skip("pods run as separate users only when the local cluster runs as root")
     key = "sk-ant-cadre-" + secrets.token_hex(16)
-    secret = {"metadata": {"name": "anthropic"}, "stringData": {"api-key": key}}
+    secret = model_key_secret("anthropic", key)
     assert http("POST", f"/api/v1/namespaces/{NS}/secrets", secret).status_code == 201
     roots = [str(kubelet.state_dir), str(tmp_path), "/etc", "/run", "/dev/shm"]
     script = probe(roots, server.url)

@@ -34,6 +34,15 @@ HARNESS_STATE_DIR = "/var/lib/cadre"
 MEMORY_KEY = "entries.yaml"
 """The key of an Agent's memory ConfigMap that holds its entries."""
 
+MODEL_KEY_LABEL = "cadre.dev/model-api-key"
+"""On a Secret: ``"true"`` lets Agents use it as their model key. Without it, an Agent naming the
+Secret is refused, so the right to create Agents is not the right to read every Secret."""
+MODEL_ENDPOINTS_ENV = "CADRE_MODEL_ENDPOINTS"
+"""The operator's allow-list of model endpoints (comma-separated URLs; Helm value
+``modelEndpoints``). An Agent's ``baseURL`` outside it is refused."""
+MODEL_BASE_URL_ENV = "CADRE_MODEL_BASE_URL"
+"""The model endpoint the operator approved for a harness (empty: the Anthropic API). The
+harness reads this, never the Agent's live spec, which may have changed since."""
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 """The harness's model key, from the Agent's Secret (the anthropic SDK reads this name too)."""
 POD_NAMESPACE_ENV = "POD_NAMESPACE"

@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from cadre.api.crd import build_all_crds, crd_file_name, render_crd_yaml
+from cadre.api.names import MODEL_ENDPOINTS_ENV
 from cadre.api.types import Obj
 from cadre.cli import highlights
 from cadre.cli.follow import follow_task
@@ -114,6 +115,8 @@ def run_demo(options: DemoOptions) -> bool:
                 options.state_dir / "model.log", "listening on ", env=env,
             )  # fmt: skip
             base_url = line.removeprefix("listening on ").strip()
+            # The operator (a child of `dev up`) sends keys only to endpoints it allows.
+            env[MODEL_ENDPOINTS_ENV] = base_url
             _say(f"scripted model at {base_url} (set ANTHROPIC_API_KEY to use the real model)")
         else:
             _say("real model: ANTHROPIC_API_KEY is set (this run costs money)", fg="yellow")

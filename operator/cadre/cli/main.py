@@ -12,6 +12,7 @@ from cadre.api.names import (
     API_KEY_ENV,
     HARNESS_EVENTS_PORT,
     HARNESS_STATE_DIR,
+    MODEL_BASE_URL_ENV,
     POD_IP_ENV,
     POD_NAMESPACE_ENV,
 )
@@ -99,8 +100,9 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
             host = os.environ.get(POD_IP_ENV) or "0.0.0.0"  # noqa: S104 - a pod's only address
             address = (host, events_port) if events_port else None
             harness = HarnessProcess(
-                agent, TaskApi(client, namespace), state_dir, api_key, events_address=address
-            )
+                agent, TaskApi(client, namespace), state_dir, api_key,
+                base_url=os.environ.get(MODEL_BASE_URL_ENV) or None, events_address=address,
+            )  # fmt: skip
             await harness.run(stop)
 
     asyncio.run(main())

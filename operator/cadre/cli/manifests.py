@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from cadre.api.names import MODEL_KEY_LABEL
 from cadre.api.types import Obj
 
 # The order a cluster wants them in: what is referenced before what refers to it.
@@ -54,7 +55,8 @@ def api_key_secret(name: str, key: str, value: str) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name},
+        # The owner's consent that Agents may use it as a model key (model_access.py).
+        "metadata": {"name": name, "labels": {MODEL_KEY_LABEL: "true"}},
         "type": "Opaque",
         "stringData": {key: value},
     }

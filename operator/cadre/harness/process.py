@@ -64,6 +64,9 @@ class HarnessProcess:
     state_dir: Path
     api_key: str
     sandbox_wait_seconds: float = 300.0
+    base_url: str | None = None
+    """The model endpoint the operator approved (None: the Anthropic API). Never the Agent's
+    ``baseURL`` as read now: it may have been changed to an endpoint the operator refused."""
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)
     """Tasks whose session was stopped because the Task was cancelled (not a shutdown)."""
@@ -86,7 +89,7 @@ class HarnessProcess:
         self.prices: Prices = prices_for(spec.model, spec.pricing)
         self.key = load_or_create_key(self.state_dir / "token.key")
         self.slots = asyncio.Semaphore(spec.max_concurrent_tasks)
-        self.client = anthropic.AsyncAnthropic(api_key=self.api_key, base_url=spec.base_url)
+        self.client = anthropic.AsyncAnthropic(api_key=self.api_key, base_url=self.base_url)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Obj]] = asyncio.Queue()
         halt = threading.Event()

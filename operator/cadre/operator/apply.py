@@ -15,6 +15,7 @@ from cadre.api import GROUP, VERSION
 from cadre.api.names import (
     PARENT_LABEL,
     REVIEW_OF_LABEL,
+    harness_name,
     sandbox_name,
     sandbox_token_secret_name,
     sandbox_workspace_name,
@@ -104,9 +105,15 @@ def _read(call: Any, *args: Any) -> Obj | None:
     return result
 
 
-def get_secret_version(namespace: str, name: str) -> str | None:
-    secret = _read(kubernetes.client.CoreV1Api(client()).read_namespaced_secret, name, namespace)
-    return None if secret is None else str(secret["metadata"]["resourceVersion"])
+def get_secret(namespace: str, name: str) -> Obj | None:
+    return _read(kubernetes.client.CoreV1Api(client()).read_namespaced_secret, name, namespace)
+
+
+def delete_harness(namespace: str, agent: str) -> None:
+    """The Agent's harness StatefulSet; its pod goes with it (garbage collection), its volume
+    stays (the session logs, for a harness allowed again later)."""
+    apps = kubernetes.client.AppsV1Api(client())
+    _delete(apps.delete_namespaced_stateful_set, harness_name(agent), namespace)
 
 
 def statefulset_ready(namespace: str, name: str) -> bool:

@@ -35,8 +35,9 @@ from cadre.api.types import Obj
 from cadre.operator import apply, metrics
 from cadre.operator.agent_status import agent_counts, memory_size
 from cadre.operator.harness_builders import AgentTarget, build_harness_objects
+from cadre.operator.model_access import REFUSALS, Refusal, refusal
 from cadre.operator.sandbox_handlers import cache_of
-from cadre.operator.settings import BACKOFF
+from cadre.operator.settings import BACKOFF, Settings
 from cadre.operator.state import state_of
 from cadre.operator.stragglers import retry_stragglers
 
@@ -85,10 +86,21 @@ def counted(handler: Callable[..., Any]) -> Callable[..., Any]:
 # Agents
 
 
-def _agent_readiness(namespace: str, name: str, spec: Obj) -> tuple[bool, str, str]:
-    secret_name = spec["apiKeySecretRef"]["name"]
-    if apply.get_secret_version(namespace, secret_name) is None:
-        return False, "SecretMissing", f'the Secret "{secret_name}" with the API key does not exist'
+def _refusal(
+    namespace: str, spec: AgentSpec, settings: Settings
+) -> tuple[Obj | None, Refusal | None]:
+    """The key's Secret, and the rule of ``model_access`` the Agent breaks, if any."""
+    ref = spec.api_key_secret_ref
+    secret = apply.get_secret(namespace, ref.name)
+    return secret, refusal(secret, ref, spec.base_url, settings.model_endpoints)
+
+
+def _agent_readiness(
+    namespace: str, name: str, spec: AgentSpec, settings: Settings
+) -> tuple[bool, str, str]:
+    _, refused = _refusal(namespace, spec, settings)
+    if refused is not None:
+        return False, refused.reason, refused.message
     ready = apply.statefulset_ready(namespace, harness_name(name))
     if not ready:
         return False, "HarnessNotReady", "the harness pod is not ready yet"
@@ -107,16 +119,23 @@ def reconcile_agent(
     assert namespace is not None  # Agents are namespaced
     parsed = AgentSpec.model_validate(dict(spec))
     generation = meta.get("generation")
-    version = apply.get_secret_version(namespace, parsed.api_key_secret_ref.name)
-    if version is None:
-        message = f'the Secret "{parsed.api_key_secret_ref.name}" with the API key does not exist'
+    settings = state_of(memo).settings
+    secret, refused = _refusal(namespace, parsed, settings)
+    if refused is not None:
         patch.status["conditions"] = _set(
-            status, "Ready", False, "SecretMissing", message, generation
+            status, "Ready", False, refused.reason, refused.message, generation
         )
-        kopf.warn(body, reason="SecretMissing", message=message)
-        raise kopf.TemporaryError(message, delay=5)
+        kopf.warn(body, reason=refused.reason, message=refused.message)
+        # A harness started before (the Secret's label since removed, the spec since changed)
+        # holds the key: it goes too.
+        apply.delete_harness(namespace, name)
+        if refused.permanent:
+            raise kopf.PermanentError(refused.message)
+        raise kopf.TemporaryError(refused.message, delay=5)
+    assert secret is not None  # refusal() refuses a missing Secret
+    version = str(secret["metadata"]["resourceVersion"])
     target = AgentTarget(namespace, name, uid, dict(spec), version)
-    for obj in build_harness_objects(target, state_of(memo).settings.harness):
+    for obj in build_harness_objects(target, settings.harness):
         apply.ensure(obj)
     patch.status["observedGeneration"] = generation
     kopf.info(body, reason="HarnessReconciled", message=f"{harness_name(name)} matches the Agent")
@@ -172,7 +191,10 @@ def refresh_agent_ready(
     for field, value in counts.items():
         if status.get(field) != value:
             patch.status[field] = value
-    ok, reason, message = _agent_readiness(namespace, name, dict(spec))
+    settings = state_of(kwargs["memo"]).settings
+    ok, reason, message = _agent_readiness(
+        namespace, name, AgentSpec.model_validate(dict(spec)), settings
+    )
     current = list(status.get("conditions") or [])
     old = next((c for c in current if c.get("type") == "Ready"), None)
     if (
@@ -181,6 +203,8 @@ def refresh_agent_ready(
         and old.get("reason") == reason
     ):
         return
+    if reason in REFUSALS:  # newly refused (a label removed): the harness holding the key goes
+        apply.delete_harness(namespace, name)
     patch.status["conditions"] = _set(status, "Ready", ok, reason, message, meta.get("generation"))
 
 

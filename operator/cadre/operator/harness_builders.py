@@ -22,6 +22,7 @@ from cadre.api.names import (
     HARNESS_STATE_DIR,
     MANAGED_BY,
     MEMORY_KEY,
+    MODEL_BASE_URL_ENV,
     POD_IP_ENV,
     POD_NAMESPACE_ENV,
     harness_labels,
@@ -139,6 +140,9 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
             {"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            # The endpoint the operator checked against its allow-list: the harness uses this,
+            # not the Agent's spec, which may have been changed to something refused since.
+            {"name": MODEL_BASE_URL_ENV, "value": target.spec.get("baseURL") or ""},
         ],
         # Session events for `cadre logs`, read through the API server's pod proxy.
         "ports": [{"name": "events", "containerPort": HARNESS_EVENTS_PORT, "protocol": "TCP"}],

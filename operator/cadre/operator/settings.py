@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cadre import __version__
+from cadre.api.names import MODEL_ENDPOINTS_ENV
 from cadre.operator.harness_builders import HarnessDefaults
+from cadre.operator.model_access import DEFAULT_ENDPOINTS, Endpoint, parse_endpoints
 from cadre.operator.sandbox_builders import SandboxDefaults
 
 BACKOFF = 3.0
@@ -32,6 +34,8 @@ class Settings:
     sandbox: SandboxDefaults
     release_seconds: float
     """How long a waiting parent keeps its sandbox before it is released."""
+    model_endpoints: tuple[Endpoint, ...] = ()
+    """Where an Agent's model key may be sent (its ``baseURL``); unset means the Anthropic API."""
 
 
 def _quantity(env: Mapping[str, str], name: str, default: str) -> str:
@@ -87,4 +91,10 @@ def from_env(env: Mapping[str, str]) -> Settings:
         limits={**base.limits, **(sandbox_limits or {})},
         tmp_size=_quantity(env, "CADRE_SANDBOX_TMP_SIZE", base.tmp_size),
     )
-    return Settings(harness, sandbox, _number(env, "CADRE_SANDBOX_RELEASE_SECONDS", "10"))
+    try:
+        endpoints = parse_endpoints(env.get(MODEL_ENDPOINTS_ENV) or DEFAULT_ENDPOINTS)
+    except ValueError as err:
+        raise SettingsError(str(err)) from err
+    return Settings(
+        harness, sandbox, _number(env, "CADRE_SANDBOX_RELEASE_SECONDS", "10"), endpoints
+    )
