@@ -207,14 +207,14 @@ async def test_the_harness_works_its_tasks_with_a_lazy_sandbox(
     )
     agent = _agent()
     agent["spec"]["baseURL"] = url
+    agent["spec"]["limits"] = {"maxCostUSD": "1.00", "timeout": "1h"}
     assert (
         http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/agents", agent).status_code == 201
     )
-    http(
-        "POST",
-        f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks",
-        _task("slugify", "Write slug.py."),
-    )
+    task = _task("slugify", "Write slug.py.")
+    # A Task may narrow its Agent's limits, never widen them.
+    task["spec"]["limits"] = {"maxCostUSD": "99999", "timeout": "30m", "maxTurns": 50}
+    http("POST", f"/apis/cadre.dev/v1alpha1/namespaces/{NS}/tasks", task)
     client = _least_privilege_client(http, handle.server.url, tmp_path / "ca.crt", tmp_path)
     stop = asyncio.Event()
     harness = HarnessProcess(
@@ -241,6 +241,7 @@ async def test_the_harness_works_its_tasks_with_a_lazy_sandbox(
     assert status["phase"] == "Succeeded", json.dumps(status)
     assert status["result"]["summary"] == "slug.py is written."
     assert status["usage"]["turns"] == 2
+    assert status["limits"] == {"maxCostUSD": "1.00", "timeout": "30m", "maxTurns": 50}
     key = (tmp_path / "harness" / "token.key").read_bytes()
     token = session_token(key, task["metadata"]["uid"])
     assert status["session"]["sandboxTokenSHA256"] == hashlib.sha256(token.encode()).hexdigest()

@@ -251,7 +251,14 @@ async def test_many_sessions_run_at_once_in_one_process(
     [
         ({}, {}, SessionLimits(max_turns=200)),
         ({"maxTurns": 5}, {}, SessionLimits(max_turns=5)),
-        ({"maxTurns": 5}, {"maxTurns": 9}, SessionLimits(max_turns=9)),
+        # The Agent's limits are ceilings: a Task narrows them, never widens them.
+        ({"maxTurns": 5}, {"maxTurns": 9}, SessionLimits(max_turns=5)),
+        ({"maxTurns": 5}, {"maxTurns": 3}, SessionLimits(max_turns=3)),
+        ({"maxCostUSD": "1.00"}, {"maxCostUSD": "99999"}, SessionLimits(max_cost_usd=Decimal(1))),
+        ({"maxCostUSD": "1.00"}, {"maxCostUSD": "0.5"}, SessionLimits(max_cost_usd=Decimal("0.5"))),
+        ({"timeout": "1h"}, {"timeout": "8760h"}, SessionLimits(timeout_seconds=3600.0)),
+        ({"timeout": "2h"}, {"timeout": "90m"}, SessionLimits(timeout_seconds=5400.0)),
+        ({"maxTokens": 10}, {"maxTurns": 4}, SessionLimits(max_turns=4, max_tokens=10)),
         (
             {"timeout": "1h30m"},
             {"maxCostUSD": "2.50"},

@@ -31,7 +31,7 @@ def test_every_kind_of_answer_leaves_the_connection_in_the_pool(
         apply.ensure(secret)  # 201, then 409
         apply.ensure(role)  # 201, then 409 and a patch
         apply.ensure_exists(secret)  # a read that finds it
-        assert apply.get_secret_version(NS, "s")  # 200, decoded
+        assert apply.get_secret(NS, "s")  # 200, decoded
         assert not apply.patch_task_status(NS, "missing", {"phase": "Running"})  # 404
         apply.delete_sandbox(NS, "missing", keep_workspace=False)  # five 404s
     opened, sent = _connections(apply_client)

@@ -343,6 +343,8 @@ class TaskStatus(ApiModel):
     """The session behind the Task."""
     usage: Usage = Field(default_factory=Usage)
     """Tokens, turns and cost."""
+    limits: Limits | None = None
+    """The limits the session runs under: the Agent's, narrowed (never widened) by the Task's."""
     children: ChildrenStatus = Field(default_factory=ChildrenStatus)
     """Delegated Tasks."""
     review: ReviewStatus = Field(default_factory=ReviewStatus)

@@ -45,6 +45,7 @@ from cadre.harness.task_status import (
     build_usage_status,
     delivered,
     effective_limits,
+    limits_status,
     now_stamp,
     verdict_of,
     version_of,
@@ -325,6 +326,7 @@ class HarnessProcess:
             )
         context, team_tools = await self._context(task, session_log)
         review = spec.get("review") or {}
+        limits = Limits.model_validate(spec.get("limits") or {})
         config = SessionConfig(
             task=f"{self.api.namespace}/{name}",
             agent=self.agent,
@@ -333,9 +335,7 @@ class HarnessProcess:
             model=self.spec.model,
             system_prompt=self.spec.system_prompt,
             tools=tuple(t.value for t in self.spec.tools),
-            limits=effective_limits(
-                self.spec.limits, Limits.model_validate(spec.get("limits") or {})
-            ),
+            limits=effective_limits(self.spec.limits, limits),
             context=context,
             extra_tools=tuple(team_tools.definitions()),
             review_required=bool(spec.get("parentRef") or review.get("humanApproval")),
@@ -375,6 +375,7 @@ class HarnessProcess:
                 await self.api.patch_status(name, {
                     "phase": "Running", "agent": self.agent,
                     "startTime": status.get("startTime") or now_stamp(),
+                    "limits": limits_status(self.spec.limits, limits),
                     "session": {
                         "attempts": int(session_status.get("attempts", 0)) + 1,
                         "resumes": int(session_status.get("resumes", 0)) + int(interrupted),
@@ -473,7 +474,21 @@ class HarnessProcess:
             log.warning("could not set Queued=%s on Task %s", queued, name, exc_info=True)
 
     async def _write_queued(self, name: str, queued: bool) -> None:
-        current = ((await self.api.task(name)).get("status") or {}).get("conditions") or []
+        # The operator writes the same conditions list (Accepted): read, change and write only
+        # if nobody wrote in between, else read again; a blind write would drop its condition.
+        for _ in range(5):
+            task = await self.api.task(name)
+            try:
+                await self._write_queued_on(task, queued)
+                return
+            except kubernetes.client.ApiException as err:
+                if err.status != 409:
+                    raise
+        raise RuntimeError(f"Task {name} kept changing while its Queued condition was written")
+
+    async def _write_queued_on(self, task: Obj, queued: bool) -> None:
+        name = task["metadata"]["name"]
+        current = (task.get("status") or {}).get("conditions") or []
         limit = self.spec.max_concurrent_tasks
         message = (
             f"waiting for a free slot: agent {self.agent} works at most {limit} Tasks at once"
@@ -483,7 +498,7 @@ class HarnessProcess:
         reason = "NoFreeSlot" if queued else "SlotAssigned"
         conditions = merge_condition(current, "Queued", queued, reason, message,
                                      now=datetime.now(UTC))  # fmt: skip
-        await self.api.patch_status(name, {"conditions": conditions})
+        await self.api.patch_status(name, {"conditions": conditions}, version_of(task))
 
     async def _finish(
         self, name: str, outcome: Obj, generation: int | None, state: State | None,

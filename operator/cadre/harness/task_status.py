@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 from cadre.api.conditions import merge_condition
-from cadre.api.limits import Limits, parse_duration
+from cadre.api.limits import Limits, ceiling_limits, parse_duration
 from cadre.api.types import Obj
 from cadre.harness.replay import State
 from cadre.harness.session import SessionLimits, Verdict
@@ -19,28 +18,22 @@ _PAUSED_MESSAGES = {
     "Waiting": "the session waits for delegated Tasks",
     "InReview": "the result waits for the requester's review",
 }
-DEFAULT_MAX_TURNS = 200
-"""When neither the Task nor its Agent bounds a session at all: no runaway session by default."""
+
+
+def limits_status(agent: Limits, task: Limits) -> Obj:
+    """``status.limits`` as a merge patch: a bound no longer set is removed, not left stale."""
+    unset: Obj = {str(field.alias): None for field in Limits.model_fields.values()}
+    return {**unset, **ceiling_limits(agent, task).to_json()}
 
 
 def effective_limits(agent: Limits, task: Limits) -> SessionLimits:
-    """A Task's limits replace its Agent's, field by field. With no limit set anywhere, the
-    session gets ``DEFAULT_MAX_TURNS``, so a model that never stops cannot spend forever."""
-
-    def pick(name: str) -> Any:
-        value = getattr(task, name)
-        return value if value is not None else getattr(agent, name)
-
-    timeout = pick("timeout")
-    cost = pick("max_cost_usd")
-    unbounded = all(
-        pick(name) is None for name in ("max_turns", "max_tokens", "timeout", "max_cost_usd")
-    )
+    """``ceiling_limits`` in the units a session counts in."""
+    merged = ceiling_limits(agent, task)
     return SessionLimits(
-        max_turns=DEFAULT_MAX_TURNS if unbounded else pick("max_turns"),
-        max_tokens=pick("max_tokens"),
-        timeout_seconds=parse_duration(timeout) if timeout else None,
-        max_cost_usd=Decimal(cost) if cost is not None else None,
+        max_turns=merged.max_turns,
+        max_tokens=merged.max_tokens,
+        timeout_seconds=parse_duration(merged.timeout) if merged.timeout else None,
+        max_cost_usd=Decimal(merged.max_cost_usd) if merged.max_cost_usd is not None else None,
     )
 
 

@@ -73,11 +73,17 @@ class TaskApi:
     async def task(self, name: str) -> Obj:
         return await self._call(self._get, "tasks", name)
 
-    async def patch_status(self, name: str, status: Obj) -> Obj:
-        """Merge ``status`` into the Task's; the Task as the API server stored it."""
+    async def patch_status(
+        self, name: str, status: Obj, resource_version: str | None = None
+    ) -> Obj:
+        """Merge ``status`` into the Task's; the Task as the API server stored it. With
+        ``resource_version``, only if the Task is still at that version (else a 409)."""
+        body: Obj = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         written = await self._call(
             self.custom.patch_namespaced_custom_object_status,
-            GROUP, VERSION, self.namespace, "tasks", name, {"status": status},
+            GROUP, VERSION, self.namespace, "tasks", name, body,
         )  # fmt: skip
         return cast(Obj, written)
 

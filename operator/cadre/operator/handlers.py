@@ -34,6 +34,7 @@ from cadre.api.task import FINAL_PHASES
 from cadre.api.types import Obj
 from cadre.operator import apply, metrics
 from cadre.operator.agent_status import agent_counts, memory_size
+from cadre.operator.cancel import MESSAGE, UNTAKEN_PHASES, cancelled_status
 from cadre.operator.harness_builders import AgentTarget, build_harness_objects
 from cadre.operator.model_access import REFUSALS, Refusal, refusal
 from cadre.operator.sandbox_handlers import cache_of
@@ -212,6 +213,36 @@ def refresh_agent_ready(
 # Tasks
 
 
+def _write_unless_moved(meta: kopf.Meta, status: Obj) -> None:
+    """Merge ``status`` into the Task's only if it is still the version this handler saw.
+
+    The harness writes the same status (phase, and conditions such as ``Queued``, in the same
+    list: a merge patch replaces a list whole). A write computed from a stale view would undo
+    the harness's (a Running Task set back to Pending, its Queued condition lost), so on a
+    conflict the handler looks again at the Task as it now is."""
+    written = apply.patch_task_status(
+        meta["namespace"], meta["name"], status, resource_version=meta["resourceVersion"]
+    )
+    if not written:
+        raise kopf.TemporaryError("the Task changed meanwhile: looking at it again", delay=0.2)
+
+
+def _cancel_untaken(body: kopf.Body, meta: kopf.Meta, status: kopf.Status) -> None:
+    """End a cancelled Task that no session has started (a harness ends its own)."""
+    if status.get("phase") not in UNTAKEN_PHASES:
+        return
+    # A harness taking it meanwhile is a conflict: looked at again, it is its harness's to end.
+    _write_unless_moved(meta, cancelled_status(dict(status), meta.get("generation")))
+    kopf.warn(body, reason="Cancelled", message=MESSAGE)
+
+
+@kopf.on.field(GROUP, VERSION, "tasks", field="spec.cancel", id="task-cancel", backoff=BACKOFF)
+@counted
+def cancel_task(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, new: Any, **_: Any) -> None:
+    if new and status.get("phase") not in FINAL_PHASES:
+        _cancel_untaken(body, meta, status)
+
+
 @kopf.on.resume(GROUP, VERSION, "tasks", id="task-accept", backoff=BACKOFF)
 @kopf.on.create(GROUP, VERSION, "tasks", id="task-accept", backoff=BACKOFF)
 @counted
@@ -220,10 +251,12 @@ def accept_task(
     spec: kopf.Spec,
     meta: kopf.Meta,
     status: kopf.Status,
-    patch: kopf.Patch,
     **kwargs: Any,
 ) -> None:
     if status.get("phase") in FINAL_PHASES:
+        return
+    if spec.get("cancel"):
+        _cancel_untaken(body, meta, status)
         return
     generation = meta.get("generation")
     namespace = meta.get("namespace") or ""
@@ -231,8 +264,10 @@ def accept_task(
     team = spec.get("assignee", {}).get("team") or meta.get("labels", {}).get(TEAM_LABEL)
 
     def refuse(reason: str, message: str) -> NoReturn:
-        patch.status["conditions"] = _set(status, "Accepted", False, reason, message, generation)
-        patch.status["phase"] = "Pending"
+        _write_unless_moved(meta, {
+            "conditions": _set(status, "Accepted", False, reason, message, generation),
+            "phase": status.get("phase") or "Pending",
+        })  # fmt: skip
         kopf.warn(body, reason=reason, message=message)
         raise kopf.TemporaryError(message, delay=10)  # it may yet be created
 
@@ -243,18 +278,19 @@ def accept_task(
         agent = found["spec"]["lead"]
     if cache_of(kwargs).agent_spec(namespace, agent) is None:
         refuse("AgentNotFound", f'the Agent "{agent}" does not exist in namespace "{namespace}"')
+    changes: Obj = {}
     if team and status.get("team") != team:
-        patch.status["team"] = team
+        changes["team"] = team
     depth = meta.get("annotations", {}).get(DEPTH_ANNOTATION)
     if depth and int(status.get("depth") or 0) != int(depth):
-        patch.status["depth"] = int(depth)
+        changes["depth"] = int(depth)
     if not status.get("agent"):
-        patch.status["agent"] = agent
+        changes["agent"] = agent
     if not status.get("phase"):
-        patch.status["phase"] = "Pending"
+        changes["phase"] = "Pending"
     message = f'the Agent "{agent}" works this Task'
-    if not any(c.get("type") == "Accepted" for c in status.get("conditions") or []):
+    accepted = any(c.get("type") == "Accepted" for c in status.get("conditions") or [])
+    changes["conditions"] = _set(status, "Accepted", True, "AgentAssigned", message, generation)
+    _write_unless_moved(meta, changes)
+    if not accepted:
         kopf.info(body, reason="Accepted", message=message)
-    patch.status["conditions"] = _set(
-        status, "Accepted", True, "AgentAssigned", message, meta.get("generation")
-    )

@@ -16,7 +16,7 @@ import kopf
 from cadre.api import GROUP, VERSION
 from cadre.api.agent import AgentSpec
 from cadre.api.conditions import merge_condition
-from cadre.api.limits import Limits, parse_duration
+from cadre.api.limits import Limits, ceiling_limits, parse_duration
 from cadre.api.names import TEAM_LABEL
 from cadre.api.review import awaiting_screening
 from cadre.api.task import FINAL_PHASES, DelegationRequest
@@ -124,11 +124,11 @@ def _agent_timeout(agent: Obj | None) -> float | None:
 
 
 def _remaining_seconds(namespace: str, task: Obj) -> float | None:
-    """Time left before ``task``'s own timeout (its Task's limit, else its Agent's)."""
-    own = Limits.model_validate(task["spec"].get("limits") or {}).timeout
-    total = (
-        parse_duration(own) if own else _agent_timeout(apply.get_agent(namespace, _agent_of(task)))
-    )
+    """Time left before ``task``'s own timeout: its Agent's, narrowed by the Task's limits."""
+    agent = apply.get_agent(namespace, _agent_of(task))
+    ceiling = AgentSpec.model_validate(agent["spec"]).limits if agent else Limits()
+    timeout = ceiling_limits(ceiling, Limits.model_validate(task["spec"].get("limits") or {}))
+    total = parse_duration(timeout.timeout) if timeout.timeout else None
     if total is None:
         return None
     started = (task.get("status") or {}).get("startTime")
