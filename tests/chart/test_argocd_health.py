@@ -38,6 +38,9 @@ AGENTS = [
     ({}, "Progressing"),
     ({"conditions": [ready("True", "HarnessRunning")]}, "Healthy"),
     ({"conditions": [ready("False", "SecretMissing", "no Secret")]}, "Degraded"),
+    ({"conditions": [ready("False", "SecretNotModelKey", "not labelled")]}, "Degraded"),
+    ({"conditions": [ready("False", "SecretKeyMissing", "no key")]}, "Degraded"),
+    ({"conditions": [ready("False", "EndpointNotAllowed", "baseURL")]}, "Degraded"),
     ({"conditions": [ready("False", "HarnessNotReady")]}, "Progressing"),
     ({"observedGeneration": 1, "conditions": [ready("True", "HarnessRunning")]}, "Progressing"),
 ]
@@ -65,6 +68,8 @@ def test_team_health(condition: dict[str, Any], expected: str) -> None:
     assert message == condition["message"]
 
 
+NOT_ACCEPTED = {"type": "Accepted", "status": "False", "reason": "AgentNotFound",
+                "message": 'the Agent "x" does not exist in namespace "d"'}  # fmt: skip
 SUCCEEDED_FALSE = {"type": "Succeeded", "status": "False", "reason": "MaxTurns",
                    "message": "the session reached maxTurns (40)"}  # fmt: skip
 
@@ -81,6 +86,14 @@ SUCCEEDED_FALSE = {"type": "Succeeded", "status": "False", "reason": "MaxTurns",
         ({}, {"phase": "Succeeded"}, "Healthy"),
         ({}, {"phase": "Failed", "conditions": [SUCCEEDED_FALSE]}, "Degraded"),
         ({}, {"phase": "Cancelled"}, "Degraded"),
+        # Stuck: no Agent takes it until a person creates one.
+        ({}, {"phase": "Pending", "conditions": [NOT_ACCEPTED]}, "Degraded"),
+        ({}, {"conditions": [NOT_ACCEPTED]}, "Degraded"),
+        (
+            {},
+            {"phase": "Pending", "conditions": [{**NOT_ACCEPTED, "status": "True"}]},
+            "Progressing",
+        ),
     ],
 )
 def test_task_health(spec: dict[str, Any], status: dict[str, Any] | None, expected: str) -> None:

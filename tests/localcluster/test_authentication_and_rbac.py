@@ -218,3 +218,62 @@ def test_pod_proxy_reaches_the_pod_without_the_callers_credentials(
     response = http("GET", f"{pods}/web:{echo_server}/proxy/healthz?x=1")
     assert response.status_code == 200
     assert response.text == "/healthz?x=1 auth=None"
+
+
+def test_kubectl_as_runs_with_the_impersonated_users_rights_only(
+    http: Http, kubectl: Kubectl, namespace: str
+) -> None:
+    """``kubectl --as`` is what platform teams use to check a Role; it used to run as the
+    admin, whatever it named. Now the admin becomes the named account, with its rights."""
+    http("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "h"}})
+    account = f"system:serviceaccount:{namespace}:h"
+    denied = kubectl("-n", namespace, f"--as={account}", "get", "tasks", check=False)
+    assert denied.returncode == 1
+    assert f'User "{account}" cannot list resource "tasks"' in denied.stderr
+    _grant_task_reader(http, namespace, "h")
+    assert kubectl("-n", namespace, f"--as={account}", "get", "tasks").returncode == 0
+    assert kubectl("auth", "whoami", f"--as={account}", "-o", "json").stdout.count(account) == 1
+    secrets = kubectl("-n", namespace, f"--as={account}", "get", "secrets", check=False)
+    assert secrets.returncode == 1  # nor anything else the account lacks
+    # A group alone is not a user (kube-apiserver answers 400 too).
+    alone = http("GET", "/api/v1/namespaces", headers={"Impersonate-Group": "system:masters"})
+    assert alone.status_code == 400
+
+
+def test_impersonation_needs_the_impersonate_verb(
+    http: Http, kubectl: Kubectl, namespace: str
+) -> None:
+    http("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "h"}})
+    token = _token(http, namespace, "h")
+    as_admin = {"Impersonate-User": "kubernetes-admin", "Impersonate-Group": "system:masters"}
+    refused = http("GET", "/api/v1/namespaces", token=token, headers=as_admin)
+    assert refused.status_code == 403
+    assert refused.json()["message"] == (
+        f'users "kubernetes-admin" is forbidden: User "system:serviceaccount:{namespace}:h" '
+        'cannot impersonate resource "users" in API group "" at the cluster scope'
+    )
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": f"impersonate-{namespace}"},
+        "rules": [{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"],
+                   "resourceNames": ["auditor"]}],
+    }  # fmt: skip
+    assert http("POST", f"{RBAC}/clusterroles", role).status_code == 201
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"impersonate-{namespace}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": f"impersonate-{namespace}"},
+        "subjects": [{"kind": "ServiceAccount", "name": "h", "namespace": namespace}],
+    }  # fmt: skip
+    assert http("POST", f"{RBAC}/clusterrolebindings", binding).status_code == 201
+    review = http(
+        "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        token=token, headers={"Impersonate-User": "auditor"},
+    )  # fmt: skip
+    assert review.status_code == 201, review.text
+    assert review.json()["status"]["userInfo"]["username"] == "auditor"
+    # Allowed to be "auditor", not to add a group to it.
+    grouped = {"Impersonate-User": "auditor", "Impersonate-Group": "system:masters"}
+    assert http("GET", "/api/v1/namespaces", token=token, headers=grouped).status_code == 403

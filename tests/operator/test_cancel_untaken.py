@@ -27,12 +27,16 @@ def _cancel(http: Http, task: str) -> None:
     assert response.status_code == 200, response.text
 
 
-def _warned(http: Http, task: str, reason: str) -> bool:
+def _events(http: Http, task: str, reason: str) -> list[dict[str, Any]]:
     events = http("GET", f"/api/v1/namespaces/{NS}/events").json()["items"]
-    return any(
-        e["involvedObject"]["name"] == task and e["reason"] == reason and e["type"] == "Warning"
-        for e in events
-    )
+    return [
+        e for e in events
+        if e["involvedObject"]["name"] == task and e["reason"] == reason and e["type"] == "Warning"
+    ]  # fmt: skip
+
+
+def _warned(http: Http, task: str, reason: str) -> bool:
+    return bool(_events(http, task, reason))
 
 
 async def test_a_task_for_a_missing_agent_can_be_cancelled(
@@ -41,6 +45,12 @@ async def test_a_task_for_a_missing_agent_can_be_cancelled(
     http = cluster.http
     create_task(http, "orphan", "Anyone?", agent="nobody")
     await until(lambda: (c := _condition(http, "orphan", "Accepted")) and c["status"] == "False")
+    # The refusal is retried (the Agent may yet be created); its Event is counted, not copied.
+    repeated = await until(
+        lambda: [e for e in _events(http, "orphan", "AgentNotFound") if e["count"] >= 2]
+    )
+    assert len(_events(http, "orphan", "AgentNotFound")) == 1
+    assert repeated[0]["lastTimestamp"] >= repeated[0]["firstTimestamp"]
 
     _cancel(http, "orphan")
     await until(lambda: _phase(http, "orphan") == "Cancelled")
@@ -73,3 +83,10 @@ async def test_a_queued_task_can_be_cancelled_while_its_agent_is_busy(
 
     _cancel(http, "first")  # a running session: the harness stops it, as before
     await until(lambda: _phase(http, "first") == "Cancelled")
+    # Each ended Task has one Warning Event saying why (its Succeeded condition).
+    await until(
+        lambda: _warned(http, "first", "Cancelled") and _warned(http, "second", "Cancelled")
+    )
+    (second,) = _events(http, "second", "Cancelled")
+    assert second["count"] == 1
+    assert "before any session started" in second["message"]

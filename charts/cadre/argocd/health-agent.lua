@@ -12,7 +12,9 @@ for _, condition in ipairs(obj.status.conditions) do
   if condition.type == "Ready" then
     if condition.status == "True" then
       hs.status = "Healthy"
-    elseif condition.reason == "SecretMissing" then
+    elseif condition.reason == "SecretMissing" or condition.reason == "SecretNotModelKey"
+        or condition.reason == "SecretKeyMissing" or condition.reason == "EndpointNotAllowed" then
+      -- refused until a person acts: the Secret, its label, or the Agent's baseURL
       hs.status = "Degraded"
     else
       hs.status = "Progressing"

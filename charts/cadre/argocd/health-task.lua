@@ -5,10 +5,19 @@ if obj.status == nil then
 end
 local phase = obj.status.phase
 local succeeded = nil
+local accepted = nil
 for _, condition in ipairs(obj.status.conditions or {}) do
   if condition.type == "Succeeded" then
     succeeded = condition
+  elseif condition.type == "Accepted" then
+    accepted = condition
   end
+end
+if (phase == nil or phase == "Pending") and accepted ~= nil and accepted.status == "False" then
+  -- No Agent takes it (AgentNotFound, TeamNotFound): nothing will happen until a person acts.
+  hs.status = "Degraded"
+  hs.message = accepted.message or accepted.reason or "Not accepted"
+  return hs
 end
 if phase == "Succeeded" then
   hs.status = "Healthy"

@@ -59,6 +59,12 @@ FINAL_PHASES: frozenset[str] = frozenset(
 )
 """Phases a Task never leaves."""
 
+INFRASTRUCTURE_FAILURES = frozenset(
+    {"ModelError", "ModelUnreachable", "SandboxUnavailable", "SessionLogDamaged"}
+)
+"""Reasons a Task fails for something outside its work (the model API, the sandbox pod, the
+harness's volume). Nothing about the work is learned from them: no lesson goes into memory."""
+
 
 class Assignee(ApiModel):
     """Who works the Task: exactly one of an Agent or a Team (whose lead takes it)."""

@@ -32,7 +32,11 @@ def describe(event: Event) -> str | None:
     kind = str(event.get("type", ""))
     if kind in _QUIET:
         return None
-    stamp = datetime.fromtimestamp(float(event.get("time", 0)), UTC).strftime("%H:%M:%S")
+    stamp = (
+        datetime.fromtimestamp(float(event["time"]), UTC).strftime("%H:%M:%S")
+        if "time" in event
+        else "--:--:--"
+    )
     head = f"{event.get('seq', '?'):>5} {stamp} "
     if kind == "session.created":
         body = f"session of {event.get('agent')} on {event.get('model')} for {event.get('task')}"
@@ -58,6 +62,8 @@ def describe(event: Event) -> str | None:
         )
     elif kind == "session.lesson":
         body = "lesson: " + _brief(event.get("text", ""), 400)
+    elif kind == "log.damaged":
+        body = f"DAMAGED LOG: {event.get('message')}"
     elif kind == "session.resumed":
         body = f"resumed after event {event.get('from_seq')}"
     else:

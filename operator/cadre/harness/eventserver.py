@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -26,22 +27,49 @@ POLL_SECONDS = 0.2
 _TRUE = ("1", "true", "yes")
 
 
-def complete_events(raw: bytes, after: int) -> tuple[list[Event], int]:
-    """Events with ``seq`` above ``after`` from the complete lines of ``raw`` (a torn last
-    line is being written: left for later), and how many bytes those lines took (pure)."""
+DAMAGED = "log.damaged"
+"""The type of the notice a reader gets in place of a line of the log that is not an event."""
+
+
+@dataclass
+class Cursor:
+    """How far a reader has got: bytes read, lines read, the last event's ``seq`` sent."""
+
+    after: int
+    offset: int = 0
+    line: int = 0
+    last_seq: int = 0
+
+
+def complete_events(raw: bytes, cursor: Cursor) -> list[Event]:
+    """Events with ``seq`` above ``cursor.after`` from the complete lines of ``raw`` (read at
+    ``cursor.offset``; a torn last line is being written: left for later), the cursor moved
+    past them. A line that is not an event is not skipped in silence: a ``log.damaged``
+    notice takes its place, naming its line number, so ``cadre logs`` says where the log is
+    damaged (the harness itself refuses to resume such a log: SessionLogDamaged)."""
     end = raw.rfind(b"\n") + 1
-    events = []
-    for line in raw[:end].split(b"\n"):
+    events: list[Event] = []
+    for line in raw[:end].split(b"\n")[:-1]:
+        cursor.line += 1
         stripped = line.strip(b"\x00").strip()
         if not stripped:
             continue
         try:
             event = json.loads(stripped)
-        except ValueError:
-            continue  # the harness refuses a damaged log itself; readers skip the line
-        if isinstance(event, dict) and int(event.get("seq", 0)) > after:
-            events.append(event)
-    return events, end
+        except ValueError as err:
+            why = f"not JSON ({err})"
+        else:
+            if isinstance(event, dict) and isinstance(event.get("seq"), int):
+                cursor.last_seq = event["seq"]
+                if event["seq"] > cursor.after:
+                    events.append(event)
+                continue
+            why = "not an event with a seq"
+        if cursor.last_seq >= cursor.after:  # after what the reader asked for
+            message = f"line {cursor.line} of the session log is damaged: {why}; skipped"
+            events.append({"type": DAMAGED, "line": cursor.line, "message": message})
+    cursor.offset += end
+    return events
 
 
 class EventServer:
@@ -76,15 +104,13 @@ class EventServer:
             raise web.HTTPNotFound(text=f"no session for Task {task!r} on this harness\n")
         response = web.StreamResponse(headers={"Content-Type": "application/jsonl"})
         await response.prepare(request)
-        offset = 0
+        cursor = Cursor(after)
         while True:
             still_active = self.active(task)  # read before the file: no event is missed
-            raw = await asyncio.to_thread(_read_from, path, offset)
-            events, used = complete_events(raw, after)
-            offset += used
+            raw = await asyncio.to_thread(_read_from, path, cursor.offset)
+            events = complete_events(raw, cursor)
             for event in events:
                 await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
-                after = int(event["seq"])
             if not follow or (not still_active and not events):
                 break
             await asyncio.sleep(POLL_SECONDS)

@@ -27,7 +27,7 @@ from cadre.api.agent import AgentSpec, LessonSource
 from cadre.api.conditions import merge_condition
 from cadre.api.limits import Limits
 from cadre.api.names import TEAM_LABEL, memory_name
-from cadre.api.task import FINAL_PHASES, MAX_DELIVERY_BYTES
+from cadre.api.task import FINAL_PHASES, INFRASTRUCTURE_FAILURES, MAX_DELIVERY_BYTES
 from cadre.api.team import TeamSpec
 from cadre.api.types import Obj
 from cadre.harness.cluster_sandbox import ClusterSandbox, TaskCopies
@@ -189,8 +189,11 @@ class HarnessProcess:
         phase = (task.get("status") or {}).get("phase")
         running = self.running.get(name)
         if task["spec"].get("cancel") and running is not None:
-            self.cancelled.add(name)
-            running.cancel()
+            # Once: a second cancel() (any later event of the Task: kopf's annotations, a
+            # usage report) would interrupt the session writing its Cancelled status.
+            if name not in self.cancelled:
+                self.cancelled.add(name)
+                running.cancel()
             return
         if phase in FINAL_PHASES or task["metadata"].get("uid") in self.ended:
             return
@@ -219,6 +222,7 @@ class HarnessProcess:
             failed = True
         finally:
             self.running.pop(name, None)
+            self.cancelled.discard(name)  # a later Task of the same name starts afresh
         if failed:
             self._retry_later(name)
             return
@@ -417,7 +421,10 @@ class HarnessProcess:
     ) -> None:  # fmt: skip
         """The lesson, then the final status: the lesson's tokens count in the Task's usage,
         and a harness that dies before the status is written records it again (as a use)."""
-        if outcome["outcome"] in ("Succeeded", "Failed") and team_tools.memory is not None:
+        learned = outcome["outcome"] in ("Succeeded", "Failed") and (
+            outcome["reason"] not in INFRASTRUCTURE_FAILURES
+        )
+        if learned and team_tools.memory is not None:
             await self._record_lesson(task, outcome, session, team_tools.memory)
         meta = task["metadata"]
         await self._finish(meta["name"], outcome, meta.get("generation"), session.state, delivery)

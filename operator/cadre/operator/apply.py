@@ -105,6 +105,36 @@ def _read(call: Any, *args: Any) -> Obj | None:
     return result
 
 
+def create_or_count_event(event: Obj, count: bool) -> None:
+    """Create ``event``; if it exists, add one to its ``count`` (unless not ``count``), with a
+    resourceVersion precondition: two writers counting at once both count."""
+    core = kubernetes.client.CoreV1Api(client())
+    namespace, name = event["metadata"]["namespace"], event["metadata"]["name"]
+    for _ in range(3):
+        try:
+            _raw(core.create_namespaced_event, namespace, event)
+            return
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        if not count:
+            return
+        current = _read(core.read_namespaced_event, name, namespace)
+        if current is None:
+            continue  # deleted in between: create it again
+        patch = {
+            "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+            "count": int(current.get("count") or 1) + 1,
+            "lastTimestamp": event["lastTimestamp"],
+        }
+        try:
+            _raw(core.patch_namespaced_event, name, namespace, patch)
+            return
+        except ApiException as err:
+            if err.status != 409:
+                raise
+
+
 def get_secret(namespace: str, name: str) -> Obj | None:
     return _read(kubernetes.client.CoreV1Api(client()).read_namespaced_secret, name, namespace)
 

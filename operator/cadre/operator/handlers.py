@@ -32,9 +32,9 @@ from cadre.api.names import (
 )
 from cadre.api.task import FINAL_PHASES
 from cadre.api.types import Obj
-from cadre.operator import apply, metrics
+from cadre.operator import apply, events, metrics
 from cadre.operator.agent_status import agent_counts, memory_size
-from cadre.operator.cancel import MESSAGE, UNTAKEN_PHASES, cancelled_status
+from cadre.operator.cancel import UNTAKEN_PHASES, cancelled_status
 from cadre.operator.harness_builders import AgentTarget, build_harness_objects
 from cadre.operator.model_access import REFUSALS, Refusal, refusal
 from cadre.operator.sandbox_handlers import cache_of
@@ -126,7 +126,7 @@ def reconcile_agent(
         patch.status["conditions"] = _set(
             status, "Ready", False, refused.reason, refused.message, generation
         )
-        kopf.warn(body, reason=refused.reason, message=refused.message)
+        events.warn(body, reason=refused.reason, message=refused.message)
         # A harness started before (the Secret's label since removed, the spec since changed)
         # holds the key: it goes too.
         apply.delete_harness(namespace, name)
@@ -139,7 +139,7 @@ def reconcile_agent(
     for obj in build_harness_objects(target, settings.harness):
         apply.ensure(obj)
     patch.status["observedGeneration"] = generation
-    kopf.info(body, reason="HarnessReconciled", message=f"{harness_name(name)} matches the Agent")
+    events.info(body, reason="HarnessReconciled", message=f"{harness_name(name)} matches the Agent")
 
 
 @kopf.index(GROUP, VERSION, "tasks")
@@ -233,7 +233,28 @@ def _cancel_untaken(body: kopf.Body, meta: kopf.Meta, status: kopf.Status) -> No
         return
     # A harness taking it meanwhile is a conflict: looked at again, it is its harness's to end.
     _write_unless_moved(meta, cancelled_status(dict(status), meta.get("generation")))
-    kopf.warn(body, reason="Cancelled", message=MESSAGE)
+
+
+@kopf.on.event(GROUP, VERSION, "tasks", id="task-ended-event")
+def report_ended(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A Warning Event when a Task fails or is cancelled (a limit reached is a failure), once:
+    people watching ``kubectl get events`` or an alerting pipeline see it without polling."""
+    reported = state_of(memo).reported
+    uid = str(body["metadata"].get("uid", ""))
+    if event.get("type") == "DELETED":
+        reported.discard(uid)
+        return
+    status = body.get("status") or {}
+    phase = status.get("phase")
+    if phase not in ("Failed", "Cancelled") or uid in reported:
+        return
+    ended: Obj = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {}
+    )
+    reason = str(ended.get("reason") or phase)
+    message = str(ended.get("message") or f"the Task ended {phase}")
+    events.warn(body, reason=reason, message=f"{phase}: {message}", once=True)
+    reported.add(uid)
 
 
 @kopf.on.field(GROUP, VERSION, "tasks", field="spec.cancel", id="task-cancel", backoff=BACKOFF)
@@ -268,7 +289,7 @@ def accept_task(
             "conditions": _set(status, "Accepted", False, reason, message, generation),
             "phase": status.get("phase") or "Pending",
         })  # fmt: skip
-        kopf.warn(body, reason=reason, message=message)
+        events.warn(body, reason=reason, message=message)
         raise kopf.TemporaryError(message, delay=10)  # it may yet be created
 
     if not agent:
@@ -293,4 +314,4 @@ def accept_task(
     changes["conditions"] = _set(status, "Accepted", True, "AgentAssigned", message, generation)
     _write_unless_moved(meta, changes)
     if not accepted:
-        kopf.info(body, reason="Accepted", message=message)
+        events.info(body, reason="Accepted", message=message)

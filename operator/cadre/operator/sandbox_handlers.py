@@ -20,7 +20,7 @@ from cadre.api.agent import AgentSpec
 from cadre.api.names import COMPONENT_LABEL, TASK_LABEL, sandbox_name
 from cadre.api.task import FINAL_PHASES
 from cadre.api.types import Obj, SessionFields, session_of
-from cadre.operator import apply, metrics
+from cadre.operator import apply, events, metrics
 from cadre.operator.cache import Cache, Key, pod_view, session_changes, task_view
 from cadre.operator.sandbox_builders import (
     SandboxTarget,
@@ -146,7 +146,7 @@ def reconcile_sandbox(task: Obj, cache: Cache, state: OperatorState) -> None:
             state.accounts.discard(namespace)
         raise
     state.created[(namespace, name)] = time.monotonic()
-    kopf.info(
+    events.info(
         _ref(task), reason="SandboxCreated", message=f"{sandbox_name(name)} for the session's tools"
     )
     # Where it is comes with the pod's events, once it is ready.
@@ -172,7 +172,7 @@ def _remove_sandbox(task: Obj, cache: Cache, pod: Obj | None, state: OperatorSta
     gone: SessionFields = {"sandboxReady": False, "sandboxAddress": None, "sandboxPod": None}
     _write_session(task, gone, state)
     kept = "kept" if retain else "deleted"
-    kopf.info(_ref(task), reason="SandboxDeleted", message=f"the Task ended; workspace {kept}")
+    events.info(_ref(task), reason="SandboxDeleted", message=f"the Task ended; workspace {kept}")
 
 
 def report_sandbox(task: Obj, pod: Obj | None, state: OperatorState) -> None:
@@ -247,7 +247,7 @@ def release_waiting_sandbox(
         return
     state_of(memo).written[(namespace, name)] = released
     apply.delete_sandbox(namespace, name, keep_workspace=True)
-    kopf.info(
+    events.info(
         body,
         reason="SandboxReleased",
         message="the session waits on delegated Tasks; workspace kept",

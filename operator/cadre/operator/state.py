@@ -34,6 +34,9 @@ class OperatorState:
     """Namespaces whose shared sandbox ServiceAccount this process made sure of."""
     written: dict[Key, SessionFields] = field(default_factory=dict)
     """The sandbox fields last written to each Task (the operator is their only writer)."""
+    reported: set[str] = field(default_factory=set)
+    """Uids of ended Tasks whose Warning Event this process recorded (the Event's own name
+    makes a repeat after a restart a no-op; this spares the request)."""
     straggling: dict[Key, float] = field(default_factory=dict)
     """When each Task was first seen out of step by the straggler sweep."""
 

@@ -22,7 +22,7 @@ from cadre.api.review import awaiting_screening
 from cadre.api.task import FINAL_PHASES, DelegationRequest
 from cadre.api.team import TeamSpec
 from cadre.api.types import Obj
-from cadre.operator import apply
+from cadre.operator import apply, events
 from cadre.operator.delegation import (
     ParentView,
     build_child_task,
@@ -168,7 +168,7 @@ def reconcile_delegations(task: Obj) -> None:
             why = refusal(team, view, request)
             if why is not None:
                 answers[request_id] = {"state": "Refused", "message": why[:1024], **cleared}
-                kopf.warn(_ref(task), reason="DelegationRefused", message=why)
+                events.warn(_ref(task), reason="DelegationRefused", message=why)
                 continue
             assert team is not None
             timeout = child_timeout_seconds(
@@ -177,7 +177,7 @@ def reconcile_delegations(task: Obj) -> None:
             apply.ensure_exists(build_child_task(view, request_id, request, team, timeout))
             existing.add(child)
             active += 1
-            kopf.info(
+            events.info(
                 _ref(task),
                 reason="Delegated",
                 message=f"{child} to {request.agent}: {request.title}",
@@ -230,7 +230,7 @@ def cancel_children(task: Obj) -> None:
             and not accepted
         ):
             apply.cancel_task(namespace, child["metadata"]["name"])
-            kopf.info(
+            events.info(
                 _ref(task), reason="ChildCancelled",
                 message=f"{child['metadata']['name']} cancelled: its parent ended",
             )  # fmt: skip
@@ -247,7 +247,7 @@ def request_review(task: Obj, memo: kopf.Memo | Obj) -> None:
     review = build_review_task(task, delivery, team)
     apply.ensure_exists(review)
     memo["review-requested"] = delivery
-    kopf.info(
+    events.info(
         _ref(task), reason="ReviewRequested",
         message=f"delivery #{delivery} goes to reviewer {task['spec']['review']['reviewer']} "
         f"first: {review['metadata']['name']}",
@@ -264,7 +264,7 @@ def settle_review(review: Obj) -> None:
         return  # a verdict came, or the delivery moved on
     apply.patch_task_status(namespace, target["task"], {"review": {"screened": target["delivery"]}})
     phase = (review.get("status") or {}).get("phase")
-    kopf.warn(
+    events.warn(
         _ref(task), reason="ReviewerGaveNoVerdict",
         message=f"{review['metadata']['name']} ended {phase} without a verdict; delivery "
         f"#{target['delivery']} goes to the requester unscreened",

@@ -23,6 +23,7 @@ from cadre.localcluster.apiserver import discovery, http, subresources, tables
 from cadre.localcluster.apiserver.authn import Authenticator, User
 from cadre.localcluster.apiserver.cluster import Cluster
 from cadre.localcluster.apiserver.faults import Faults
+from cadre.localcluster.apiserver.impersonation import impersonated
 from cadre.localcluster.apiserver.kubeconfig import build_kubeconfig, render_kubeconfig
 from cadre.localcluster.apiserver.rbac import (
     Attributes,
@@ -192,6 +193,7 @@ class ApiServer:
             user = self.authenticator.authenticate(request.headers.get("Authorization"))
             if user is None:
                 raise unauthorized()
+            user = impersonated(request.headers.items(), user, self.authorizer.allowed)
             response = await self._serve(request, user, labels)
             code = response.status
             return response

@@ -94,7 +94,12 @@ async def serve_proxy(request: web.Request, cluster: Cluster, target: Target) ->
     if not address:
         raise bad_request(f"address not allowed: pod {name} has no IP")
     url = f"http://{address}:{port or 80}/{target.rest}"
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _PROXY_HOP_HEADERS}
+    # The caller's credentials and impersonation stop here, as in kube-apiserver.
+    headers = {
+        k: v
+        for k, v in request.headers.items()
+        if k.lower() not in _PROXY_HOP_HEADERS and not k.lower().startswith("impersonate-")
+    }
     # Streamed both ways, as the API server's proxy does: a follow (logs, events) stays
     # open as long as the pod keeps writing.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
