@@ -15,7 +15,8 @@ CHART = REPO / "charts" / "cadre"
 OUTPUT = REPO / "manifests" / "cadre.yaml"
 NAMESPACE = "cadre-system"
 RELEASE = "cadre"
-ORDER = ["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+ORDER = ["Namespace", "CustomResourceDefinition", "ValidatingAdmissionPolicy",
+         "ValidatingAdmissionPolicyBinding", "ServiceAccount", "ClusterRole",
          "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment",
          "ServiceMonitor"]  # fmt: skip
 HEADER = (

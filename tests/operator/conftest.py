@@ -4,6 +4,7 @@ Tasks in it; the scripted model comes from the harness's fixtures."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,7 @@ from cadre.operator import apply
 
 from tests.harness.conftest import scripted
 from tests.localcluster.conftest import REPO, Http, Served, serving
+from tools.manifests import render
 
 __all__ = ["scripted"]
 
@@ -26,12 +28,29 @@ METRICS_PORT = 19_000 + os.getpid() % 500
 LIVENESS_PORT = METRICS_PORT + 500
 
 
+@functools.cache
+def admission_policies() -> tuple[dict[str, Any], ...]:
+    """The chart's ValidatingAdmissionPolicy and binding, rendered by the real Helm engine."""
+    return tuple(o for o in render() if o["kind"].startswith("ValidatingAdmissionPolic"))
+
+
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Served]:
+    """The local cluster with the chart's admission policy installed, as on a real cluster:
+    every operator test shows that the harnesses' status writes pass it."""
     with serving(
         tmp_path, crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node",
         kubelet_options={"backoff": 0.5},
     ) as served:  # fmt: skip
+        for obj in admission_policies():
+            plural = "validatingadmissionpolicies"
+            if obj["kind"].endswith("Binding"):
+                plural = "validatingadmissionpolicybindings"
+            created = served.http("POST", f"{ADMISSION}/{plural}", obj)
+            assert created.status_code == 201, created.text
         yield served
 
 

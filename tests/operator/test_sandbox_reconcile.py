@@ -2,18 +2,18 @@
 the test process with a cache built by hand (kopf fills it in the operator): the objects are
 created once, not again while the pod is on its way to the cache, and a namespace whose
 shared sandbox ServiceAccount was deleted gets it back on the next pass after the API server
-refuses the pod. kopf's event poster only runs inside kopf: ``kopf.info`` is replaced by a
-recorder here."""
+refuses the pod. The operator's Events (``events.info``) are replaced by a recorder here, so the
+creates counted are the sandbox's objects only."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from typing import Any
 
-import kopf
 import kubernetes
 import pytest
 from cadre.api.types import Obj
+from cadre.operator import events
 from cadre.operator.cache import Cache, Key, task_view
 from cadre.operator.sandbox_handlers import reconcile_sandbox
 from cadre.operator.settings import from_env
@@ -60,7 +60,7 @@ def test_a_sandbox_is_created_once_and_its_service_account_comes_back(
     assert server is not None
     state = OperatorState(from_env({}))
     posted: list[str] = []
-    monkeypatch.setattr(kopf, "info", lambda body, reason, message: posted.append(reason))
+    monkeypatch.setattr(events, "info", lambda body, reason, message: posted.append(reason))
     cache = Cache(_Index(), _Index(), _Index({(NS, "engineer"): [SPEC]}))
 
     first = _requested(http, "one")

@@ -89,6 +89,10 @@ class ParentReference(ApiModel):
     """The parent Task's name."""
     uid: Annotated[str, StringConstraints(max_length=64)] | None = None
     """The parent Task's uid, so a re-created parent of the same name is not confused with it."""
+    agent: ObjectName | None = None
+    """The parent's Agent: the requester, who reviews the result. Besides this Task's own
+    Agent, only its harness (and the Team's reviewer's) may write this Task's ``status.review``
+    (the chart's ValidatingAdmissionPolicy)."""
 
 
 class TaskReview(ApiModel):

@@ -116,7 +116,7 @@ def build_child_task(
         "title": request.title,
         "prompt": request.instructions or request.title or "(no instructions were given)",
         "acceptanceCriteria": request.acceptance_criteria,
-        "parentRef": {"name": parent.name, "uid": parent.uid},
+        "parentRef": {"name": parent.name, "uid": parent.uid, "agent": parent.agent},
         "review": {"maxRounds": team.review.max_rounds},
     }
     reviewer = reviewer_for(team, request.agent, parent.agent)

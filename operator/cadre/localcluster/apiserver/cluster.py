@@ -20,7 +20,9 @@ from cadre.localcluster.apiserver import (
     patches,
     validation,
 )
+from cadre.localcluster.apiserver.authn import User
 from cadre.localcluster.apiserver.crdschema import FieldError
+from cadre.localcluster.apiserver.policies import AdmissionRequest, Policies
 from cadre.localcluster.apiserver.registry import Registry, ResourceType
 from cadre.localcluster.apiserver.selectors import Matcher
 from cadre.localcluster.apiserver.status import (
@@ -64,6 +66,24 @@ class Cluster:
     def __init__(self, store: Store, registry: Registry) -> None:
         self.store = store
         self.registry = registry
+        self.policies = Policies(store)
+
+    def _check_policies(
+        self, operation: str, rtype: ResourceType, subresource: str, new: Obj | None,
+        old: Obj | None, user: User | None,
+    ) -> list[str]:  # fmt: skip
+        """ValidatingAdmissionPolicies, for requests made by a user (the controllers and the
+        kubelet of this process write directly, as trusted parts of the control plane)."""
+        if user is None:
+            return []
+        meta = (new or old or {}).get("metadata") or {}
+        request = AdmissionRequest(
+            operation, rtype.group, rtype.version, rtype.plural, subresource, rtype.kind,
+            meta.get("namespace", "") if rtype.namespaced else "", meta.get("name", ""), user,
+            None if new is None else self.present(rtype, new),
+            None if old is None else self.present(rtype, old),
+        )  # fmt: skip
+        return self.policies.check(request)
 
     # -----------------------------------------------------------------------------------------
     # Reading
@@ -213,8 +233,9 @@ class Cluster:
     # Create
 
     def create(
-        self, rtype: ResourceType, namespace: str, body: Any, field_validation: str = "Warn"
-    ) -> WriteResult:
+        self, rtype: ResourceType, namespace: str, body: Any, field_validation: str = "Warn",
+        user: User | None = None,
+    ) -> WriteResult:  # fmt: skip
         decoded = self._decode(rtype, body, namespace, field_validation)
         obj = decoded.obj
         meta = obj["metadata"]
@@ -241,10 +262,11 @@ class Cluster:
         self._admit_create(rtype, obj)
         if self.store.get(_gr(rtype), namespace if rtype.namespaced else "", name) is not None:
             raise already_exists(rtype.group, rtype.plural, name)
+        warned = self._check_policies("CREATE", rtype, "", obj, None, user)
         stored = self.store.write(_gr(rtype), obj, "ADDED")
         if rtype.kind == "CustomResourceDefinition":
             self.registry.set_crd(stored)
-        return WriteResult(self.present(rtype, stored), decoded.warnings)
+        return WriteResult(self.present(rtype, stored), decoded.warnings + warned)
 
     def _admit_create(self, rtype: ResourceType, obj: Obj) -> None:
         """Admission that looks at other objects: service accounts, cluster IPs, CRD status."""
@@ -281,6 +303,7 @@ class Cluster:
         body: Any,
         subresource: str = "",
         field_validation: str = "Warn",
+        user: User | None = None,
     ) -> WriteResult:
         old = self.store.get(_gr(rtype), namespace, name)
         if old is None:
@@ -320,14 +343,15 @@ class Cluster:
         new = self._admit(rtype, new, old)
         if rtype.has_generation and metadata.content(new) != metadata.content(old):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+        warned = self._check_policies("UPDATE", rtype, subresource, new, old, user)
         if metadata.same_object(new, old):
-            return WriteResult(self.present(rtype, old), decoded.warnings)
+            return WriteResult(self.present(rtype, old), decoded.warnings + warned)
         stored = self.store.write(_gr(rtype), new, "MODIFIED")
         if rtype.kind == "CustomResourceDefinition":
             self.registry.set_crd(stored)
         if self._ready_to_remove(rtype, stored):
             self.remove(rtype, stored)
-        return WriteResult(self.present(rtype, stored), decoded.warnings)
+        return WriteResult(self.present(rtype, stored), decoded.warnings + warned)
 
     def _check_finalizers(self, rtype: ResourceType, new: Obj, old: Obj) -> None:
         if not old["metadata"].get("deletionTimestamp"):
@@ -373,6 +397,7 @@ class Cluster:
         patch: Any,
         subresource: str = "",
         field_validation: str = "Warn",
+        user: User | None = None,
     ) -> WriteResult:
         old = self.store.get(_gr(rtype), namespace, name)
         if old is None:
@@ -405,19 +430,21 @@ class Cluster:
         patch_meta = patch.get("metadata") if isinstance(patch, dict) else None
         if not (isinstance(patch_meta, dict) and patch_meta.get("resourceVersion")):
             meta["resourceVersion"] = old["metadata"]["resourceVersion"]
-        return self.update(rtype, namespace, name, patched, subresource, field_validation)
+        return self.update(rtype, namespace, name, patched, subresource, field_validation, user)
 
     # -----------------------------------------------------------------------------------------
     # Delete
 
     def delete(
-        self, rtype: ResourceType, namespace: str, name: str, options: Obj | None = None
-    ) -> tuple[Obj, bool]:
+        self, rtype: ResourceType, namespace: str, name: str, options: Obj | None = None,
+        user: User | None = None,
+    ) -> tuple[Obj, bool]:  # fmt: skip
         """Delete now, or mark for deletion; returns the object and whether it is gone."""
         options = options or {}
         obj = self.store.get(_gr(rtype), namespace, name)
         if obj is None:
             raise not_found(rtype.group, rtype.plural, name)
+        self._check_policies("DELETE", rtype, "", None, obj, user)
         meta = obj["metadata"]
         preconditions = options.get("preconditions") or {}
         for key, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
@@ -491,13 +518,14 @@ class Cluster:
         return gone_obj
 
     def delete_collection(
-        self, rtype: ResourceType, namespace: str | None, matches: Matcher, options: Obj
-    ) -> Obj:
+        self, rtype: ResourceType, namespace: str | None, matches: Matcher, options: Obj,
+        user: User | None = None,
+    ) -> Obj:  # fmt: skip
         listed = self.list(rtype, namespace, matches)
         for item in listed["items"]:
             meta = item["metadata"]
             try:
-                self.delete(rtype, meta.get("namespace", ""), meta["name"], options)
+                self.delete(rtype, meta.get("namespace", ""), meta["name"], options, user)
             except ApiError as err:
                 if err.code != 404:
                     raise

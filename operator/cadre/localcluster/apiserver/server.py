@@ -414,11 +414,11 @@ class ApiServer:
                 return http.json_response(self.cluster.bind(ns, target.name, body), 201)
             if target.name:
                 raise method_not_allowed()
-            result = self.cluster.create(rtype, ns, body, field_validation)
+            result = self.cluster.create(rtype, ns, body, field_validation, user)
             return http.json_response(result.obj, 201, result.warnings)
         if verb == "update":
             result = self.cluster.update(
-                rtype, ns, target.name, body, target.subresource, field_validation
+                rtype, ns, target.name, body, target.subresource, field_validation, user
             )
             return http.json_response(result.obj, 200, result.warnings)
         if verb == "patch":
@@ -430,6 +430,7 @@ class ApiServer:
                 body,
                 target.subresource,
                 field_validation,
+                user,
             )
             return http.json_response(result.obj, 200, result.warnings)
         options = dict(body) if isinstance(body, dict) else {}
@@ -442,7 +443,7 @@ class ApiServer:
                     value = value.lower() in http.TRUE
                 options[key] = value
         if verb == "delete":
-            obj, finished = self.cluster.delete(rtype, ns, target.name, options)
+            obj, finished = self.cluster.delete(rtype, ns, target.name, options, user)
             return http.json_response(obj, 200 if finished else 202)
         matches = matcher(
             request.query.get("labelSelector", ""),
@@ -452,7 +453,7 @@ class ApiServer:
         )
         return http.json_response(
             self.cluster.delete_collection(
-                rtype, ns if rtype.namespaced and ns else None, matches, options
+                rtype, ns if rtype.namespaced and ns else None, matches, options, user
             )
         )
 

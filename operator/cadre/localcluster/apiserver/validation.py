@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Callable
 
 from cadre.api.types import Obj
+from cadre.localcluster.apiserver import policies
 from cadre.localcluster.apiserver.crdschema import FieldError, check_structural
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +150,33 @@ def _validate_crd(obj: Obj) -> list[FieldError]:
     return errors
 
 
+def _validate_policy(obj: Obj) -> list[FieldError]:
+    errors = policies.compile_errors(obj)
+    if (obj.get("spec") or {}).get("paramKind"):
+        errors.append(FieldError("spec.paramKind", "Forbidden", _NO_PARAMS))
+    return errors
+
+
+def _validate_policy_binding(obj: Obj) -> list[FieldError]:
+    spec = obj.get("spec") or {}
+    errors = []
+    if not spec.get("policyName"):
+        errors.append(FieldError("spec.policyName", "Required value"))
+    if spec.get("paramRef"):
+        errors.append(FieldError("spec.paramRef", "Forbidden", _NO_PARAMS))
+    for index, action in enumerate(spec.get("validationActions") or []):
+        if action not in ("Deny", "Warn", "Audit"):
+            path = f"spec.validationActions[{index}]"
+            errors.append(FieldError(path, "Unsupported value", f'"{action}"'))
+    if not spec.get("validationActions"):
+        errors.append(FieldError("spec.validationActions", "Required value"))
+    return errors
+
+
+_NO_PARAMS = "parameter resources are not supported by the Cadre local cluster"
 _VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
+    "ValidatingAdmissionPolicy": _validate_policy,
+    "ValidatingAdmissionPolicyBinding": _validate_policy_binding,
     "Pod": _validate_pod,
     "StatefulSet": _validate_workload,
     "Deployment": _validate_workload,
