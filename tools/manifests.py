@@ -17,7 +17,7 @@ NAMESPACE = "cadre-system"
 RELEASE = "cadre"
 ORDER = ["Namespace", "CustomResourceDefinition", "ValidatingAdmissionPolicy",
          "ValidatingAdmissionPolicyBinding", "ServiceAccount", "ClusterRole",
-         "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment",
+         "ClusterRoleBinding", "Role", "RoleBinding", "NetworkPolicy", "Service", "Deployment",
          "ServiceMonitor"]  # fmt: skip
 HEADER = (
     "# Cadre for `kubectl apply --server-side -f`: the CRDs and the operator in namespace"

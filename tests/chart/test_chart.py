@@ -22,6 +22,7 @@ NON_DEFAULT: dict[str, Any] = {
     "imagePullSecrets": [{"name": "registry"}],
     "watchNamespaces": ["team-a", "team-b"],
     "modelEndpoints": ["https://api.anthropic.com", "https://llm-gateway.internal/anthropic"],
+    "userNamespaces": True,
     "serviceAccount": {"create": True, "name": "cadre-operator", "annotations": {"a": "b"}},
     "resources": {"requests": {"cpu": "200m", "memory": "300Mi"}, "limits": {"memory": "1Gi"}},
     "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -101,6 +102,10 @@ def test_non_default_values_reach_the_objects() -> None:
     assert env["CADRE_HARNESS_STATE_SIZE"] == "5Gi"
     assert env["CADRE_SANDBOX_RELEASE_SECONDS"] == "30"
     assert env["CADRE_LOG_LEVEL"] == "debug"
+    assert env["CADRE_USER_NAMESPACES"] == "true"
+    assert env["CADRE_API_SERVER_PORTS"] == "443,6443"
+    (policy,) = kinds["NetworkPolicy"]
+    assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == {8081, 9090}
     assert env["CADRE_MODEL_ENDPOINTS"] == (
         "https://api.anthropic.com,https://llm-gateway.internal/anthropic")  # fmt: skip
     # Namespaced: a Role per namespace, nothing cluster-wide but discovery.

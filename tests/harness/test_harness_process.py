@@ -419,9 +419,12 @@ async def test_killing_the_harness_with_three_sessions_in_flight_loses_and_repea
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             start, target = logged(), rng.randint(4, 14)
+            deadline = asyncio.get_running_loop().time() + 60
             while proc.returncode is None and logged() < start + target:
                 if all(p == "Succeeded" for p in phases().values()):
                     break
+                # A harness that makes no progress fails the test instead of hanging it.
+                assert asyncio.get_running_loop().time() < deadline, "the harness stalled"
                 await asyncio.sleep(0.01)
             if all(p == "Succeeded" for p in (await asyncio.to_thread(phases)).values()):
                 proc.send_signal(signal.SIGTERM)

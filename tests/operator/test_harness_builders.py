@@ -3,14 +3,16 @@ and a roll when the Agent or its key changes. Each property its own test."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import kubernetes_validate
 import pytest
-from cadre.api.names import CONFIG_HASH_ANNOTATION, MODEL_BASE_URL_ENV
+from cadre.api.names import CONFIG_HASH_ANNOTATION, MODEL_BASE_URL_ENV, harness_selector
 from cadre.operator.harness_builders import (
     AgentTarget,
     HarnessDefaults,
+    build_harness_network_policy,
     build_harness_objects,
     build_harness_role,
     build_harness_statefulset,
@@ -42,7 +44,7 @@ def pod_spec() -> dict[str, Any]:
     return spec
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_every_object_is_valid_kubernetes(index: int) -> None:
     obj = build_harness_objects(target(), DEFAULTS)[index]
     kubernetes_validate.validate(obj, "1.32", strict=True)
@@ -112,6 +114,40 @@ def test_the_container_is_restricted(pod_spec: dict[str, Any]) -> None:
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}
     assert context["readOnlyRootFilesystem"] is True
+
+
+def test_user_namespaces_are_asked_for_when_the_operator_is_told_to() -> None:
+    assert (
+        "hostUsers" not in build_harness_statefulset(target(), DEFAULTS)["spec"]["template"]["spec"]
+    )
+    on = dataclasses.replace(DEFAULTS, user_namespaces=True)
+    sts = build_harness_statefulset(target(), on)
+    assert sts["spec"]["template"]["spec"]["hostUsers"] is False
+    kubernetes_validate.validate(sts, "1.32", strict=True)
+
+
+def test_the_network_policy_lets_no_pod_in_and_the_harness_out_only_where_it_works() -> None:
+    policy = build_harness_network_policy(target(), DEFAULTS)
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == harness_selector("engineer")
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == []  # no pod reaches the events port: sandboxes included
+    egress = spec["egress"]
+    assert {
+        "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]
+    } in egress
+    sandboxes = {"app.kubernetes.io/component": "sandbox", "cadre.dev/agent": "engineer"}
+    assert {"to": [{"podSelector": {"matchLabels": sandboxes}}],
+            "ports": [{"protocol": "TCP", "port": 8080}]} in egress  # fmt: skip
+    assert all("to" not in rule or rule["to"][0]["podSelector"]["matchLabels"] == sandboxes
+               for rule in egress)  # fmt: skip
+    opened = dataclasses.replace(
+        DEFAULTS, model_ports=None, events_from=({"ipBlock": {"cidr": "10.0.0.1/32"}},)
+    )
+    spec = build_harness_network_policy(target(), opened)["spec"]
+    assert spec["ingress"] == [{"from": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+                                "ports": [{"protocol": "TCP", "port": 8090}]}]  # fmt: skip
+    assert {"ports": [{"protocol": "TCP"}]} in spec["egress"]  # a model endpoint on any port
 
 
 def test_session_logs_live_on_a_claim_that_outlives_the_pod() -> None:

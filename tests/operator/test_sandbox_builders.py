@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import kubernetes_validate
 import pytest
 from cadre.api.agent import Sandbox
 from cadre.api.names import harness_selector
+from cadre.operator.harness_builders import HARNESS_UID
 from cadre.operator.sandbox_builders import (
+    SANDBOX_UID,
     SandboxDefaults,
     SandboxTarget,
     build_sandbox_network_policy,
@@ -59,10 +62,17 @@ def test_it_runs_as_the_dedicated_sandbox_service_account(pod: dict[str, Any]) -
     assert account["automountServiceAccountToken"] is False
 
 
+def test_user_namespaces_when_the_operator_is_told_to(pod: dict[str, Any]) -> None:
+    assert "hostUsers" not in pod["spec"]
+    on = build_sandbox_pod(target(), dataclasses.replace(DEFAULTS, user_namespaces=True))
+    assert on["spec"]["hostUsers"] is False
+
+
 def test_runs_as_a_fixed_non_root_user(pod: dict[str, Any], container: dict[str, Any]) -> None:
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-    assert pod["spec"]["securityContext"]["runAsUser"] == 10001
-    assert container["securityContext"]["runAsUser"] == 10001
+    assert pod["spec"]["securityContext"]["runAsUser"] == SANDBOX_UID
+    assert container["securityContext"]["runAsUser"] == SANDBOX_UID
+    assert SANDBOX_UID != HARNESS_UID  # the sandbox is never the user holding the key
 
 
 def test_privilege_escalation_is_off(container: dict[str, Any]) -> None:

@@ -19,6 +19,9 @@ def test_defaults_without_any_variable() -> None:
     assert found.harness.requests is None
     assert found.release_seconds == 10
     assert [str(e) for e in found.model_endpoints] == ["https://api.anthropic.com:443"]
+    assert found.harness.model_ports == (443,)
+    assert found.harness.api_server_ports == (443, 6443)
+    assert found.harness.events_from == ()
 
 
 def test_every_variable_is_read() -> None:
@@ -28,6 +31,8 @@ def test_every_variable_is_read() -> None:
         "CADRE_HARNESS_LIMITS": '{"memory": "1Gi"}', "CADRE_SANDBOX_LIMITS": '{"cpu": "2"}',
         "CADRE_SANDBOX_TMP_SIZE": "1Gi", "CADRE_SANDBOX_RELEASE_SECONDS": "30",
         "CADRE_MODEL_ENDPOINTS": "https://gateway.internal/anthropic, http://10.0.0.5:*",
+        "CADRE_USER_NAMESPACES": "true", "CADRE_API_SERVER_PORTS": "6443",
+        "CADRE_HARNESS_EVENTS_FROM": '[{"ipBlock": {"cidr": "10.1.0.0/16"}}]',
     })  # fmt: skip
     assert (found.harness.image, found.sandbox.image) == ("registry.example/cadre:1.2", "r/sbx:1")
     assert found.harness.state_size == "5Gi"
@@ -37,6 +42,11 @@ def test_every_variable_is_read() -> None:
     assert found.release_seconds == 30
     assert [str(e) for e in found.model_endpoints] == [
         "https://gateway.internal:443/anthropic", "http://10.0.0.5:*"]  # fmt: skip
+    assert found.harness.user_namespaces
+    assert found.harness.api_server_ports == (6443,)
+    assert found.harness.model_ports is None  # http://10.0.0.5:* allows any port
+    assert found.harness.events_from == ({"ipBlock": {"cidr": "10.1.0.0/16"}},)
+    assert found.sandbox.user_namespaces
 
 
 @pytest.mark.parametrize(
@@ -52,6 +62,10 @@ def test_every_variable_is_read() -> None:
         ("CADRE_MODEL_ENDPOINTS", "api.anthropic.com", "CADRE_MODEL_ENDPOINTS: 'api.anthropic"),
         ("CADRE_MODEL_ENDPOINTS", "https://u:p@gw.example", "user name or password"),
         ("CADRE_MODEL_ENDPOINTS", " , ", "CADRE_MODEL_ENDPOINTS lists no endpoint"),
+        ("CADRE_API_SERVER_PORTS", "https", "CADRE_API_SERVER_PORTS='https' is not a"),
+        ("CADRE_API_SERVER_PORTS", "70000", "is not a comma-separated list of ports"),
+        ("CADRE_HARNESS_EVENTS_FROM", '{"ipBlock": {}}', "must be a JSON list"),
+        ("CADRE_USER_NAMESPACES", "yes", "CADRE_USER_NAMESPACES='yes' is not true or false"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str, message: str) -> None:

@@ -6,6 +6,8 @@ import ast
 import sys
 from pathlib import Path
 
+from cadre.operator.sandbox_builders import SANDBOX_UID
+
 from tests.sandbox.conftest import REPO
 
 SANDBOX = REPO / "operator/cadre/sandbox"
@@ -46,7 +48,7 @@ def test_the_image_runs_as_a_non_root_user() -> None:
     users = [line.split()[1] for line in dockerfile() if line.startswith("USER ")]
     assert users, "no USER instruction"
     assert users[-1] not in ("root", "0", "0:0")
-    assert users[-1].split(":")[0] == "10001", "the uid the pod builder sets"
+    assert users[-1].split(":")[0] == str(SANDBOX_UID), "the uid the pod builder sets"
 
 
 def test_the_entrypoint_starts_the_sandbox_server() -> None:
@@ -63,4 +65,4 @@ def test_the_image_copies_only_the_sandbox_code() -> None:
 def test_the_image_has_a_workspace_owned_by_the_sandbox_user() -> None:
     text = "\n".join(dockerfile())
     assert "/workspace" in text
-    assert "chown 10001:10001 /workspace" in text
+    assert f"chown {SANDBOX_UID}:{SANDBOX_UID} /workspace" in text

@@ -23,7 +23,12 @@ from cadre.api.names import (
 from cadre.api.types import Obj
 
 # What an existing object's owner may change; everything else stays as first created.
-_UPDATABLE = {"StatefulSet": ("spec",), "Role": ("rules",), "RoleBinding": ("subjects",)}
+_UPDATABLE = {
+    "StatefulSet": ("spec",),
+    "Role": ("rules",),
+    "RoleBinding": ("subjects",),
+    "NetworkPolicy": ("spec",),
+}
 
 
 @functools.cache

@@ -17,6 +17,7 @@ from cadre.api.meta import GROUP, owner_reference
 from cadre.api.names import (
     AGENT_LABEL,
     API_KEY_ENV,
+    COMPONENT_LABEL,
     CONFIG_HASH_ANNOTATION,
     HARNESS_EVENTS_PORT,
     HARNESS_STATE_DIR,
@@ -30,6 +31,7 @@ from cadre.api.names import (
     harness_selector,
     memory_name,
 )
+from cadre.sandbox import protocol
 
 HARNESS_UID = 10001
 
@@ -40,6 +42,17 @@ class HarnessDefaults:
     state_size: str = "1Gi"
     requests: dict[str, str] | None = None
     limits: dict[str, str] | None = None
+    user_namespaces: bool = False
+    """``hostUsers: false`` on the harness pod (see ``SandboxDefaults.user_namespaces``)."""
+    api_server_ports: tuple[int, ...] = (443, 6443)
+    """Where the harness may connect to reach the API server (NetworkPolicy ports only: the
+    API server's address differs per cluster)."""
+    model_ports: tuple[int, ...] | None = (443,)
+    """Ports of the allowed model endpoints; None when one allows any port."""
+    events_from: tuple[dict[str, Any], ...] = ()
+    """NetworkPolicy peers allowed to the events port besides the node (the API server's pod
+    proxy reaches it from the node, which CNIs let through; a peer here can add, for example,
+    an ``ipBlock`` for an API server outside the nodes)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,7 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
                 },
                 "spec": {
                     "serviceAccountName": name,
+                    **({"hostUsers": False} if defaults.user_namespaces else {}),
                     "terminationGracePeriodSeconds": 30,
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -213,12 +227,51 @@ def build_memory_config_map(target: AgentTarget) -> dict[str, Any]:
     }
 
 
+def _tcp(ports: tuple[int, ...] | None) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": p} for p in ports] if ports else [{"protocol": "TCP"}]
+
+
+def build_harness_network_policy(target: AgentTarget, defaults: HarnessDefaults) -> dict[str, Any]:
+    """The harness reaches DNS, the API server, its model endpoints and its own sandboxes, and
+    is reached on its events port by no pod (the API server's pod proxy comes from the node),
+    so neither a sandbox nor another workload can read its transcripts or use its key."""
+    dns = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    sandboxes = {COMPONENT_LABEL: "sandbox", AGENT_LABEL: target.name}
+    ingress: list[dict[str, Any]] = []
+    if defaults.events_from:
+        ingress.append({
+            "from": list(defaults.events_from),
+            "ports": [{"protocol": "TCP", "port": HARNESS_EVENTS_PORT}],
+        })  # fmt: skip
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(target, harness_name(target.name)),
+        "spec": {
+            "podSelector": {"matchLabels": harness_selector(target.name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": [
+                {"ports": dns},
+                {"ports": _tcp(defaults.api_server_ports)},
+                {"ports": _tcp(defaults.model_ports)},
+                {
+                    "to": [{"podSelector": {"matchLabels": sandboxes}}],
+                    "ports": [{"protocol": "TCP", "port": protocol.DEFAULT_PORT}],
+                },
+            ],
+        },
+    }
+
+
 def build_harness_objects(target: AgentTarget, defaults: HarnessDefaults) -> list[dict[str, Any]]:
-    """Everything an Agent's harness needs, in the order to create it."""
+    """Everything an Agent's harness needs, in the order to create it (the NetworkPolicy
+    before the pod, so the pod never runs unconfined)."""
     return [
         build_memory_config_map(target),
         build_harness_service_account(target),
         build_harness_role(target),
         build_harness_role_binding(target),
+        build_harness_network_policy(target, defaults),
         build_harness_statefulset(target, defaults),
     ]

@@ -39,19 +39,27 @@ LINK_LOCAL_IPV6 = "fe80::/10"
 OTHER_INTERNAL_IPV6 = ("::1/128",)
 
 
+SANDBOX_UID = 10002
+"""Not the harness's user (10001): where pods share the node's users (no user namespaces), a
+command that escaped its sandbox is still not the user holding the model key."""
+
+
 @dataclass(frozen=True)
 class SandboxDefaults:
     """Operator-wide settings (from the Helm values) that an Agent's spec may override."""
 
     image: str
     port: int = protocol.DEFAULT_PORT
-    uid: int = 10001
+    uid: int = SANDBOX_UID
     """The fixed non-root user every sandbox runs as."""
     limits: dict[str, str] = field(
         default_factory=lambda: {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1Gi"}
     )
     tmp_size: str = "256Mi"
     termination_grace_seconds: int = 30
+    user_namespaces: bool = False
+    """``hostUsers: false``: the pod's users are not the node's (Kubernetes 1.33+, a runtime
+    that supports it); root in the container is nobody on the node."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,7 @@ def build_sandbox_pod(target: SandboxTarget, defaults: SandboxDefaults) -> dict[
         "hostNetwork": False,
         "hostPID": False,
         "hostIPC": False,
+        **({"hostUsers": False} if defaults.user_namespaces else {}),
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": defaults.termination_grace_seconds,
         "securityContext": {

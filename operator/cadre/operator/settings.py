@@ -74,13 +74,54 @@ def _number(env: Mapping[str, str], name: str, default: str) -> float:
     return number
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "false").strip().lower()
+    if value not in ("true", "false"):
+        raise SettingsError(f"{name}={value!r} is not true or false")
+    return value == "true"
+
+
+def _ports(env: Mapping[str, str], name: str, default: str) -> tuple[int, ...]:
+    raw = env.get(name, default)
+    try:
+        ports = tuple(int(p) for p in raw.split(",") if p.strip())
+    except ValueError:
+        ports = ()
+    if not ports or any(not 0 < p < 65536 for p in ports):
+        raise SettingsError(f"{name}={raw!r} is not a comma-separated list of ports")
+    return ports
+
+
+def _peers(env: Mapping[str, str], name: str) -> tuple[dict[str, object], ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    try:
+        found = json.loads(raw)
+    except ValueError as err:
+        raise SettingsError(f"{name} is not JSON: {err}") from err
+    if not isinstance(found, list) or not all(isinstance(p, dict) for p in found):
+        raise SettingsError(f"{name} must be a JSON list of NetworkPolicy peers")
+    return tuple(found)
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """The operator's defaults: images, sandbox limits and sizes, harness resources."""
+    try:
+        endpoints = parse_endpoints(env.get(MODEL_ENDPOINTS_ENV) or DEFAULT_ENDPOINTS)
+    except ValueError as err:
+        raise SettingsError(str(err)) from err
+    ports = [e.port for e in endpoints]
+    model_ports = None if None in ports else tuple(sorted({p for p in ports if p is not None}))
     harness = HarnessDefaults(
         image=env.get("CADRE_HARNESS_IMAGE", f"ghcr.io/cadre-dev/cadre:{__version__}"),
         state_size=_quantity(env, "CADRE_HARNESS_STATE_SIZE", "1Gi"),
         requests=_resources(env, "CADRE_HARNESS_REQUESTS"),
         limits=_resources(env, "CADRE_HARNESS_LIMITS"),
+        user_namespaces=_flag(env, "CADRE_USER_NAMESPACES"),
+        api_server_ports=_ports(env, "CADRE_API_SERVER_PORTS", "443,6443"),
+        model_ports=model_ports,
+        events_from=_peers(env, "CADRE_HARNESS_EVENTS_FROM"),
     )
     sandbox_limits = _resources(env, "CADRE_SANDBOX_LIMITS")
     base = SandboxDefaults(
@@ -90,11 +131,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         image=base.image,
         limits={**base.limits, **(sandbox_limits or {})},
         tmp_size=_quantity(env, "CADRE_SANDBOX_TMP_SIZE", base.tmp_size),
+        user_namespaces=harness.user_namespaces,
     )
-    try:
-        endpoints = parse_endpoints(env.get(MODEL_ENDPOINTS_ENV) or DEFAULT_ENDPOINTS)
-    except ValueError as err:
-        raise SettingsError(str(err)) from err
     return Settings(
         harness, sandbox, _number(env, "CADRE_SANDBOX_RELEASE_SECONDS", "10"), endpoints
     )

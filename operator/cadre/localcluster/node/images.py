@@ -38,6 +38,7 @@ CATALOG = (
         ("python3", "-m", "cadre.sandbox"),
         {"CADRE_WORKSPACE": "/workspace", "HOME": "/tmp", "PYTHONUNBUFFERED": "1"},  # noqa: S108
         "/workspace",
+        10002,  # sandbox-image/Dockerfile's USER, not the harness's
     ),
     Image("ghcr.io/cadre-dev/cadre", ("cadre",), {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"}),  # noqa: S108
 )
