@@ -74,6 +74,7 @@ def test_tree_shows_a_delegation_tree_as_table_json_and_yaml(cluster: Served) ->
     assert lines[1].split()[6] == "1m30s"
     assert lines[2].split()[:3] == ["└─", "child", "engineer"]
     assert lines[2].split()[-1] == "2"
+    assert lines[3].split()[:4] == ["TOTAL", "3", "1,200", "$0.0060"]
     data = json.loads(cadre(kubeconfig, "tree", "root", "-o", "json").stdout)
     assert [(d["task"], d["depth"], d["tokens"]) for d in data] == [("root", 0, 1200),
                                                                      ("child", 1, 0)]  # fmt: skip

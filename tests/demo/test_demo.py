@@ -41,7 +41,8 @@ def test_the_demo_succeeds_with_real_work_and_leaves_nothing_running(tmp_path: P
     assert "Task slugify Succeeded." in out
     # The tree: lead -> engineer -> reviewer, all Succeeded; the engineer delivered twice.
     tree = out.split("The delegation tree\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    rows = [line.split() for line in tree[1:]]
+    rows = [line.split() for line in tree[1:-1]]
+    assert tree[-1].split()[0] == "TOTAL"  # the whole tree's turns, tokens and cost
     assert [(r[-7], r[-6]) for r in rows] == [
         ("lead", "Succeeded"), ("engineer", "Succeeded"), ("reviewer", "Succeeded"),
     ]  # fmt: skip

@@ -442,6 +442,7 @@ async def test_killing_the_harness_with_three_sessions_in_flight_loses_and_repea
         workspaces = list(
             (handle.kubelet.state_dir / "claims" / NS).glob(f"sbx-{name}-workspace-*")
         )
+        assert len(workspaces) == 1, workspaces  # one workspace, kept across sandbox restarts
         lines = (workspaces[0] / "done.txt").read_text().split()
         assert lines == [f"{name}-{step}" for step in range(steps)]  # every effect exactly once
         journal = read_journal(workspaces[0] / ".cadre-sandbox" / "executions.jsonl")

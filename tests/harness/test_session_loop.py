@@ -325,3 +325,34 @@ async def test_no_lesson_is_asked_when_a_limit_ended_the_session(
         log.close()
         await client.close()
     assert not lesson_requests(model.requests)
+
+
+async def test_delegated_work_counts_against_the_tasks_max_cost(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    """A Task's maxCostUSD caps its whole tree: once its own spend and what its delegated
+    work cost reach it, the session makes no further call, and no lesson call either."""
+    url, model = await scripted(LOOP)
+    client = anthropic.AsyncAnthropic(api_key="sk-test", base_url=url)
+    tools = sandbox_client(sandbox)
+    log = SessionLog.open(tmp_path / "log.jsonl")
+    spent_below = Decimal("0")
+    try:
+        session = Session(
+            _config(max_cost_usd=Decimal("0.05")), log, client, tools,
+            prices_for("claude-sonnet-4-6"), lambda _: None,
+            delegated_cost=lambda: spent_below,
+        )  # fmt: skip
+        session.start()
+        spent_below = Decimal("0.06")  # the children's spend arrives mid-session
+        ended = await session.run()
+        assert (ended["outcome"], ended["reason"]) == ("Failed", "MaxCostReached")
+        assert "the Task's tree cost $0.06" in ended["message"]
+        assert session.over_budget()
+        assert await session.lesson() == ""
+    finally:
+        log.close()
+        await tools.close()
+        await client.close()
+    assert not lesson_requests(model.requests)
+    assert len(model.requests) <= 1  # at most the call already in flight

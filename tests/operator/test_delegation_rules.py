@@ -120,7 +120,7 @@ def test_the_child_task_is_valid_owned_labelled_and_bounded() -> None:
     assert child["metadata"]["labels"][PARENT_LABEL] == "build"
     assert child["metadata"]["labels"][TEAM_LABEL] == "platform"
     assert child["metadata"]["annotations"][DEPTH_ANNOTATION] == "1"
-    assert child["spec"]["parentRef"] == {"name": "build", "uid": "uid-1"}
+    assert child["spec"]["parentRef"] == {"name": "build", "uid": "uid-1", "agent": "lead"}
     assert child["spec"]["limits"] == {"timeout": "100s"}
     assert child["spec"]["review"] == {"maxRounds": 2}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,13 @@ async def test_a_three_level_tree_with_a_review_round_and_memory(
     assert engineer["status"]["review"]["decision"] == "Accepted"
     assert engineer["status"]["result"]["summary"] == "Empty input handled; the test passes."
     counts = {"total": 1, "active": 0, "succeeded": 1, "failed": 0}
-    await until(lambda: tasks(http)["slugify"]["status"]["children"] == counts)
+    await until(lambda: tasks(http)["slugify"]["status"]["children"] | {"costUSD": 0} == counts
+                | {"costUSD": 0})  # fmt: skip
+    # What the tree below the root cost, as the operator adds it up level by level.
+    spent = Decimal(engineer["status"]["usage"]["costUSD"]) + Decimal(
+        tester["status"]["usage"]["costUSD"]
+    )
+    await until(lambda: Decimal(tasks(http)["slugify"]["status"]["children"]["costUSD"]) == spent)
 
     # The forbidden edge was refused, said to the model, recorded as an Event; nothing created.
     second_lead_request = next(

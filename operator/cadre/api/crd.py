@@ -197,7 +197,11 @@ KINDS: tuple[KindInfo, ...] = (
         columns=(
             PrinterColumn("Agent", ".status.agent", description="The Agent working the Task"),
             PrinterColumn("Phase", ".status.phase"),
-            PrinterColumn("Parent", ".spec.parentRef.name", description="The delegating Task"),
+            PrinterColumn(
+                "Parent",
+                ".status.parent",
+                description="The delegating Task, or the Task whose delivery this one reviews",
+            ),
             PrinterColumn("Turns", ".status.usage.turns", "integer"),
             PrinterColumn("Cost", ".status.usage.costUSD", description="US dollars"),
             PrinterColumn("Title", ".spec.title", priority=1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -18,6 +19,7 @@ from cadre.api.meta import (
     UsdAmount,
     conditions_field,
 )
+from cadre.api.types import Obj
 
 MAX_TASK_NAME = 52
 """Task names end up in the sandbox's Pod, Service and Secret names, so they leave room."""
@@ -234,6 +236,10 @@ class ChildrenStatus(ApiModel):
     """Child Tasks that succeeded."""
     failed: Annotated[int, Field(ge=0)] = 0
     """Child Tasks that failed or were cancelled."""
+    cost_usd: UsdAmount = Field(default="0", alias="costUSD")
+    """What the Tasks below this one cost so far: delegated Tasks and reviews of this one's
+    deliveries, each with everything below it. With ``usage.costUSD``, the tree's spend that
+    ``maxCostUSD`` caps."""
 
 
 class ReviewDecision(StrEnum):
@@ -343,6 +349,9 @@ class TaskStatus(ApiModel):
     """``Accepted`` (an Agent took it) and ``Succeeded`` (Unknown while running)."""
     agent: ObjectName | None = None
     """The Agent working the Task (the lead, for a Team)."""
+    parent: ObjectName | None = None
+    """The Task this one works for: the one that delegated it, or the one whose delivery it
+    reviews (the PARENT column; set by the operator)."""
     depth: Annotated[int, Field(ge=0, le=10)] = 0
     """0 for a top-level Task, parent's depth + 1 for a delegated one."""
     start_time: datetime | None = None
@@ -386,3 +395,18 @@ class Task(ApiModel):
     metadata: dict[str, object] = Field(default_factory=dict)
     spec: TaskSpec
     status: TaskStatus | None = None
+
+
+def parent_of(task: Obj) -> str | None:
+    """The Task this one works for: its delegating Task, or the Task whose delivery it
+    reviews (review Tasks count under it, cost included)."""
+    spec = task["spec"]
+    return (spec.get("parentRef") or {}).get("name") or (spec.get("reviewOf") or {}).get("task")
+
+
+def tree_cost(task: Obj) -> Decimal:
+    """What a Task and everything below it (delegated Tasks, reviews) cost so far (pure)."""
+    status = task.get("status") or {}
+    own = (status.get("usage") or {}).get("costUSD") or "0"
+    below = (status.get("children") or {}).get("costUSD") or "0"
+    return Decimal(str(own)) + Decimal(str(below))

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from cadre.api.names import harness_pod_name
-from cadre.api.task import FINAL_PHASES
+from cadre.api.task import FINAL_PHASES, parent_of
 from cadre.api.types import Obj
 from cadre.cli import highlights
 from cadre.cli.kube import Kube
@@ -66,10 +66,10 @@ class LogFollower:
 
 
 def tree_of(tasks: list[Obj], root: str) -> list[Obj]:
-    """``root`` and every Task delegated under it, at any depth (pure)."""
+    """``root`` and every Task delegated under it, and their reviews, at any depth (pure)."""
     children: dict[str, list[Obj]] = {}
     for task in tasks:
-        parent = (task["spec"].get("parentRef") or {}).get("name")
+        parent = parent_of(task)
         if parent:
             children.setdefault(parent, []).append(task)
     found = [t for t in tasks if t["metadata"]["name"] == root]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from cadre.api.task import parent_of
 from cadre.api.types import Obj
 
 COLUMNS = ("TASK", "AGENT", "PHASE", "TURNS", "TOKENS", "COST", "DURATION", "REVIEWS")
@@ -62,7 +63,7 @@ def task_tree(tasks: list[Obj], root: str, now: datetime) -> list[Row]:
     children: dict[str, list[Obj]] = {}
     by_name = {t["metadata"]["name"]: t for t in tasks}
     for task in tasks:
-        parent = (task["spec"].get("parentRef") or {}).get("name")
+        parent = parent_of(task)  # a review Task shows under the Task it reviews
         if parent:
             children.setdefault(parent, []).append(task)
     rows: list[Row] = []
@@ -95,14 +96,24 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
 
 
+def total(rows: list[Row]) -> Row:
+    """The tree's sums (review Tasks included: they are in it): what its maxCostUSD caps."""
+    return Row(
+        depth=0, last=(True,), name="TOTAL", agent="", phase="",
+        turns=sum(r.turns for r in rows), tokens=sum(r.tokens for r in rows),
+        cost=sum((r.cost for r in rows), Decimal(0)),
+        seconds=rows[0].seconds if rows else None, reviews=sum(r.reviews for r in rows),
+    )  # fmt: skip
+
+
 def render_tree(rows: list[Row]) -> str:
-    """An aligned table, the tree drawn in the first column."""
+    """An aligned table, the tree drawn in the first column, and a total row."""
     table = [COLUMNS] + [
         (
             _indent(r) + r.name, r.agent, r.phase, str(r.turns), f"{r.tokens:,}",
             f"${r.cost:.4f}", _duration(r.seconds), str(r.reviews),
         )
-        for r in rows
+        for r in [*rows, total(rows)]
     ]  # fmt: skip
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     return "\n".join(

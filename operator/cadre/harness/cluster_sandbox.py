@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from cadre.api.task import parent_of
 from cadre.api.types import Obj, SessionFields, session_of
 from cadre.harness.sandbox_client import SandboxEndpoint, SandboxUnavailable
 from cadre.harness.taskapi import TaskApi
@@ -45,6 +46,10 @@ class TaskCopies:
         changed = self._changed.pop(name, None)
         if changed is not None:
             changed.set()
+
+    def below(self, name: str) -> list[Obj]:
+        """Copies of the Tasks that work for ``name``: delegated to it, or reviewing it."""
+        return [t for t in self._latest.values() if parent_of(t) == name]
 
     def forget(self, name: str) -> None:
         """The Task was deleted."""

@@ -43,6 +43,7 @@ from cadre.harness.task_status import (
     assigned_to,
     build_final_status,
     build_usage_status,
+    delegated_cost,
     delivered,
     effective_limits,
     limits_status,
@@ -354,6 +355,9 @@ class HarnessProcess:
         session = Session(
             config, session_log, self.client, tools, self.prices,
             TRANSCRIPT.info, harness_tools=team_tools,
+            delegated_cost=lambda: delegated_cost(
+                self.known.get(name) or task, self.copies.below(name)
+            ),
         )  # fmt: skip
         try:
             state = session.start()

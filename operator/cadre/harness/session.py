@@ -136,8 +136,12 @@ class Session:
         prices: Prices,
         transcript: Callable[[str], None] = print,
         harness_tools: HarnessTools | None = None,
+        delegated_cost: Callable[[], Decimal] = lambda: Decimal(0),
     ) -> None:
         self.harness_tools = harness_tools
+        self.delegated_cost = delegated_cost
+        """What the Task's delegated work (and its reviews) cost so far: a Task's maxCostUSD
+        caps its whole tree, so a parent stops once its own spend and this reach it."""
         self.config = config
         self.log = log
         self.client = client
@@ -244,7 +248,7 @@ class Session:
         finished = last.get("role") == "assistant" and not any(
             b.get("type") == "tool_use" for b in last.get("content") or []
         )
-        if not finished or str(outcome.get("reason", "")).startswith("Max"):
+        if not finished or str(outcome.get("reason", "")).startswith("Max") or self.over_budget():
             return ""
         messages = [*state.messages, {"role": "user", "content": LESSON_REQUEST}]
         try:
@@ -289,6 +293,15 @@ class Session:
         self.say(f"{outcome}: {reason}: {message}")
         return self._caught_up()
 
+    def _tree_cost(self, state: State) -> Decimal:
+        return state.cost_usd + self.delegated_cost()
+
+    def over_budget(self) -> bool:
+        """Whether the Task's tree has spent its maxCostUSD (no further call is made then,
+        the end-of-Task lesson included)."""
+        cap = self.config.limits.max_cost_usd
+        return cap is not None and self._tree_cost(self._caught_up()) >= cap
+
     def _limit_reached(self, state: State) -> tuple[str, str] | None:
         limits = self.config.limits
         if limits.max_turns is not None and state.turns >= limits.max_turns:
@@ -301,11 +314,12 @@ class Session:
                 "MaxTokensReached",
                 f"the session used {state.tokens} tokens; maxTokens is {limits.max_tokens}",
             )
-        if limits.max_cost_usd is not None and state.cost_usd >= limits.max_cost_usd:
-            return (
-                "MaxCostReached",
-                f"the session cost ${state.cost_usd:.4f}; maxCostUSD is {limits.max_cost_usd}",
-            )
+        if limits.max_cost_usd is not None and self._tree_cost(state) >= limits.max_cost_usd:
+            delegated = self.delegated_cost()
+            spent = f"the session cost ${state.cost_usd:.4f}"
+            if delegated:
+                spent = f"the Task's tree cost ${state.cost_usd + delegated:.4f} ({spent})"
+            return "MaxCostReached", f"{spent}; maxCostUSD is {limits.max_cost_usd}"
         if (
             limits.timeout_seconds is not None
             and time.time() - state.started_at >= limits.timeout_seconds

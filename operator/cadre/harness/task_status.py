@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from cadre.api.conditions import merge_condition
 from cadre.api.limits import Limits, ceiling_limits, parse_duration
+from cadre.api.task import tree_cost
 from cadre.api.types import Obj
 from cadre.harness.replay import State
 from cadre.harness.session import SessionLimits, Verdict
@@ -35,6 +36,16 @@ def effective_limits(agent: Limits, task: Limits) -> SessionLimits:
         timeout_seconds=parse_duration(merged.timeout) if merged.timeout else None,
         max_cost_usd=Decimal(merged.max_cost_usd) if merged.max_cost_usd is not None else None,
     )
+
+
+def delegated_cost(task: Obj, below: list[Obj]) -> Decimal:
+    """What a Task's delegated work and its reviews cost so far (pure): the operator's sum in
+    ``status.children.costUSD``, or the sum over the copies of the Tasks ``below`` it when the
+    harness has seen newer ones (a child's final usage wakes its parent before the operator
+    has added it up)."""
+    children = (task.get("status") or {}).get("children") or {}
+    summed = Decimal(str(children.get("costUSD") or "0"))
+    return max(summed, sum((tree_cost(t) for t in below), Decimal(0)))
 
 
 def assigned_to(task: Obj, agent: str) -> bool:

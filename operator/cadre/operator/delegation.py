@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 
 from cadre.api.meta import API_VERSION
 from cadre.api.names import (
@@ -41,6 +42,9 @@ class ParentView:
     children_active: int = 0
     remaining_seconds: float | None = None
     """Time left before the parent's own timeout; None when it has none."""
+    remaining_usd: Decimal | None = None
+    """What the parent's tree may still spend (its maxCostUSD less its tree's cost); None when
+    it has no cap. A child gets at most this as its own maxCostUSD."""
 
 
 def refusal(team: TeamSpec | None, parent: ParentView, request: DelegationRequest) -> str | None:
@@ -82,7 +86,23 @@ def refusal(team: TeamSpec | None, parent: ParentView, request: DelegationReques
         )
     if parent.remaining_seconds is not None and parent.remaining_seconds < 1:
         return "this Task has no time left before its own timeout"
+    if parent.remaining_usd is not None and parent.remaining_usd <= 0:
+        return "this Task's budget is spent: its tree has cost its maxCostUSD already"
     return None
+
+
+def usd(amount: Decimal) -> str:
+    """An amount as the API writes it (a UsdAmount: at most 6 decimals, no exponent)."""
+    return f"{max(amount, Decimal(0)).quantize(Decimal('0.000001')).normalize():f}"
+
+
+def task_cap(task: Obj) -> Decimal | None:
+    """The Task's maxCostUSD as its session runs under it (``status.limits``, written by its
+    harness from the Agent's limits narrowed by the Task's); None when uncapped."""
+    cap = ((task.get("status") or {}).get("limits") or {}).get("maxCostUSD")
+    if cap is None:
+        cap = (task["spec"].get("limits") or {}).get("maxCostUSD")
+    return None if cap is None else Decimal(str(cap))
 
 
 def child_task_name(parent: str, request_id: str) -> str:
@@ -126,6 +146,8 @@ def build_child_task(
         spec["deliverables"] = list(request.deliverables)
     if timeout_seconds is not None:
         spec["limits"] = {"timeout": f"{timeout_seconds}s"}
+    if parent.remaining_usd is not None:  # the child's whole tree spends from what is left
+        spec.setdefault("limits", {})["maxCostUSD"] = usd(parent.remaining_usd)
     return {
         "apiVersion": API_VERSION,
         "kind": "Task",

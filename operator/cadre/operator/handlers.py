@@ -30,7 +30,7 @@ from cadre.api.names import (
     TEAM_LABEL,
     harness_name,
 )
-from cadre.api.task import FINAL_PHASES
+from cadre.api.task import FINAL_PHASES, parent_of
 from cadre.api.types import Obj
 from cadre.operator import apply, events, metrics
 from cadre.operator.agent_status import agent_counts, memory_size
@@ -307,6 +307,9 @@ def accept_task(
         changes["depth"] = int(depth)
     if not status.get("agent"):
         changes["agent"] = agent
+    parent = parent_of(dict(body))
+    if parent and status.get("parent") != parent:
+        changes["parent"] = parent
     if not status.get("phase"):
         changes["phase"] = "Pending"
     message = f'the Agent "{agent}" works this Task'

@@ -9,6 +9,7 @@ comes from the request's id, so a pass repeated after a crash creates nothing tw
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, cast
 
 import kopf
@@ -19,7 +20,7 @@ from cadre.api.conditions import merge_condition
 from cadre.api.limits import Limits, ceiling_limits, parse_duration
 from cadre.api.names import TEAM_LABEL
 from cadre.api.review import awaiting_screening
-from cadre.api.task import FINAL_PHASES, DelegationRequest
+from cadre.api.task import FINAL_PHASES, DelegationRequest, parent_of, tree_cost
 from cadre.api.team import TeamSpec
 from cadre.api.types import Obj
 from cadre.operator import apply, events
@@ -29,6 +30,8 @@ from cadre.operator.delegation import (
     child_task_name,
     child_timeout_seconds,
     refusal,
+    task_cap,
+    usd,
 )
 from cadre.operator.review import build_review_task, review_task_name
 from cadre.operator.settings import BACKOFF
@@ -154,6 +157,8 @@ def reconcile_delegations(task: Obj) -> None:
     active = sum(1 for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES)
     ancestors = _ancestors(namespace, task)
     remaining = _remaining_seconds(namespace, task)
+    cap = task_cap(task)
+    budget = None if cap is None else cap - tree_cost(task)
     answers: Obj = {}
     for request_id, raw in sorted(pending.items()):
         request = DelegationRequest.model_validate(raw)
@@ -163,7 +168,7 @@ def reconcile_delegations(task: Obj) -> None:
             depth = int(status.get("depth") or 0)
             view = ParentView(
                 namespace, name, meta["uid"], _agent_of(task), team_name, depth, ancestors,
-                len(existing), active, remaining,
+                len(existing), active, remaining, budget,
             )  # fmt: skip
             why = refusal(team, view, request)
             if why is not None:
@@ -197,15 +202,38 @@ def child_counts(children: list[Obj]) -> Obj:
 
 
 def count_on_parent(child: Obj) -> None:
-    """Keep the parent's ``status.children`` true (written only when it changed)."""
+    """Keep the parent's ``status.children`` true (written only when it changed): the counts
+    of its delegated Tasks, and what they and the reviews of its deliveries cost."""
     namespace = child["metadata"]["namespace"]
-    parent_name = child["spec"]["parentRef"]["name"]
-    parent = apply.get_task(namespace, parent_name)
-    if parent is None:
+    parent_name = parent_of(child)
+    parent = apply.get_task(namespace, parent_name) if parent_name else None
+    if parent is None or parent_name is None:
         return
-    counts = child_counts(apply.list_children(namespace, parent_name))
+    children = apply.list_children(namespace, parent_name)
+    reviews = apply.list_reviews(namespace, parent_name)
+    counts = child_counts(children)
+    counts["costUSD"] = usd(sum((tree_cost(t) for t in children + reviews), Decimal(0)))
     if (parent.get("status") or {}).get("children") != counts:
         apply.patch_task_status(namespace, parent_name, {"children": counts})
+
+
+def stop_when_spent(task: Obj) -> bool:
+    """A Task whose tree has spent its maxCostUSD: its unfinished delegated work and reviews
+    are cancelled (its own session stops before its next model call)."""
+    cap = task_cap(task)
+    if cap is None or tree_cost(task) < cap:
+        return False
+    namespace, name = task["metadata"]["namespace"], task["metadata"]["name"]
+    for below in apply.list_children(namespace, name) + apply.list_reviews(namespace, name):
+        if (below.get("status") or {}).get("phase") in FINAL_PHASES or below["spec"].get("cancel"):
+            continue
+        apply.cancel_task(namespace, below["metadata"]["name"])
+        events.warn(
+            _ref(task), reason="BudgetSpent",
+            message=f"{below['metadata']['name']} cancelled: the tree of {name} has cost "
+            f"${tree_cost(task):.4f} of its maxCostUSD {cap}",
+        )  # fmt: skip
+    return True
 
 
 def cancel_reviews(task: Obj) -> None:
@@ -297,10 +325,14 @@ def delegation_events(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     request_review(task, memo)
     if task["spec"].get("reviewOf") and phase in FINAL_PHASES:
         settle_review(task)
-    # The parent's counts move only when a child's phase does (memo: per object, in memory;
-    # after a restart the first event recounts once).
-    if task["spec"].get("parentRef") and memo.get("phase") != phase:
+    # The parent's counts move only when a child's phase or its tree's cost does (memo: per
+    # object, in memory; after a restart the first event recounts once).
+    cost = str(tree_cost(task))
+    if parent_of(task) and (memo.get("phase") != phase or memo.get("cost") != cost):
         count_on_parent(task)
+    memo["cost"] = cost
+    if phase not in FINAL_PHASES:
+        stop_when_spent(task)
     reviewed = (task["spec"].get("review") or {}).get("reviewer")
     if reviewed and phase in FINAL_PHASES and memo.get("phase") != phase:
         cancel_reviews(task)
