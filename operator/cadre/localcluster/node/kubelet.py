@@ -27,12 +27,13 @@ from cadre.localcluster.apiserver.server import ApiServer
 from cadre.localcluster.apiserver.status import ApiError
 from cadre.localcluster.apiserver.store import Subscription
 from cadre.localcluster.controllers.workloads import WorkloadControllers
-from cadre.localcluster.node import podfs
+from cadre.localcluster.node import namespaces, podfs
 from cadre.localcluster.node.images import (
     Runtime,
     detect_runtime,
 )
 from cadre.localcluster.node.podworker import PodWorker, iso_now
+from cadre.localcluster.node.slots import Slots
 
 log = logging.getLogger(__name__)
 NODE_NAME = "local"
@@ -61,9 +62,13 @@ class Kubelet:
         self.tick = tick
         self.runtime: Runtime = detect_runtime()
         self.isolate = os.geteuid() == 0 and self.runtime.shared
+        self.namespaces = False
+        """Every container in its own PID and mount namespaces (``namespaces.py``); set at
+        start, where this machine allows it."""
         self.workers: dict[str, PodWorker] = {}
         self.background: set[asyncio.Task[Any]] = set()
-        self._slots: set[int] = set()
+        # Simulated pods bind no address and run nothing: their slots need no reservation.
+        self._slots = Slots(shared=not simulate)
         self._subscription: Subscription | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._claims_task: asyncio.Task[None] | None = None
@@ -146,6 +151,14 @@ class Kubelet:
         if self.isolate and not self._make_traversable():
             self.isolate = False
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.simulate:
+            missing = namespaces.available(rootless=os.geteuid() != 0)
+            self.namespaces = missing is None
+            if missing is not None:
+                log.warning(
+                    "LOCAL PODS HAVE NO PID NAMESPACES (%s): a process a pod detaches can"
+                    " outlive it, and pods see each other's processes.", missing,
+                )  # fmt: skip
         if not self.isolate:
             reason = (
                 "it does not run as root"
@@ -185,6 +198,7 @@ class Kubelet:
             if worker.task is not None:
                 worker.task.cancel()
         await asyncio.gather(*(w.task for w in workers if w.task), return_exceptions=True)
+        self._slots.release_all()
         self.server.log_source = None
 
     def _register_node(self) -> None:
@@ -276,11 +290,7 @@ class Kubelet:
             if meta.get("deletionTimestamp"):
                 self._delete_now(pod)
                 return
-            slot = next(
-                i for i in range(1, 65000) if i not in self._slots and i & 255 not in (0, 255)
-            )
-            self._slots.add(slot)
-            worker = PodWorker(self, pod, slot)
+            worker = PodWorker(self, pod, self._slots.take())
             self.workers[uid] = worker
             if self.simulate:
                 self._simulate(worker)
@@ -304,7 +314,7 @@ class Kubelet:
     def finish(self, worker: PodWorker) -> None:
         """The pod's processes are gone: delete it for good (grace 0), free its address."""
         self.workers.pop(worker.pod["metadata"]["uid"], None)
-        self._slots.discard(worker.slot)
+        self._slots.release(worker.slot)
         if worker.stopping is not None:
             self._delete_now(worker.pod)
         shutil.rmtree(worker.root / "volumes", ignore_errors=True)

@@ -88,7 +88,7 @@ class PodFilesystem:
 
     def prepare(self, pod: Obj, lookup: Lookup, issue_token: Callable[[Obj, int], str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "logs").mkdir(exist_ok=True)
+        (self.root / "logs").mkdir(mode=0o700, exist_ok=True)  # the kubelet's only
         self.owner.own(self.root, 0o711)
         namespace = pod["metadata"]["namespace"]
         for volume in pod["spec"].get("volumes", []):

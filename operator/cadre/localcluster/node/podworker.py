@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from cadre.api.types import Obj
 from cadre.localcluster.apiserver.metadata import now
-from cadre.localcluster.node import podfs
+from cadre.localcluster.node import namespaces, podfs
 from cadre.localcluster.node.images import Image, Runtime, find_image, pythonpath_env
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class Node(Protocol):
     tick: float
     runtime: Runtime
     isolate: bool
+    namespaces: bool
     background: set[asyncio.Task[Any]]
 
     @property
@@ -73,6 +74,8 @@ class ContainerState:
     starting: bool = False
     """A start is in flight: the pod loop ticks faster than a process may take to exec, and
     a container must never run twice at once."""
+    killed: bool = False
+    """The kubelet sent SIGKILL (unshare reports a signalled child as exit code 1)."""
 
     @property
     def name(self) -> str:
@@ -258,6 +261,13 @@ class PodWorker:
         uid, gid = self._user(container.spec)
         # One file per run: the kubelet keeps the current and the previous instance's logs.
         log_path = self.root / "logs" / f"{container.name}-{container.restart_count}.log"
+        if self.kubelet.namespaces:
+            argv = namespaces.wrap(argv, uid, gid, rootless=os.geteuid() != 0)
+            uid = gid = None  # taken inside the namespaces, by setpriv
+        container.killed = False
+        # Readable only by the kubelet (and so by the API server's log subresource): one
+        # pod's transcript is not another pod's to read.
+        os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT, 0o600))
         with log_path.open("ab") as output:
             try:
                 container.process = await asyncio.create_subprocess_exec(
@@ -299,6 +309,8 @@ class PodWorker:
                 continue
             code = process.returncode
             code = 128 - code if code < 0 else code  # killed by a signal: 128 + signal, as runc
+            if container.killed and self.kubelet.namespaces and code == 1:
+                code = 128 + signal.SIGKILL
             container.process = None
             container.ready = False
             terminated = {
@@ -390,9 +402,18 @@ class PodWorker:
     # -- ending ----------------------------------------------------------------------------
 
     def _signal(self, container: ContainerState, sig: signal.Signals) -> None:
-        if container.process is not None and container.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(container.process.pid, sig)
+        process = container.process
+        if process is None or process.returncode is not None:
+            return
+        if sig == signal.SIGKILL:
+            container.killed = True
+        init = namespaces.namespace_init(process.pid) if self.kubelet.namespaces else None
+        with contextlib.suppress(ProcessLookupError):
+            if init is not None:
+                # The container's PID 1: SIGKILL to it ends every process of the namespace.
+                os.kill(init, sig)
+            else:
+                os.killpg(process.pid, sig)
 
     async def _kill_all(self, grace: float) -> None:
         running = [
