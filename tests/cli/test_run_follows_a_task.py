@@ -108,3 +108,20 @@ async def test_logs_replays_a_session_and_follows_one_live(
     code, _, err = await cadre_run(kubeconfig, "elsewhere", command="logs")
     assert code == 1
     assert "Error: the harness of Agent nobody has no events for Task elsewhere" in err
+
+
+async def test_run_fails_within_seconds_naming_a_pod_that_cannot_start(
+    cluster: Served, operator: asyncio.subprocess.Process, scripted: ModelFactory
+) -> None:
+    """Before, a sandbox (or harness) pod that could never start left `cadre run` printing
+    Pending until its timeout; now it fails naming the pod, the reason and its log."""
+    http, kubeconfig = cluster.http, cluster.kubeconfig
+    url, _ = await scripted({"agents": {"engineer": STEPS}})
+    create_agent(http, url, sandbox={"image": "ghcr.io/cadre-dev/no-such-image:1"})
+    await until(lambda: agent_ready(http, "engineer"), within=60)
+    # cadre_run gives up after 120 s: only failing fast passes (the follow timeout is 300 s).
+    code, out, err = await cadre_run(kubeconfig, "--agent", "engineer", "--name", "stuck",
+                                     "--timeout", "300", "Write hello.py.")  # fmt: skip
+    assert code == 1, (out, err)
+    assert "pod sbx-stuck is failing (ErrImagePull" in err, err
+    assert "no-such-image" in err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,8 +19,11 @@ from tests.localcluster.node.conftest import alive, descendants
 SCENARIO = REPO / "examples" / "demo" / "scripted" / "scenario.yaml"
 
 
-def run_demo(tmp_path: Path, scenario: Path, *extra: str) -> tuple[int, str, set[int]]:
-    """Run the demo; its exit code, output, and every process it had below it while it ran."""
+def run_demo(
+    tmp_path: Path, scenario: Path, *extra: str, term_when: str | None = None
+) -> tuple[int, str, set[int]]:
+    """Run the demo; its exit code, output, and every process it had below it while it ran
+    (with ``term_when``, SIGTERM is sent once the output says that)."""
     env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "KUBECONFIG")}
     output = tmp_path / "demo.out"
     with output.open("wb") as out:
@@ -31,6 +35,9 @@ def run_demo(tmp_path: Path, scenario: Path, *extra: str) -> tuple[int, str, set
         seen: set[int] = set()
         while proc.poll() is None:
             seen |= descendants(proc.pid)
+            if term_when is not None and term_when in output.read_text(errors="replace"):
+                proc.send_signal(signal.SIGTERM)
+                term_when = None
             time.sleep(0.2)
     return proc.returncode, output.read_text(), seen
 
@@ -83,3 +90,12 @@ def test_a_broken_example_is_named_and_nothing_starts(tmp_path: Path) -> None:
     assert code == 1
     assert f"{example / 'team.yaml'}: document 1 has no kind" in out
     assert not seen
+
+
+def test_sigterm_stops_everything_the_demo_started(tmp_path: Path) -> None:
+    """CI and `timeout` stop with SIGTERM, not Ctrl-C: the demo unwinds just the same."""
+    code, out, seen = run_demo(tmp_path, SCENARIO, term_when="applied ")
+    assert code == 128 + signal.SIGTERM, out[-3000:]
+    assert "stopping the local cluster and the model" in out
+    assert len(seen) >= 3, seen  # the model, the cluster and its operator at least
+    assert not [pid for pid in seen if alive(pid)]

@@ -16,7 +16,7 @@ import click
 from cadre.api.names import harness_pod_name
 from cadre.api.task import FINAL_PHASES, parent_of
 from cadre.api.types import Obj
-from cadre.cli import highlights
+from cadre.cli import highlights, podhealth
 from cadre.cli.kube import Kube
 
 # How long the rest of the tree may take to end after its root has (a child whose delivery was
@@ -90,6 +90,30 @@ def about(line: str, namespace: str, names: set[str]) -> bool:
     return match is not None and match["namespace"] == namespace and match["task"] in names
 
 
+POD_CHECK_SECONDS = 2.0
+LOG_LINES = 15
+
+
+def fail_on_broken_pods(kube: Kube, namespace: str, agents: set[str], tasks: set[str]) -> None:
+    """Raise, naming the pod, why and its last log lines, when a harness or sandbox of the
+    followed tree will not recover by waiting (crash-looping, its image unknown)."""
+    for pod in kube.list_pods(namespace, "app.kubernetes.io/part-of=cadre"):
+        if not podhealth.concerned(pod, agents, tasks):
+            continue
+        why = podhealth.why_failing(pod)
+        if why is None:
+            continue
+        name = pod["metadata"]["name"]
+        tail = kube.log_tail(namespace, name, LOG_LINES, previous=True) or kube.log_tail(
+            namespace, name, LOG_LINES
+        )
+        shown = "\n".join(f"  {line}" for line in tail.splitlines()) or "  (no log)"
+        raise click.ClickException(
+            f"pod {name} is failing ({why}); its last log lines:\n{shown}\n"
+            f"(kubectl -n {namespace} describe pod {name}; kubectl -n {namespace} logs {name})"
+        )
+
+
 def follow_task(
     kube: Kube, namespace: str, root: str, timeout: float,
     say: Callable[[str, dict[str, Any]], None], transcript: list[tuple[str, str]],
@@ -100,6 +124,7 @@ def follow_task(
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     settle = 0.0
+    checked = time.monotonic()
 
     def show(lines: list[tuple[str, str]], names: set[str]) -> None:
         for agent, line in lines:
@@ -126,6 +151,10 @@ def follow_task(
                     time.sleep(0.5)  # the harnesses' last lines
                     show(logs.drain(), names)
                     return tree[0]
+            if time.monotonic() - checked > POD_CHECK_SECONDS:
+                checked = time.monotonic()
+                agents = {str((t.get("status") or {}).get("agent")) for t in tree}
+                fail_on_broken_pods(kube, namespace, agents, names)
             if time.monotonic() > deadline:
                 raise FollowTimeoutError(f"Task {root} did not finish within {timeout:.0f}s")
             time.sleep(0.3)

@@ -151,6 +151,25 @@ class Kube:
             raise
         return pod.status.phase if pod.status else None
 
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        # As the API server sends it (camelCase), not the client's snake_case models.
+        found: Any = self.core.list_namespaced_pod(
+            namespace, label_selector=selector, _preload_content=False
+        )
+        items: list[Obj] = json.loads(found.data)["items"]
+        return items
+
+    def log_tail(self, namespace: str, pod: str, lines: int, previous: bool = False) -> str:
+        """The last ``lines`` of the pod's log (of its previous run with ``previous``); empty
+        when there is none."""
+        try:
+            text: str = self.core.read_namespaced_pod_log(
+                pod, namespace, tail_lines=lines, previous=previous
+            )
+        except ApiException:
+            return ""
+        return text
+
     def proxy_lines(
         self, namespace: str, pod: str, path: str, query: list[tuple[str, str]]
     ) -> Iterator[bytes]:

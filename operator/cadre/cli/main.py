@@ -284,12 +284,19 @@ def demo(example: Path, scenario: Path, state_dir: Path, namespace: str, timeout
     set, the agents use the real model instead of the scripted one.
     """
     import os
+    import signal
     import sys
 
     from cadre.cli.demo import DemoOptions, run_demo
     from cadre.cli.manifests import ManifestError
     from cadre.cli.processes import StartError
 
+    def terminated(signum: int, _frame: object) -> None:
+        # CI and `timeout` stop a run with SIGTERM: unwind as Ctrl-C does, so every process the
+        # demo started is stopped by its `finally`.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
     options = DemoOptions(
         example=example,
         scenario=scenario.resolve(),

@@ -159,6 +159,13 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
         ],
         # Session events for `cadre logs`, read through the API server's pod proxy.
         "ports": [{"name": "events", "containerPort": HARNESS_EVENTS_PORT, "protocol": "TCP"}],
+        # Ready only once it serves: an Agent is Ready when its harness works, not when a pod
+        # that crashes at start merely exists.
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": "events"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
         "volumeMounts": [{"name": "state", "mountPath": HARNESS_STATE_DIR}],
         "resources": resources,
         "securityContext": {

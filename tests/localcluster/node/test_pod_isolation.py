@@ -5,7 +5,6 @@ out the same pod address."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import stat
 from collections.abc import Iterator
@@ -19,8 +18,8 @@ from tests.localcluster.conftest import REPO, Http
 from tests.localcluster.node.conftest import eventually, pod_status, python_pod
 
 pytestmark = pytest.mark.skipif(
-    namespaces.available(rootless=os.geteuid() != 0) is not None,
-    reason=f"PID namespaces are not available here: {namespaces.available(os.geteuid() != 0)}",
+    namespaces.available() is not None,
+    reason=f"PID namespaces are not available here: {namespaces.available()}",
 )
 
 
@@ -121,7 +120,10 @@ def test_two_local_clusters_never_share_a_pod_address(
     other = Http(server.url, ca, server.admin_token)
     binder = (
         "import os, socket, time\n"
-        "s = socket.socket(); s.bind((os.environ['POD_IP'], 8080)); s.listen()\n"
+        # SO_REUSEADDR as servers set it: an earlier pod's closed connections (TIME_WAIT) on
+        # a reused address do not count, another listener does.
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind((os.environ['POD_IP'], 8080)); s.listen()\n"
         "print('bound', flush=True); time.sleep(600)\n"
     )
     pod_ip = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}

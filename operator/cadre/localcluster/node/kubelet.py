@@ -4,9 +4,10 @@ status as a kubelet does, serves their logs, and ends them gracefully.
 It also plays the scheduler (binds every unscheduled pod to its one node). It runs on the API
 server's event loop and uses the cluster's object layer directly (a real kubelet would use the
 API over HTTP; the writes it makes are the same). Isolation is described in
-docs/localcluster.md: each pod gets its own loopback address and, when the kubelet runs as
-root, its own host user ids (as Kubernetes user namespaces do), so pods cannot read each
-other's environment, files or secrets.
+docs/localcluster.md: each pod gets its own loopback address, reserved machine-wide
+(``slots.py``), each container its own PID and mount namespaces (``namespaces.py``) and, when
+the kubelet runs as root, its own host user ids (as Kubernetes user namespaces do), so pods
+cannot see each other's processes nor read each other's environment, files or secrets.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class Kubelet:
             self.isolate = False
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self.simulate:
-            missing = namespaces.available(rootless=os.geteuid() != 0)
+            missing = namespaces.available()
             self.namespaces = missing is None
             if missing is not None:
                 log.warning(

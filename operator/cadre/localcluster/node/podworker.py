@@ -262,8 +262,7 @@ class PodWorker:
         # One file per run: the kubelet keeps the current and the previous instance's logs.
         log_path = self.root / "logs" / f"{container.name}-{container.restart_count}.log"
         if self.kubelet.namespaces:
-            argv = namespaces.wrap(argv, uid, gid, rootless=os.geteuid() != 0)
-            uid = gid = None  # taken inside the namespaces, by setpriv
+            argv = namespaces.wrap(argv)
         container.killed = False
         # Readable only by the kubelet (and so by the API server's log subresource): one
         # pod's transcript is not another pod's to read.
