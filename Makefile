@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit crds manifests demo bench clean
+.PHONY: test test-crowded lint typecheck unit crds manifests demo bench clean
 
 # Create the virtualenv and install Cadre with its dev extras; redone when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -28,6 +28,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+# The suite beside a second local cluster and two busy loops (tools/crowded.py).
+test-crowded: $(STAMP)
+	$(BIN)/python -m tools.crowded -q
 
 crds: $(STAMP)
 	$(BIN)/cadre crds --output-dir crds

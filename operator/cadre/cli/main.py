@@ -222,13 +222,19 @@ def apiserver(host: str, port: int, kubeconfig: Path, crd_dir: Path | None) -> N
 )
 @click.option("--simulate", is_flag=True, help="Mark pods Running without starting them.")
 @click.option(
+    "--allow-unconfined",
+    is_flag=True,
+    help="Run sandboxes of Agents on the real model API even where pods get no namespaces.",
+)
+@click.option(
     "--no-operator",
     is_flag=True,
     help="Do not start Cadre's operator (run your own, or none).",
 )
 def up(
-    host: str, port: int, state_dir: Path, crd_dir: Path | None, simulate: bool, no_operator: bool
-) -> None:
+    host: str, port: int, state_dir: Path, crd_dir: Path | None, simulate: bool,
+    allow_unconfined: bool, no_operator: bool,
+) -> None:  # fmt: skip
     """Run the local cluster (API server, process kubelet, Cadre's operator) in the foreground.
 
     Prints a line starting with "ready" once it accepts work; stops every pod on Ctrl-C.
@@ -246,6 +252,7 @@ def up(
             port=port,
             crd_dir=crd_dir,
             simulate=simulate,
+            allow_unconfined=allow_unconfined,
             operator=not no_operator,
         )
     )

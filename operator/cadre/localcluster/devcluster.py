@@ -34,6 +34,7 @@ async def run_dev_cluster(
     port: int = 6443,
     crd_dir: Path | None = None,
     simulate: bool = False,
+    allow_unconfined: bool = False,
     operator: bool = True,
 ) -> None:
     """Start everything, print ``ready``, serve until SIGINT/SIGTERM, then stop every pod.
@@ -41,7 +42,9 @@ async def run_dev_cluster(
     began = time.monotonic()
     server = LocalApiServer(host, port, crd_dir=crd_dir)
     await server.start()
-    kubelet = Kubelet(server, state_dir / "node", simulate=simulate)
+    kubelet = Kubelet(
+        server, state_dir / "node", simulate=simulate, allow_unconfined=allow_unconfined
+    )
     await kubelet.start()
     kubeconfig = state_dir / "kubeconfig"
     write_kubeconfig(kubeconfig, server.kubeconfig())

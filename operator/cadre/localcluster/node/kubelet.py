@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from cadre.api import GROUP
+from cadre.api.names import AGENT_LABEL, COMPONENT_LABEL
 from cadre.api.types import Obj
 from cadre.localcluster.apiserver.metadata import now
 from cadre.localcluster.apiserver.server import ApiServer
@@ -52,6 +54,7 @@ class Kubelet:
         backoff: float = 10.0,
         tick: float = 0.1,
         start_delay: dict[str, float] | None = None,
+        allow_unconfined: bool = False,
     ) -> None:
         self.server = server
         self.start_delay = start_delay or {}
@@ -63,6 +66,8 @@ class Kubelet:
         self.tick = tick
         self.runtime: Runtime = detect_runtime()
         self.isolate = os.geteuid() == 0 and self.runtime.shared
+        self.allow_unconfined = allow_unconfined
+        """Run sandboxes of Agents on the real model API even without namespaces."""
         self.namespaces = False
         """Every container in its own PID and mount namespaces (``namespaces.py``); set at
         start, where this machine allows it."""
@@ -122,6 +127,26 @@ class Kubelet:
                 rtype, namespace, name, "application/merge-patch+json", {"status": status}, "status"
             )
 
+    def unconfined_refusal(self, pod: Obj) -> str | None:
+        """Why a pod must not start here: a sandbox runs commands a real model wrote, and
+        without namespaces nothing confines them to the pod (a scripted model's sandboxes,
+        and every other pod, still run). None when it may start."""
+        if self.namespaces or self.allow_unconfined:
+            return None
+        labels = pod["metadata"].get("labels") or {}
+        if labels.get(COMPONENT_LABEL) != "sandbox":
+            return None
+        namespace = pod["metadata"]["namespace"]
+        agent = self.server.store.get((GROUP, "agents"), namespace, labels.get(AGENT_LABEL, ""))
+        base_url = ((agent or {}).get("spec") or {}).get("baseURL") or ""
+        if base_url and "api.anthropic.com" not in base_url:
+            return None
+        return (
+            "this machine gives pods no PID namespaces, so the commands a real model writes"
+            " would run unconfined on it; start `cadre dev up --allow-unconfined` to accept"
+            " that, or use a real cluster"
+        )
+
     def write_status(self, pod: Obj, status: Obj) -> None:
         meta = pod["metadata"]
         with contextlib.suppress(ApiError):
@@ -158,7 +183,9 @@ class Kubelet:
             if missing is not None:
                 log.warning(
                     "LOCAL PODS HAVE NO PID NAMESPACES (%s): a process a pod detaches can"
-                    " outlive it, and pods see each other's processes.", missing,
+                    " outlive it, and pods see each other's processes. Sandboxes of Agents on"
+                    " the real model API will not start%s.", missing,
+                    " (--allow-unconfined was given: they will)" if self.allow_unconfined else "",
                 )  # fmt: skip
         if not self.isolate:
             reason = (

@@ -50,6 +50,8 @@ class Node(Protocol):
 
     def finish(self, worker: PodWorker) -> None: ...
 
+    def unconfined_refusal(self, pod: Obj) -> str | None: ...
+
 
 _UID_BASE = 200_000  # pod slot n maps container uid u to host uid BASE + n*65536 + u
 _IP_PREFIX = "127.1"
@@ -151,6 +153,13 @@ class PodWorker:
                     " ghcr.io/cadre-dev/sandbox)"
                 )
                 container.state = {"waiting": {"reason": "ErrImagePull", "message": message}}
+            self.report()
+            await self._wait_for_deletion()
+            return
+        refused = self.kubelet.unconfined_refusal(self.pod)
+        if refused is not None:
+            for container in self.containers:
+                container.state = {"waiting": {"reason": "Unconfined", "message": refused}}
             self.report()
             await self._wait_for_deletion()
             return
