@@ -414,7 +414,9 @@ async def test_killing_the_harness_with_three_sessions_in_flight_loses_and_repea
         for _ in range(60):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cadre.cli.main", "harness", "--agent", "engineer",
-                "--namespace", NS, "--state-dir", str(state),
+                # No events server: outside a pod it would bind 0.0.0.0:8090, which another
+                # local cluster's harness pods (127.1.x.y:8090) make unavailable.
+                "--namespace", NS, "--state-dir", str(state), "--events-port", "0",
                 env={**os.environ, "KUBECONFIG": str(kubeconfig), "ANTHROPIC_API_KEY": "sk-test",
                      MODEL_BASE_URL_ENV: url},
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
