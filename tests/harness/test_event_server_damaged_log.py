@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from cadre.cli.eventtext import describe
-from cadre.harness.eventserver import DAMAGED, EventServer
+from cadre.harness.eventserver import DAMAGED, EventServer, bind_host
 
 
 def _event(seq: int) -> bytes:
@@ -58,3 +58,9 @@ async def test_a_damaged_line_is_named_not_skipped(served: tuple[str, Path]) -> 
     shown = describe(events[1])
     assert shown is not None
     assert "DAMAGED LOG: line 2 of the session log is damaged" in shown
+
+
+def test_the_events_server_listens_on_the_pods_address_or_loopback() -> None:
+    assert bind_host("10.1.2.3") == "10.1.2.3"
+    assert bind_host(None) == "127.0.0.1"  # outside a pod: never every interface
+    assert bind_host("") == "127.0.0.1"

@@ -80,6 +80,7 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
     import kubernetes
 
     from cadre.harness import logs
+    from cadre.harness.eventserver import bind_host
     from cadre.harness.process import HarnessProcess
     from cadre.harness.taskapi import TaskApi
 
@@ -95,9 +96,7 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         with kubernetes.client.ApiClient() as client:
-            # The pod's own address: the API server's proxy reaches it there (and in the local
-            # cluster, pods share the host's ports on 0.0.0.0).
-            host = os.environ.get(POD_IP_ENV) or "0.0.0.0"  # noqa: S104 - a pod's only address
+            host = bind_host(os.environ.get(POD_IP_ENV))
             address = (host, events_port) if events_port else None
             harness = HarnessProcess(
                 agent, TaskApi(client, namespace), state_dir, api_key,
