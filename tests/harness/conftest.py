@@ -76,6 +76,19 @@ async def run_session(
     return outcome, log
 
 
+def unmarked(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages without their cache breakpoints (which move to each request's last block)."""
+    plain = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [{k: v for k, v in b.items() if k != "cache_control"} for b in content]
+            if len(content) == 1 and content[0]["type"] == "text" and message["role"] == "user":
+                content = content[0]["text"]
+        plain.append({**message, "content": content})
+    return plain
+
+
 def work_requests(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The model requests of the sessions' work: without the end-of-Task lesson requests."""
     return [r for r in requests if r["messages"][-1]["content"] != LESSON_REQUEST]

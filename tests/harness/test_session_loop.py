@@ -4,6 +4,7 @@ a real sandbox server: tool use, every stop reason, every limit, retries, cache 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,13 @@ from cadre.harness.session import Session, SessionConfig, SessionLimits
 from cadre.harness.sessionlog import SessionLog, read
 from cadre.harness.task_status import effective_limits
 
-from tests.harness.conftest import ModelFactory, lesson_requests, run_session, sandbox_client
+from tests.harness.conftest import (
+    ModelFactory,
+    lesson_requests,
+    run_session,
+    sandbox_client,
+    unmarked,
+)
 from tests.sandbox.conftest import SandboxProcess
 
 
@@ -204,8 +211,9 @@ async def test_errors_beyond_the_retries_fail_the_session_clearly(
     url, _ = await scripted(
         {"agents": {"engineer": [{"text": "ok", "fail_first": [{"status": 529}] * 3}]}}
     )
-    ended, _ = await run_session(url, sandbox, tmp_path / "log.jsonl", _config(), retries=1)
-    assert (ended["outcome"], ended["reason"]) == ("Failed", "ModelError")
+    config = dataclasses.replace(_config(), model_patience_seconds=0)
+    ended, _ = await run_session(url, sandbox, tmp_path / "log.jsonl", config, retries=1)
+    assert (ended["outcome"], ended["reason"]) == ("Failed", "ModelOverloaded")
     assert "529" in ended["message"]
 
 
@@ -295,10 +303,13 @@ async def test_the_lesson_is_asked_once_on_the_cached_prefix_and_logged_with_its
     last_turn = model.requests[-2]
     assert asked[0]["system"] == last_turn["system"]
     assert asked[0]["tools"] == last_turn["tools"]
-    assert asked[0]["messages"][:-1] == [
-        *last_turn["messages"],
+    assert unmarked(asked[0]["messages"][:-1]) == [
+        *unmarked(last_turn["messages"]),
         {"role": "assistant", "content": [{"type": "text", "text": "Done: greeting says hi."}]},
     ]
+    # The conversation carries the cache breakpoint, the question after it does not: the
+    # whole conversation is read from the cache.
+    assert asked[0]["messages"][-2]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     events = read(path)
     assert [e["type"] for e in events][-2:] == ["session.status_terminated", "session.lesson"]
     state = replay(events, prices_for("claude-sonnet-4-6"))

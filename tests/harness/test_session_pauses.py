@@ -17,7 +17,7 @@ from cadre.harness.sandbox_client import SandboxClient, StaticSandbox, ToolOutco
 from cadre.harness.session import Session, SessionConfig, Suspend, Verdict
 from cadre.harness.sessionlog import SessionLog
 
-from tests.harness.conftest import ModelFactory
+from tests.harness.conftest import ModelFactory, unmarked
 
 
 @dataclass
@@ -113,7 +113,7 @@ async def test_a_result_in_review_reopens_with_feedback_until_the_rounds_run_out
     changes = Verdict("round-1", False, "Shorter, please.", "boss", 1)
     outcome, session = await run(url, path, cfg, verdict=changes)
     assert (outcome["outcome"], outcome["result"]) == ("InReview", "Version two.")
-    assert model.requests[-1]["messages"][-1]["content"] == (
+    assert unmarked(model.requests[-1]["messages"])[-1]["content"] == (
         "Changes requested by boss (round 1 of at most 1):\nShorter, please."
     )
     assert session.state.deliveries == 2

@@ -162,6 +162,35 @@ class Pricing(ApiModel):
     """Input tokens written to the prompt cache; defaults to 1.25 times ``input``."""
 
 
+class CompactionMode(StrEnum):
+    """How a long session's context is kept within the model's window."""
+
+    AUTO = "Auto"
+    """The API's own compaction where the model has it (claude-sonnet-4-6, claude-opus-4-6),
+    else the harness's."""
+    SERVER = "Server"
+    """The API's own (``compact_20260112``), whatever the model: for endpoints that have it."""
+    CLIENT = "Client"
+    """The harness asks the model to summarise the older turns and keeps the recent ones."""
+    OFF = "Off"
+    """Never: a session that outgrows the window fails ``ContextWindowExceeded``."""
+
+
+class ContextPolicy(ApiModel):
+    """How the harness keeps a session within the model's context window."""
+
+    window_tokens: Annotated[int, Field(ge=4096, le=10_000_000)] | None = None
+    """The model's context window; defaults to the harness's table (200,000 for Claude)."""
+    compaction: CompactionMode = CompactionMode.AUTO
+    """``Auto`` (default), ``Server``, ``Client`` or ``Off``."""
+    compact_at_percent: Annotated[int, Field(ge=10, le=95)] = 75
+    """Compact once a request's input reaches this share of the window."""
+    keep_recent_turns: Annotated[int, Field(ge=0, le=50)] = 4
+    """Client-side: the model's last answers (with their tool results) kept verbatim."""
+    instructions: Annotated[str, StringConstraints(max_length=4096)] = ""
+    """Added to the summary request: what a summary of this Agent's work must keep."""
+
+
 class AgentSpec(ApiModel):
     """The desired state of an Agent."""
 
@@ -189,6 +218,8 @@ class AgentSpec(ApiModel):
     """Bounds on each session; a Task may override them."""
     memory: Memory = Field(default_factory=Memory)
     """What the Agent remembers across Tasks."""
+    context: ContextPolicy = Field(default_factory=ContextPolicy)
+    """How long sessions are kept within the model's context window."""
     pricing: Pricing | None = None
     """Token prices for cost accounting, when the operator's table lacks this model."""
     max_concurrent_tasks: Annotated[int, Field(ge=1, le=1000)] = 4

@@ -62,7 +62,15 @@ FINAL_PHASES: frozenset[str] = frozenset(
 """Phases a Task never leaves."""
 
 INFRASTRUCTURE_FAILURES = frozenset(
-    {"ModelError", "ModelUnreachable", "SandboxUnavailable", "SessionLogDamaged"}
+    {
+        "ModelError",
+        "ModelRateLimited",
+        "ModelOverloaded",
+        "ModelStreamInterrupted",
+        "ModelUnreachable",
+        "SandboxUnavailable",
+        "SessionLogDamaged",
+    }
 )
 """Reasons a Task fails for something outside its work (the model API, the sandbox pod, the
 harness's volume). Nothing about the work is learned from them: no lesson goes into memory."""
@@ -194,6 +202,13 @@ class Usage(ApiModel):
     """Input tokens written to the prompt cache."""
     cost_usd: UsdAmount = Field(default="0", alias="costUSD")
     """Cost in US dollars, from the price table."""
+    compactions: Annotated[int, Field(ge=0)] = 0
+    """Times the conversation was compacted to stay within the context window."""
+    context_tokens: Annotated[int, Field(ge=0)] = 0
+    """Input tokens of the latest model call: how full the context window is."""
+    model_errors: Annotated[int, Field(ge=0)] = 0
+    """Model calls that failed after the SDK's own retries (rate limits, overload, server
+    errors, cut streams) and were tried again by the harness."""
 
 
 class SessionStatus(ApiModel):

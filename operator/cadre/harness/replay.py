@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from cadre.api.types import Obj
+from cadre.harness.context import (
+    after_client_compaction,
+    after_server_compaction,
+    compaction_blocks,
+    estimate,
+)
 from cadre.harness.pricing import Prices, cost
 from cadre.harness.sessionlog import Event
 
@@ -52,6 +58,25 @@ class State:
     lesson: str | None = None
     """The model's lesson, asked for once the session ended ("" when none could be had)."""
     started_at: float = 0.0
+    prompt: str = ""
+    """The Task's prompt: the first message, which a client-side compaction keeps."""
+    compactions: int = 0
+    compacting: Obj | None = None
+    """A client-side compaction logged as started and not yet ended (``reason``, ``cut``)."""
+    compacted_last: bool = False
+    """The conversation was compacted and the model has not answered since."""
+    recovering: bool = False
+    """A compaction was forced by an overflow (the window exceeded) and no answer has come
+    through whole since: a second overflow then ends the session."""
+    context_tokens: int | None = None
+    """Input plus output tokens of the latest answer (what the next request starts from); None
+    once a client-side compaction changed the conversation."""
+    added_tokens: int = 0
+    """Estimated tokens added to the conversation since the latest answer."""
+    model_errors: int = 0
+    error_streak: int = 0
+    """Model calls failed in a row (after the SDK's retries), and when the first of them was."""
+    streak_started: float = 0.0
     applied: int = 0
     """How many of the log's events are folded in."""
 
@@ -87,7 +112,9 @@ def apply(state: State, event: Event, prices: Prices) -> None:
         state.started_at = event["time"]
         state.context = event.get("context")
     elif kind == "user.message":
+        state.prompt = state.prompt or event["content"]
         state.messages.append({"role": "user", "content": event["content"]})
+        state.added_tokens += estimate(event["content"])
         state.last_stop = None
     elif kind == "session.status_idle":
         state.idle = event["reason"]
@@ -98,14 +125,22 @@ def apply(state: State, event: Event, prices: Prices) -> None:
         if not event["accepted"]:
             state.review_round = max(state.review_round, int(event["round"]))
             state.messages.append({"role": "user", "content": event["content"]})
+            state.added_tokens += estimate(event["content"])
             state.last_stop = None
     elif kind == "span.model_request_end":
         state.turns += 1
+        measured = event["usage"]
+        state.context_tokens = sum(int(measured.get(key) or 0) for key in USAGE_KEYS)
+        state.added_tokens, state.compacted_last, state.error_streak = 0, False, 0
+        if event.get("stop_reason") != "model_context_window_exceeded":
+            state.recovering = False
         for key in USAGE_KEYS:
             state.usage[key] += int(event["usage"].get(key) or 0)
         state.cost_usd += cost(prices, event["usage"])
     elif kind == "agent.message":
         _append_assistant(state.messages, event["content"])
+        if compaction_blocks(event["content"]) is not None:
+            state.messages = after_server_compaction(state.messages)
         state.last_stop = event["stop_reason"]
         state.pending = [b for b in event["content"] if b.get("type") == "tool_use"]
         state.results, state.sent = {}, set()
@@ -118,11 +153,32 @@ def apply(state: State, event: Event, prices: Prices) -> None:
             "content": event["content"],
             "is_error": event["is_error"],
         }
+        state.added_tokens += estimate(event["content"])
         state.reported.update(event.get("reported") or ())
         if state.pending and all(b["id"] in state.results for b in state.pending):
             ordered = [state.results[b["id"]] for b in state.pending]
             state.messages.append({"role": "user", "content": ordered})
             state.pending, state.last_stop = [], "tool_results"
+    elif kind == "span.compaction_start":
+        state.compacting = {"reason": event["reason"], "cut": event["cut"]}
+    elif kind == "session.compacted":
+        state.compactions += 1
+        state.compacting = None
+        for key in USAGE_KEYS:
+            state.usage[key] += int(event["usage"].get(key) or 0)
+        state.cost_usd += cost(prices, event["usage"])
+        if event["path"] == "client":
+            state.messages = after_client_compaction(
+                state.prompt, event["summary"], state.messages, event["cut"]
+            )
+            state.context_tokens, state.added_tokens = None, 0
+            state.compacted_last = True
+            state.recovering = state.recovering or event["reason"] != "threshold"
+    elif kind == "span.model_request_error":
+        state.model_errors += 1
+        state.error_streak += 1
+        if state.error_streak == 1:
+            state.streak_started = event["time"]
     elif kind == "session.status_terminated":
         state.outcome = {k: v for k, v in event.items() if k not in ("seq", "type", "time")}
     elif kind == "session.lesson":

@@ -20,13 +20,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
 import anthropic
 
 from cadre.api.types import Obj
+from cadre.harness.context import (
+    COMPACT_BETA,
+    ContextPlan,
+    boundary,
+    estimate,
+    plan_for,
+    summary_request,
+    with_breakpoint,
+)
+from cadre.harness.model_errors import ModelFailure, classify
 from cadre.harness.pricing import Prices
 from cadre.harness.replay import (
     AWAITING_REVIEW,
@@ -103,6 +113,15 @@ class SessionConfig:
     review_required: bool = False
     """Whether a finished answer waits ``InReview`` for a verdict instead of succeeding."""
     max_review_rounds: int = 3
+    context_plan: ContextPlan | None = None
+    """How the context window is managed (None: the defaults for the model)."""
+    model_patience_seconds: float = 300.0
+    """How long model calls failing in a row (rate limited, overloaded, server errors, cut
+    streams: each after the SDK's own retries) are tried again before the session fails."""
+    plan: ContextPlan = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan", self.context_plan or plan_for(self.model))
 
     def system_blocks(self) -> list[Obj]:
         """The stable prefix, with the cache marker on its last block (tools carry their own)."""
@@ -250,16 +269,14 @@ class Session:
         )
         if not finished or str(outcome.get("reason", "")).startswith("Max") or self.over_budget():
             return ""
-        messages = [*state.messages, {"role": "user", "content": LESSON_REQUEST}]
+        # The conversation (with its cache breakpoint, so it is read from the cache) and the
+        # question after it.
+        request = self._request(state.messages, max_tokens=300)
+        request["messages"] = [*request["messages"], {"role": "user", "content": LESSON_REQUEST}]
+        request.pop("context_management", None)
         try:
             async with asyncio.timeout(within):
-                message = await self.client.messages.create(
-                    model=self.config.model,
-                    max_tokens=300,
-                    system=self.config.system_blocks(),  # type: ignore[arg-type]
-                    tools=self.config.tool_definitions(),  # type: ignore[arg-type]
-                    messages=messages,  # type: ignore[arg-type]
-                )
+                message = await self.client.beta.messages.create(**request)
         except (TimeoutError, anthropic.APIError) as err:
             self.say(f"no lesson: {err}")
             return ""
@@ -333,13 +350,14 @@ class Session:
     async def _step(self, state: State) -> State:
         stop = state.last_stop
         last = state.messages[-1]["content"][-1:] if state.messages else []
-        if stop == "max_tokens" and last and last[0].get("type") == "tool_use":
+        cut_short = stop in ("max_tokens", "model_context_window_exceeded")
+        if cut_short and last and last[0].get("type") == "tool_use":
             # Its input may be cut off: running it could do something the model never meant.
             return self._end(
                 state,
                 "Failed",
                 "OutputTruncated",
-                "the model's tool call was cut off at max_tokens",
+                f"the model's tool call was cut off ({stop})",
             )
         if state.pending:
             await self._run_tools(state)
@@ -350,17 +368,133 @@ class Session:
             return self._end(state, "Succeeded", "Completed", "the agent finished its work")
         if stop == "refusal":
             return self._end(state, "Failed", "Refusal", "the model declined to continue")
-        # None (start), tool_results, max_tokens (continue the text) and pause_turn (resume the
-        # server's turn) all ask the model again with the conversation as it is.
+        # None (start), tool_results, max_tokens (continue the text), pause_turn and
+        # compaction (resume the server's turn) all ask the model again with the conversation
+        # as it is, once it fits the window.
         reached = self._limit_reached(state)
         if reached is not None:
             return self._end(state, "Failed", *reached)
+        if state.compacting is not None:
+            await self._compact(state, state.compacting["reason"], state.compacting["cut"])
+            return self._caught_up()
+        if stop == "model_context_window_exceeded":
+            await self._overflow(state, "window", "the model's answer reached the context window")
+            return self._caught_up()
+        if await self._needs_compaction(state):
+            await self._compact(state, "threshold" if self.config.plan.mode == "client" else
+                                "overflow")  # fmt: skip
+            return self._caught_up()
         await self._call_model(state)
         return self._caught_up()
 
-    async def _call_model(self, state: State) -> None:
-        turn = state.turns + 1
-        self.log.append("span.model_request_start", turn=turn)
+    def _size(self, state: State) -> int:
+        """The next request's input tokens as known: the latest answer's measured input and
+        output, plus an estimate of what was added since (or, right after a client-side
+        compaction, an estimate of the whole request)."""
+        if state.context_tokens is not None:
+            return state.context_tokens + state.added_tokens
+        config = self.config
+        return estimate([config.system_blocks(), config.tool_definitions(), state.messages])
+
+    async def _needs_compaction(self, state: State) -> bool:
+        """Client-side: compact at the trigger. Server-side the API compacts at the trigger,
+        but a prompt over the whole window (a huge tool result) must shrink here first. Near
+        the limit the estimate is checked with ``count_tokens``."""
+        plan = self.config.plan
+        if plan.mode == "off" or state.compacted_last:
+            return False
+        limit = plan.trigger if plan.mode == "client" else plan.window
+        size = self._size(state)
+        if size < limit * 0.85:
+            return False
+        exact = await self._count_tokens(state)
+        return (exact if exact is not None else size) >= limit
+
+    async def _count_tokens(self, state: State) -> int | None:
+        try:
+            async with asyncio.timeout(30):
+                counted = await self.client.beta.messages.count_tokens(
+                    model=self.config.model,
+                    system=self.config.system_blocks(),  # type: ignore[arg-type]
+                    tools=self.config.tool_definitions(),  # type: ignore[arg-type]
+                    messages=state.messages,  # type: ignore[arg-type]
+                    **self._betas(),
+                )
+        except (TimeoutError, anthropic.APIError):
+            return None  # an endpoint without count_tokens: the estimate decides
+        return int(counted.input_tokens)
+
+    def _betas(self) -> Obj:
+        return {"betas": [COMPACT_BETA]} if self.config.plan.mode == "server" else {}
+
+    def _request(self, messages: list[Obj], max_tokens: int) -> Obj:
+        """Everything a model request sends but its streaming: the stable prefix (cached),
+        the conversation with its moving cache breakpoint, and server-side compaction where
+        the plan has it."""
+        request: Obj = {
+            "model": self.config.model,
+            "max_tokens": max_tokens,
+            "system": self.config.system_blocks(),
+            "tools": self.config.tool_definitions(),
+            "messages": with_breakpoint(messages),
+            **self._betas(),
+        }
+        if self.config.plan.mode == "server":
+            request["context_management"] = self.config.plan.context_management()
+        return request
+
+    async def _overflow(self, state: State, reason: str, what: str) -> None:
+        """The window was exceeded: compact once and go on; a second time in a row, fail."""
+        plan = self.config.plan
+        if plan.mode == "off" or state.recovering or state.compacted_last:
+            tried = "" if plan.mode == "off" else " even after a compaction"
+            self._end(state, "Failed", "ContextWindowExceeded",
+                      f"{what}{tried} (window {plan.window} tokens)")  # fmt: skip
+            return
+        await self._compact(state, reason)
+
+    async def _compact(self, state: State, reason: str, cut: int | None = None) -> None:
+        """Client-side compaction: the model summarises the conversation before ``cut``; the
+        summary and the turns from ``cut`` on replace it. Logged before (with the cut, so a
+        resumed session redoes the same one) and after (with the summary)."""
+        plan = self.config.plan
+        if cut is None:
+            cut = boundary(state.messages, plan.keep_recent_turns)
+            if cut is None:
+                kept = plan.keep_recent_turns
+                self._end(state, "Failed", "ContextWindowExceeded",
+                          f"the context window ({plan.window} tokens) is full and nothing is "
+                          f"older than the {kept} turns kept verbatim")  # fmt: skip
+                return
+            self.log.append("span.compaction_start", reason=reason, cut=cut)
+            self.say(f"compacting the conversation ({reason})")
+        config = self.config
+        older = estimate([config.system_blocks(), config.tool_definitions(), state.messages[:cut]])
+        fit = older > plan.window * 0.9
+        request = self._request(summary_request(state.messages, cut, plan.instructions, fit),
+                                max_tokens=min(config.max_output_tokens, 8192))  # fmt: skip
+        request.pop("context_management", None)  # a summary is asked for, not compacted again
+        message = await self._ask(state, request)
+        if message is None:
+            return
+        summary = "\n".join(b.text for b in message.content if b.type == "text").strip()
+        if not summary:
+            self._end(state, "Failed", "CompactionFailed", "the model wrote no summary")
+            return
+        usage = {key: int(getattr(message.usage, key, 0) or 0) for key in USAGE_KEYS}
+        self.log.append("session.compacted", path="client", reason=reason, cut=cut,
+                        summary=summary, usage=usage, message_id=message.id)  # fmt: skip
+        self.say(f"compacted: {len(state.messages)} messages into a summary and "
+                 f"{len(state.messages) - cut} kept")  # fmt: skip
+        after = self._caught_up()
+        if self._size(after) > plan.window:
+            self._end(after, "Failed", "ContextWindowExceeded",
+                      f"even compacted, the conversation needs about {self._size(after)} tokens "
+                      f"of the {plan.window}-token window")  # fmt: skip
+
+    async def _ask(self, state: State, request: Obj) -> Any:
+        """One streamed model call; None when it failed (logged, and the session ended or
+        left to try again: the step loop re-issues it)."""
         remaining = None
         if self.config.limits.timeout_seconds is not None:
             remaining = max(
@@ -368,35 +502,47 @@ class Session:
             )
         try:
             async with asyncio.timeout(remaining):
-                async with self.client.messages.stream(
-                    model=self.config.model,
-                    max_tokens=self.config.max_output_tokens,
-                    system=self.config.system_blocks(),  # type: ignore[arg-type]
-                    tools=self.config.tool_definitions(),  # type: ignore[arg-type]
-                    messages=state.messages,  # type: ignore[arg-type]
-                ) as stream:
-                    message = await stream.get_final_message()
+                async with self.client.beta.messages.stream(**request) as stream:
+                    return await stream.get_final_message()
         except TimeoutError:
-            remaining_limit = self.config.limits.timeout_seconds or 0
-            self._end(
-                state,
-                "Failed",
-                "TimeoutReached",
-                f"the session ran longer than its timeout of {remaining_limit:g}s",
-            )
+            limit = self.config.limits.timeout_seconds or 0
+            self._end(state, "Failed", "TimeoutReached",
+                      f"the session ran longer than its timeout of {limit:g}s")  # fmt: skip
+            return None
+        except Exception as err:  # classified below; anything else propagates
+            failure = classify(err)
+            if failure is None:
+                raise
+        await self._failed(state, failure)
+        return None
+
+    async def _failed(self, state: State, failure: ModelFailure) -> None:
+        self.log.append("span.model_request_error", turn=state.turns + 1, **failure.event())
+        self.say(f"model call failed: {failure.message}")
+        state = self._caught_up()
+        if failure.too_long:
+            if state.compacting is not None:  # the summary request itself is too long
+                self._end(state, "Failed", "ContextWindowExceeded", failure.message)
+            else:
+                await self._overflow(state, "prompt_too_long", failure.message)
             return
-        except anthropic.APIStatusError as err:
-            self._end(
-                state,
-                "Failed",
-                "ModelError",
-                f"the model API answered {err.status_code}: {err.message}",
-            )
+        waited = time.time() - state.streak_started
+        patience = self.config.model_patience_seconds
+        if not failure.retryable or waited >= patience:
+            tried = f" (tried again for {waited:.0f}s)" if failure.retryable else ""
+            self._end(state, "Failed", failure.reason, failure.message + tried)
             return
-        except anthropic.APIConnectionError as err:
-            self._end(
-                state, "Failed", "ModelUnreachable", f"the model API could not be reached: {err}"
-            )
+        backoff = failure.retry_after
+        if backoff is None:
+            backoff = min(2.0 ** (state.error_streak - 1), 60.0)
+        await asyncio.sleep(min(backoff, max(patience - waited, 0.0)))
+
+    async def _call_model(self, state: State) -> None:
+        turn = state.turns + 1
+        self.log.append("span.model_request_start", turn=turn)
+        request = self._request(state.messages, self.config.max_output_tokens)
+        message = await self._ask(state, request)
+        if message is None:
             return
         content = [block.model_dump(exclude_none=True) for block in message.content]
         usage = {key: int(getattr(message.usage, key, 0) or 0) for key in USAGE_KEYS}
@@ -407,12 +553,26 @@ class Session:
             "message_id": message.id,
         }
         answer = {"content": content, "stop_reason": message.stop_reason}
-        self.log.append_all([("span.model_request_end", end), ("agent.message", answer)])
+        events: list[tuple[str, Obj]] = [("span.model_request_end", end),
+                                         ("agent.message", answer)]  # fmt: skip
+        compacting = [
+            {key: int(getattr(it, key, 0) or 0) for key in USAGE_KEYS}
+            for it in (getattr(message.usage, "iterations", None) or [])
+            if getattr(it, "type", "") == "compaction"
+        ]
+        if any(block.get("type") == "compaction" for block in content):
+            # The API compacted: what it spent on that is not in the top-level usage.
+            spent = {key: sum(u[key] for u in compacting) for key in USAGE_KEYS}
+            events.append(("session.compacted", {"path": "server", "reason": "threshold",
+                                                  "usage": spent}))  # fmt: skip
+        self.log.append_all(events)
         for block in content:
             if block.get("type") == "text" and block.get("text"):
                 self.say(f"{self.config.agent}: {block['text']}")
             elif block.get("type") == "tool_use":
                 self.say(f"{self.config.agent} -> {block['name']} {_brief(block.get('input'))}")
+            elif block.get("type") == "compaction":
+                self.say("compacted by the model API")
 
     async def _run_tools(self, state: State) -> None:
         for block in state.pending:

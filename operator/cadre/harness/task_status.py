@@ -69,6 +69,9 @@ def build_usage_status(state: State) -> Obj:
             "cacheReadInputTokens": state.usage["cache_read_input_tokens"],
             "cacheCreationInputTokens": state.usage["cache_creation_input_tokens"],
             "costUSD": f"{state.cost_usd.quantize(Decimal('0.000001')).normalize():f}",
+            "compactions": state.compactions,
+            "contextTokens": state.context_tokens or 0,
+            "modelErrors": state.model_errors,
         },
     }
 

@@ -21,7 +21,6 @@ A reply's step is the number of assistant messages in the request, so a re-issue
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -29,10 +28,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from cadre.harness.context import COMPACTION_REQUEST
 from cadre.harness.session import LESSON_REQUEST
+from cadre.scriptedmodel.context import visible_messages
 
 StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"]
 _AGENT = re.compile(r"You are ([a-z0-9]([-a-z0-9]*[a-z0-9])?),")
+_PROGRESS = re.compile(r"\[scripted-progress answers=(\d+)\]")
+"""What the scripted model writes into its summaries: how many answers they cover. A real
+model needs no such count; the script does, to know its step once earlier answers are gone."""
 
 
 class ScenarioError(Exception):
@@ -52,6 +56,9 @@ class InjectedError(_Strict):
     status: int = 429
     type: str = ""
     message: str = "injected by the scenario"
+    cut_stream_after: int | None = None
+    """Instead of an error status: stream this many events of the reply, then drop the
+    connection (a stream cut mid-response)."""
 
 
 class Reply(_Strict):
@@ -82,6 +89,14 @@ class Scenario(_Strict):
     lessons: dict[str, str] = Field(default_factory=dict)
     """What each agent answers when the harness asks for its lesson as a Task ends (outside
     the script's steps); an agent not listed answers with a lesson naming the Task."""
+    context_windows: dict[str, int] = Field(default_factory=dict)
+    """Context windows by model name prefix, over the API's (small ones make long sessions
+    short to script)."""
+    min_compaction_trigger: int = 50_000
+    """The smallest ``trigger`` the ``compact_20260112`` edit accepts."""
+    min_cacheable_tokens: int = 0
+    """Prefixes shorter than this are not cached (the API's minimum is 1024 or more; the
+    default 0 because scripted prompts are tiny)."""
 
     @classmethod
     def load(cls, path: Path) -> Scenario:
@@ -108,12 +123,27 @@ def agent_of(request: dict[str, Any]) -> str:
     return match[1]
 
 
+def progress(messages: list[dict[str, Any]]) -> tuple[int, int]:
+    """Answers summarised away by the latest compaction (from the count the scripted model
+    wrote into its summary), and where the conversation after that summary starts."""
+    for index in range(len(messages) - 1, -1, -1):
+        content = messages[index].get("content")
+        for block in [{"text": content}] if isinstance(content, str) else content or []:
+            text = block.get("content") if block.get("type") == "compaction" else block.get("text")
+            match = _PROGRESS.search(text or "") if isinstance(text, str) else None
+            if match is not None:
+                return int(match[1]), index
+    return 0, 0
+
+
 def step_of(request: dict[str, Any], steps: list[Reply | Choices] | None = None) -> int:
-    """Which step of the script answers this request: one per earlier answer. A continuation
-    (the request ends with the assistant's partial answer, after max_tokens or pause_turn)
-    carries several steps' texts in that one message; they are counted by matching them."""
-    messages = request.get("messages", [])
-    step = sum(1 for m in messages if m.get("role") == "assistant")
+    """Which step of the script answers this request: one per earlier answer, those a
+    compaction summarised included. A continuation (the request ends with the assistant's
+    partial answer, after max_tokens or pause_turn) carries several steps' texts in that one
+    message; they are counted by matching them."""
+    messages = visible_messages(request.get("messages", []))
+    summarised, start = progress(messages)
+    step = summarised + sum(1 for m in messages[start:] if m.get("role") == "assistant")
     if not messages or messages[-1].get("role") != "assistant" or steps is None:
         return step
     remaining = _text_of(messages[-1].get("content"))
@@ -126,6 +156,29 @@ def step_of(request: dict[str, Any], steps: list[Reply | Choices] | None = None)
         remaining = remaining[len(text) :]
         step += 1
     return step
+
+
+def summary_of(request: dict[str, Any]) -> str:
+    """The scripted model's summary of a conversation (for either way of compacting)."""
+    messages = visible_messages(request.get("messages", []))
+    task = " ".join(first_message(request).split())[:200]
+    result = " ".join(last_result(request).split())[-300:]
+    return (
+        f"Working on: {task}\nLatest tool result: {result}\n"
+        f"[scripted-progress answers={step_of({'messages': messages})}]"
+    )
+
+
+def wants_summary(request: dict[str, Any]) -> bool:
+    """Whether this is a harness's client-side compaction (its summary request closes the
+    last user message)."""
+    messages = request.get("messages", [])
+    if not messages or messages[-1].get("role") != "user":
+        return False
+    content = messages[-1].get("content")
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+    last = blocks[-1] if blocks else {}
+    return last.get("type") == "text" and str(last.get("text", "")).startswith(COMPACTION_REQUEST)
 
 
 def last_result(request: dict[str, Any]) -> str:
@@ -149,9 +202,11 @@ def first_message(request: dict[str, Any]) -> str:
 
 
 def conversation_key(request: dict[str, Any]) -> str:
-    """Tells conversations apart (for errors served once per conversation and step)."""
+    """Tells conversations apart (for errors served once per conversation and step): the
+    agent and the first block of the first message (a compacted conversation keeps it)."""
     messages = request.get("messages", [])
-    first = json.dumps(messages[0], sort_keys=True) if messages else ""
+    content = messages[0].get("content") if messages else ""
+    first = content if isinstance(content, str) else _text_of((content or [])[:1])
     return f"{agent_of(request)}|{first}"
 
 
@@ -160,6 +215,8 @@ def choose(scenario: Scenario, request: dict[str, Any]) -> tuple[str, int, Reply
     steps = scenario.agents.get(agent)
     if steps is None:
         raise ScenarioError(f"the scenario has no agent {agent!r}")
+    if wants_summary(request):
+        return agent, step_of(request), Reply(text=summary_of(request))
     if last_message(request) == LESSON_REQUEST:
         title = (first_message(request).splitlines() or [""])[0][:80]
         default = f"Finished '{title}'; check the result against its criteria before delivering."

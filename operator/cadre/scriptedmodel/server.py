@@ -16,13 +16,29 @@ from typing import Any
 from aiohttp import web
 
 from cadre.api.types import Obj
+from cadre.scriptedmodel.context import (
+    COMPACT_BETA,
+    COMPACTION_MODELS,
+    CONTEXT_MANAGEMENT_BETA,
+    DEFAULT_COMPACTION_TRIGGER,
+    CacheUsage,
+    PromptCache,
+    clear_tool_uses,
+    prompt_blocks,
+    prompt_too_long,
+    tokens,
+    visible_messages,
+    window_of,
+)
 from cadre.scriptedmodel.scenario import (
+    InjectedError,
     Reply,
     Scenario,
     ScenarioError,
     choose,
     conversation_key,
     first_message,
+    summary_of,
 )
 
 _ERROR_TYPES = {
@@ -35,6 +51,14 @@ _ERROR_TYPES = {
 }
 
 
+def _usage(usage: CacheUsage) -> Obj:
+    return {
+        "input_tokens": usage.input_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": usage.cache_read_input_tokens,
+    }
+
+
 def _error(status: int, message: str, kind: str = "") -> web.Response:
     body = {
         "type": "error",
@@ -43,14 +67,6 @@ def _error(status: int, message: str, kind: str = "") -> web.Response:
     # The SDK honours retry-after-ms: retries stay fast in tests.
     headers = {"retry-after-ms": "10"} if status in (429, 500, 529) else {}
     return web.json_response(body, status=status, headers=headers)
-
-
-def _tokens(value: Any) -> int:
-    return max(1, len(json.dumps(value, separators=(",", ":"))) // 4)
-
-
-def _has_cache_marker(value: Any) -> bool:
-    return "cache_control" in json.dumps(value)
 
 
 class _Refused(Exception):  # noqa: N818 - carries the response that refuses the request
@@ -75,7 +91,10 @@ class ScriptedModel:
     arrivals: list[float] = field(default_factory=list)
     """Wall-clock time each request in ``requests`` arrived (benchmarks time first tokens)."""
     _errors_served: Counter[tuple[str, int]] = field(default_factory=Counter)
-    _cached_prefixes: set[str] = field(default_factory=set)
+    cache: PromptCache = field(default_factory=PromptCache)
+
+    def __post_init__(self) -> None:
+        self.cache.min_tokens = self.scenario.min_cacheable_tokens
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[_refusals])
@@ -110,32 +129,70 @@ class ScriptedModel:
 
     async def _count_tokens(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        return web.json_response(
-            {"input_tokens": _tokens([body.get("system"), body.get("tools"), body["messages"]])}
-        )
+        blocks = prompt_blocks(body, visible_messages(body["messages"]))
+        return web.json_response({"input_tokens": sum(b.tokens for b in blocks)})
+
+    def _edits(self, request: web.Request, body: Obj) -> tuple[Obj | None, Obj | None]:
+        """The request's compaction and tool-result-clearing edits, refused as the API
+        refuses them: without their beta header, on a model without compaction, with a
+        trigger under the minimum."""
+        betas = {b.strip() for b in request.headers.get("anthropic-beta", "").split(",")}
+        management = body.get("context_management") or {}
+        compact = clear = None
+        for index, edit in enumerate(management.get("edits") or []):
+            where = f"context_management.edits.{index}"
+            kind = edit.get("type") if isinstance(edit, dict) else None
+            if kind == "compact_20260112":
+                if COMPACT_BETA not in betas:
+                    raise _Refused(_error(400, f"{where}: {kind} needs the beta {COMPACT_BETA}"))
+                if not str(body.get("model", "")).startswith(COMPACTION_MODELS):
+                    message = f"{where}: {kind} is not supported on model {body.get('model')}"
+                    raise _Refused(_error(400, message))
+                trigger = (edit.get("trigger") or {}).get("value", DEFAULT_COMPACTION_TRIGGER)
+                if int(trigger) < self.scenario.min_compaction_trigger:
+                    minimum = self.scenario.min_compaction_trigger
+                    raise _Refused(_error(400, f"{where}.trigger.value: must be >= {minimum}"))
+                compact = edit
+            elif kind == "clear_tool_uses_20250919":
+                if not betas & {CONTEXT_MANAGEMENT_BETA, COMPACT_BETA}:
+                    message = f"{where}: {kind} needs the beta {CONTEXT_MANAGEMENT_BETA}"
+                    raise _Refused(_error(400, message))
+                clear = edit
+            else:
+                raise _Refused(_error(400, f"{where}.type: unknown edit {kind!r}"))
+        return compact, clear
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
         self.arrivals.append(time.time())
         self.requests.append(body)
+        compact, clear = self._edits(request, body)
         try:
-            agent, step, reply = choose(self.scenario, body)
+            _, step, reply = choose(self.scenario, body)
             key = (conversation_key(body), step)
         except ScenarioError as err:
             return _error(400, f"scripted model: {err}")
         served = self._errors_served[key]
+        cut: InjectedError | None = None
         if served < len(reply.fail_first):
             self._errors_served[key] += 1
             injected = reply.fail_first[served]
-            return _error(injected.status, injected.message, injected.type)
+            if injected.cut_stream_after is None:
+                return _error(injected.status, injected.message, injected.type)
+            cut = injected
         if reply.delay_seconds:
             await asyncio.sleep(reply.delay_seconds)
-        message = self._message(body, agent, step, reply, key[0])
+        message = self._message(body, step, reply, key[0], compact, clear)
         if body.get("stream"):
-            return await self._stream(request, message)
+            return await self._stream(request, message, cut)
+        if cut is not None and request.transport is not None:
+            request.transport.abort()  # no response at all: the connection drops
         return web.json_response(message)
 
-    def _message(self, body: Obj, agent: str, step: int, reply: Reply, conversation: str) -> Obj:
+    def _message(
+        self, body: Obj, step: int, reply: Reply, conversation: str,
+        compact: Obj | None, clear: Obj | None,
+    ) -> Obj:  # fmt: skip
         seed = hashlib.sha256(f"{conversation}|{step}".encode()).hexdigest()
         content: list[Obj] = []
         if reply.text:
@@ -149,51 +206,99 @@ class ScriptedModel:
                     "input": tool.input,
                 }
             )
-        prefix = [body.get("system"), body.get("tools")]
-        prefix_tokens = _tokens(prefix) if _has_cache_marker(prefix) else 0
-        prefix_key = hashlib.sha256(json.dumps(prefix, sort_keys=True).encode()).hexdigest()
-        created = read = 0
-        if prefix_tokens:
-            if prefix_key in self._cached_prefixes:
-                read = prefix_tokens
-            else:
-                created = prefix_tokens
-                self._cached_prefixes.add(prefix_key)
-        total = _tokens([body.get("system"), body.get("tools"), body["messages"]])
-        return {
+        now = time.monotonic()
+        model = str(body.get("model", "scripted"))
+        window = window_of(model, self.scenario.context_windows)
+        messages = visible_messages(body["messages"])
+        blocks = prompt_blocks(body, messages)
+        total = sum(b.tokens for b in blocks)
+        applied: list[Obj] = []
+        if clear is not None and total >= int((clear.get("trigger") or {}).get("value", 100_000)):
+            keep = int((clear.get("keep") or {}).get("value", 3))
+            messages, cleared = clear_tool_uses(
+                messages, keep, set(clear.get("exclude_tools") or [])
+            )
+            if cleared:
+                blocks = prompt_blocks(body, messages)
+                before, total = total, sum(b.tokens for b in blocks)
+                applied.append({"type": "clear_tool_uses_20250919", "cleared_tool_uses": cleared,
+                                "cleared_input_tokens": before - total})  # fmt: skip
+        if total > window:
+            raise _Refused(_error(400, prompt_too_long(total, window)))
+        iterations: list[Obj] = []
+        trigger = int(
+            ((compact or {}).get("trigger") or {}).get("value", DEFAULT_COMPACTION_TRIGGER)
+        )
+        stop: str = reply.stop()
+        if compact is not None and total >= trigger:
+            # The API summarises the context, then answers from the summary alone.
+            summary = summary_of(body)
+            block = {"type": "compaction", "content": summary}
+            spent = self.cache.use(blocks, now)
+            iterations.append(
+                {"type": "compaction", **_usage(spent), "output_tokens": tokens(summary)}
+            )
+            blocks = prompt_blocks(body, [{"role": "assistant", "content": [block]}])
+            content = [block, *([] if compact.get("pause_after_compaction") else content)]
+            stop = "compaction" if compact.get("pause_after_compaction") else stop
+        usage = self.cache.use(blocks, now)
+        output = reply.output_tokens or tokens(content)
+        if usage.total + output > window:
+            # The answer runs into the window: cut it there (its tool calls never complete).
+            room = max(window - usage.total, 0)
+            content = [{**b, "text": b["text"][: room * 4]} for b in content if b["type"] == "text"]
+            output, stop = room, "model_context_window_exceeded"
+        if iterations:
+            iterations.append({"type": "message", **_usage(usage), "output_tokens": output})
+        message: Obj = {
             "id": f"msg_{seed[:24]}",
             "type": "message",
             "role": "assistant",
-            "model": body.get("model", "scripted"),
+            "model": model,
             "content": content,
-            "stop_reason": reply.stop(),
+            "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": max(total - prefix_tokens, 1),
-                "output_tokens": reply.output_tokens or _tokens(content),
-                "cache_creation_input_tokens": created,
-                "cache_read_input_tokens": read,
-            },
+            "usage": {**_usage(usage), "output_tokens": output},
         }
+        if iterations:
+            message["usage"]["iterations"] = iterations
+        if applied:
+            message["context_management"] = {"applied_edits": applied}
+        return message
 
-    async def _stream(self, request: web.Request, message: Obj) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, message: Obj, cut: InjectedError | None = None
+    ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
+        budget = [cut.cut_stream_after if cut is not None and cut.cut_stream_after else 10**9]
+
+        class _Cut(Exception):  # noqa: N818 - the injected cut: stop writing
+            pass
 
         async def send(event: str, data: Obj) -> None:
+            if budget[0] <= 0:
+                raise _Cut
+            budget[0] -= 1
             await response.write(
                 f"event: {event}\ndata: {json.dumps({'type': event, **data})}\n\n".encode()
             )
 
-        usage = message["usage"]
-        start = {
-            **message,
-            "content": [],
-            "stop_reason": None,
-            "usage": {**usage, "output_tokens": 1},
-        }
+        try:
+            await self._events(message, send)
+        except _Cut:
+            if request.transport is not None:
+                request.transport.abort()  # the connection drops mid-response
+        return response
+
+    @staticmethod
+    async def _events(message: Obj, send: Any) -> None:
+        usage = {k: v for k, v in message["usage"].items() if k != "iterations"}
+        start = {**message, "content": [], "stop_reason": None,
+                 "usage": {**usage, "output_tokens": 1}}  # fmt: skip
+        start.pop("context_management", None)
         await send("message_start", {"message": start})
         for index, block in enumerate(message["content"]):
             if block["type"] == "text":
@@ -210,6 +315,11 @@ class ScriptedModel:
                             "delta": {"type": "text_delta", "text": text[offset : offset + 40]},
                         },
                     )
+            elif block["type"] == "compaction":
+                await send("content_block_start", {"index": index,
+                           "content_block": {"type": "compaction", "content": None}})  # fmt: skip
+                await send("content_block_delta", {"index": index, "delta": {
+                    "type": "compaction_delta", "content": block["content"]}})  # fmt: skip
             else:
                 await send(
                     "content_block_start", {"index": index, "content_block": {**block, "input": {}}}
@@ -227,12 +337,13 @@ class ScriptedModel:
                         },
                     )
             await send("content_block_stop", {"index": index})
-        await send(
-            "message_delta",
-            {
-                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                "usage": {"output_tokens": usage["output_tokens"]},
-            },
-        )
+        delta: Obj = {
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": message["usage"]["output_tokens"]},
+        }
+        if "iterations" in message["usage"]:
+            delta["usage"]["iterations"] = message["usage"]["iterations"]
+        if "context_management" in message:
+            delta["context_management"] = message["context_management"]
+        await send("message_delta", delta)
         await send("message_stop", {})
-        return response
