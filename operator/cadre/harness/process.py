@@ -31,6 +31,7 @@ from cadre.api.task import FINAL_PHASES, INFRASTRUCTURE_FAILURES, MAX_DELIVERY_B
 from cadre.api.team import TeamSpec
 from cadre.api.types import Obj
 from cadre.harness.cluster_sandbox import ClusterSandbox, TaskCopies
+from cadre.harness.context import plan_for
 from cadre.harness.eventserver import EventServer
 from cadre.harness.logs import TRANSCRIPT
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add, for_prompt, mark_used, render
@@ -345,6 +346,7 @@ class HarnessProcess:
             extra_tools=tuple(team_tools.definitions()),
             review_required=bool(spec.get("parentRef") or review.get("humanApproval")),
             max_review_rounds=int(review.get("maxRounds") or 3),
+            context_plan=plan_for(self.spec.model, self.spec.context),
         )
         sandbox = ClusterSandbox(
             self.api, name, session_token(self.key, uid), self.copies, self.sandbox_wait_seconds

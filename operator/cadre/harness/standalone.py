@@ -16,7 +16,9 @@ from pathlib import Path
 
 import anthropic
 
+from cadre.api.agent import CompactionMode, ContextPolicy
 from cadre.api.names import API_KEY_ENV
+from cadre.harness.context import plan_for
 from cadre.harness.pricing import prices_for
 from cadre.harness.sandbox_client import SandboxClient, StaticSandbox
 from cadre.harness.session import Session, SessionConfig, SessionLimits
@@ -31,7 +33,12 @@ async def run(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         model=args.model,
         limits=SessionLimits(max_turns=args.max_turns),
-    )
+        context_plan=plan_for(args.model, ContextPolicy.model_validate({
+            "compaction": args.compaction, "windowTokens": args.window_tokens,
+            "keepRecentTurns": args.keep_recent_turns,
+        })),
+        model_patience_seconds=args.model_patience,
+    )  # fmt: skip
     try:
         log = SessionLog.open(args.log)
     except SessionLogError as err:
@@ -64,6 +71,10 @@ def main() -> None:
     parser.add_argument("--role", default="Writes code")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--max-turns", type=int)
+    parser.add_argument("--compaction", choices=[m.value for m in CompactionMode], default="Auto")
+    parser.add_argument("--window-tokens", type=int, help="the model's context window")
+    parser.add_argument("--keep-recent-turns", type=int, default=4)
+    parser.add_argument("--model-patience", type=float, default=300.0)
     sys.exit(asyncio.run(run(parser.parse_args())))
 
 

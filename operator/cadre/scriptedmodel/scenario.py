@@ -94,6 +94,8 @@ class Scenario(_Strict):
     short to script)."""
     min_compaction_trigger: int = 50_000
     """The smallest ``trigger`` the ``compact_20260112`` edit accepts."""
+    latency_seconds: float = 0.0
+    """How long every answer takes (a reply's ``delay_seconds`` adds to it)."""
     min_cacheable_tokens: int = 0
     """Prefixes shorter than this are not cached (the API's minimum is 1024 or more; the
     default 0 because scripted prompts are tiny)."""

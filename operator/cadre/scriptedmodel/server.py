@@ -180,8 +180,8 @@ class ScriptedModel:
             if injected.cut_stream_after is None:
                 return _error(injected.status, injected.message, injected.type)
             cut = injected
-        if reply.delay_seconds:
-            await asyncio.sleep(reply.delay_seconds)
+        if reply.delay_seconds or self.scenario.latency_seconds:
+            await asyncio.sleep(reply.delay_seconds + self.scenario.latency_seconds)
         message = self._message(body, step, reply, key[0], compact, clear)
         if body.get("stream"):
             return await self._stream(request, message, cut)
