@@ -68,12 +68,14 @@ def classify(err: Exception) -> ModelFailure | None:
         if status >= 500:
             return ModelFailure("ModelError", message, True, status, error_type, retry_after)
         return ModelFailure("ModelError", message, False, status, error_type)
-    if isinstance(err, anthropic.APIConnectionError):
+    cut = (httpx2.RemoteProtocolError, httpx2.ReadError)
+    if isinstance(err, anthropic.APIConnectionError) and not isinstance(err.__cause__, cut):
         return ModelFailure("ModelUnreachable", f"the model API could not be reached: {err}", True)
-    if isinstance(err, httpx2.TransportError | anthropic.APIResponseValidationError):
-        # The SDK retries a request that fails before its response starts; a stream that breaks
-        # halfway (the connection dropped, the events stop before message_stop) surfaces here.
+    if isinstance(err, anthropic.APIConnectionError | httpx2.TransportError):
+        # The SDK retries a request that fails before its response starts; a streamed response
+        # whose connection drops halfway (the body ends before message_stop) surfaces here.
+        cause = err.__cause__ or err
         return ModelFailure(
-            "ModelStreamInterrupted", f"the model's response stream was cut: {err!r}", True
+            "ModelStreamInterrupted", f"the model's response stream was cut: {cause}", True
         )
     return None
