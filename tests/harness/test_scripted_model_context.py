@@ -22,16 +22,22 @@ from cadre.scriptedmodel.context import Block, PromptCache
 from tests.harness.conftest import ModelFactory
 
 MODEL = "claude-sonnet-4-6"
-SYSTEM = [{"type": "text", "text": "You are engineer, an agent.", "cache_control":
-           {"type": "ephemeral"}}]  # fmt: skip
-COMPACT = {"edits": [{"type": "compact_20260112", "trigger": {"type": "input_tokens",
-                                                            "value": 1000}}]}  # fmt: skip
+SYSTEM = [
+    {"type": "text", "text": "You are engineer, an agent.", "cache_control": {"type": "ephemeral"}}
+]
+COMPACT = {
+    "edits": [{"type": "compact_20260112", "trigger": {"type": "input_tokens", "value": 1000}}]
+}
 
 
 def _scenario(**extra: Any) -> dict[str, Any]:
     steps = [{"text": f"answer {i}"} for i in range(20)]
-    return {"agents": {"engineer": steps}, "context_windows": {MODEL: 5000},
-            "min_compaction_trigger": 1000, **extra}  # fmt: skip
+    return {
+        "agents": {"engineer": steps},
+        "context_windows": {MODEL: 5000},
+        "min_compaction_trigger": 1000,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -60,8 +66,9 @@ async def test_a_prompt_over_the_window_is_refused_as_the_api_refuses_it(
     url, _ = await scripted(_scenario())
     client = client_for(url)
     with pytest.raises(anthropic.BadRequestError) as caught:
-        await client.messages.create(model=MODEL, max_tokens=100, system=SYSTEM,
-                                     messages=[_user("x" * 30_000)])  # fmt: skip
+        await client.messages.create(
+            model=MODEL, max_tokens=100, system=SYSTEM, messages=[_user("x" * 30_000)]
+        )
     assert caught.value.status_code == 400
     assert caught.value.body["error"]["type"] == "invalid_request_error"
     assert "prompt is too long:" in caught.value.message
@@ -78,15 +85,19 @@ async def test_the_cache_serves_only_prefixes_sent_before(
     client = client_for(url)
 
     async def ask(messages: list[Any], system: Any = SYSTEM) -> Any:
-        answer = await client.messages.create(model=MODEL, max_tokens=100, system=system,
-                                              messages=messages)  # fmt: skip
+        answer = await client.messages.create(
+            model=MODEL, max_tokens=100, system=system, messages=messages
+        )
         return answer.usage
 
     first = await ask([_user("a" * 400, marked=True)])
     assert first.cache_read_input_tokens == 0
     assert first.cache_creation_input_tokens > 0
-    longer = [_user("a" * 400), {"role": "assistant", "content": "answer 0"},
-              _user("b" * 400, marked=True)]  # fmt: skip
+    longer = [
+        _user("a" * 400),
+        {"role": "assistant", "content": "answer 0"},
+        _user("b" * 400, marked=True),
+    ]
     second = await ask(longer)
     whole_first = first.cache_creation_input_tokens + first.input_tokens
     assert second.cache_read_input_tokens == whole_first  # found by the lookback
@@ -121,17 +132,32 @@ async def test_server_side_compaction_needs_its_beta_and_answers_with_a_compacti
     client = client_for(url)
     messages = [_user("y" * 6000)]
     with pytest.raises(anthropic.BadRequestError, match="compact-2026-01-12"):
-        await client.beta.messages.create(model=MODEL, max_tokens=100, system=SYSTEM,
-                                          messages=messages, context_management=COMPACT)  # fmt: skip
+        await client.beta.messages.create(
+            model=MODEL,
+            max_tokens=100,
+            system=SYSTEM,
+            messages=messages,
+            context_management=COMPACT,
+        )
     with pytest.raises(anthropic.BadRequestError, match="not supported on model"):
-        await client.beta.messages.create(model="claude-haiku-4-5", max_tokens=100,
-                                          messages=messages, context_management=COMPACT,
-                                          betas=["compact-2026-01-12"])  # fmt: skip
-    low = {"edits": [{"type": "compact_20260112", "trigger": {"type": "input_tokens",
-                                                             "value": 10}}]}  # fmt: skip
+        await client.beta.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=100,
+            messages=messages,
+            context_management=COMPACT,
+            betas=["compact-2026-01-12"],
+        )
+    low = {
+        "edits": [{"type": "compact_20260112", "trigger": {"type": "input_tokens", "value": 10}}]
+    }
     with pytest.raises(anthropic.BadRequestError, match=r"trigger\.value"):
-        await client.beta.messages.create(model=MODEL, max_tokens=100, messages=messages,
-                                          context_management=low, betas=["compact-2026-01-12"])  # fmt: skip
+        await client.beta.messages.create(
+            model=MODEL,
+            max_tokens=100,
+            messages=messages,
+            context_management=low,
+            betas=["compact-2026-01-12"],
+        )
     async with client.beta.messages.stream(
         model=MODEL,
         max_tokens=100,
@@ -149,10 +175,17 @@ async def test_server_side_compaction_needs_its_beta_and_answers_with_a_compacti
     assert isinstance(iterations[0], BetaCompactionIterationUsage)
     assert iterations[0].input_tokens + iterations[0].cache_read_input_tokens > 1500
     # The next request sends the block back: what precedes it is no longer counted.
-    follow = [*messages, {"role": "assistant", "content": [b.model_dump(exclude_none=True)
-              for b in message.content]}, _user("go on")]  # fmt: skip
-    counted = await client.beta.messages.count_tokens(model=MODEL, messages=follow,
-                                                      betas=["compact-2026-01-12"])  # fmt: skip
+    follow = [
+        *messages,
+        {
+            "role": "assistant",
+            "content": [b.model_dump(exclude_none=True) for b in message.content],
+        },
+        _user("go on"),
+    ]
+    counted = await client.beta.messages.count_tokens(
+        model=MODEL, messages=follow, betas=["compact-2026-01-12"]
+    )
     assert counted.input_tokens < 500
 
 
@@ -164,15 +197,36 @@ async def test_old_tool_results_are_cleared_when_the_edit_is_sent(
     messages: list[Any] = []
     for i in range(5):
         messages += [
-            _user("start") if i == 0 else {"role": "user", "content": [{"type": "tool_result",
-                "tool_use_id": f"t{i - 1}", "content": "r" * 1200}]},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": f"t{i}", "name": "bash",
-                                               "input": {"command": "ls"}}]},
-        ]  # fmt: skip
-    messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t4",
-                                                  "content": "r" * 1200}]})  # fmt: skip
-    clear = {"edits": [{"type": "clear_tool_uses_20250919", "keep": {"type": "tool_uses",
-             "value": 2}, "trigger": {"type": "input_tokens", "value": 1000}}]}  # fmt: skip
+            _user("start")
+            if i == 0
+            else {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": f"t{i - 1}", "content": "r" * 1200}
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": f"t{i}", "name": "bash", "input": {"command": "ls"}}
+                ],
+            },
+        ]
+    messages.append(
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t4", "content": "r" * 1200}],
+        }
+    )
+    clear = {
+        "edits": [
+            {
+                "type": "clear_tool_uses_20250919",
+                "keep": {"type": "tool_uses", "value": 2},
+                "trigger": {"type": "input_tokens", "value": 1000},
+            }
+        ]
+    }
     message = await client.beta.messages.create(
         model=MODEL,
         max_tokens=100,
@@ -191,11 +245,13 @@ async def test_old_tool_results_are_cleared_when_the_edit_is_sent(
 async def test_an_answer_reaching_the_window_stops_there(
     scripted: ModelFactory, client_for: Any
 ) -> None:
-    url, _ = await scripted({**_scenario(), "agents": {"engineer": [
-        {"text": "z" * 8000, "output_tokens": 2000}]}})  # fmt: skip
+    url, _ = await scripted(
+        {**_scenario(), "agents": {"engineer": [{"text": "z" * 8000, "output_tokens": 2000}]}}
+    )
     client = client_for(url)
-    message = await client.messages.create(model=MODEL, max_tokens=4000, system=SYSTEM,
-                                           messages=[_user("w" * 14_000)])  # fmt: skip
+    message = await client.messages.create(
+        model=MODEL, max_tokens=4000, system=SYSTEM, messages=[_user("w" * 14_000)]
+    )
     assert message.stop_reason == "model_context_window_exceeded"
     total = message.usage.input_tokens + (message.usage.cache_creation_input_tokens or 0)
     assert total + message.usage.output_tokens == 5000
@@ -208,8 +264,9 @@ async def test_a_stream_cut_mid_response_is_a_stream_interruption(
     url, _ = await scripted({"agents": {"engineer": steps}})
     client = client_for(url)
     with pytest.raises(Exception) as caught:  # noqa: PT011 - whatever the SDK raises
-        async with client.messages.stream(model=MODEL, max_tokens=100, system=SYSTEM,
-                                          messages=[_user("hi")]) as stream:  # fmt: skip
+        async with client.messages.stream(
+            model=MODEL, max_tokens=100, system=SYSTEM, messages=[_user("hi")]
+        ) as stream:
             await stream.get_final_message()
     failure = classify(caught.value)
     assert failure is not None, f"unclassified: {caught.value!r}"
