@@ -175,6 +175,9 @@ def apply(state: State, event: Event, prices: Prices) -> None:
             state.compacted_last = True
             state.recovering = state.recovering or event["reason"] != "threshold"
     elif kind == "span.model_request_error":
+        if state.compacting is not None and event.get("reason") == "ContextWindowExceeded":
+            # The summary request itself was too long: the next one shortens tool results.
+            state.compacting["too_long"] = state.compacting.get("too_long", 0) + 1
         state.model_errors += 1
         state.error_streak += 1
         if state.error_streak == 1:

@@ -377,7 +377,7 @@ class Session:
         if state.compacting is not None:
             await self._compact(state, state.compacting["reason"], state.compacting["cut"])
             return self._caught_up()
-        if stop == "model_context_window_exceeded":
+        if stop == "model_context_window_exceeded" and not state.compacted_last:
             await self._overflow(state, "window", "the model's answer reached the context window")
             return self._caught_up()
         if await self._needs_compaction(state):
@@ -470,7 +470,8 @@ class Session:
             self.say(f"compacting the conversation ({reason})")
         config = self.config
         older = estimate([config.system_blocks(), config.tool_definitions(), state.messages[:cut]])
-        fit = older > plan.window * 0.9
+        too_long = (state.compacting or {}).get("too_long", 0)
+        fit = too_long > 0 or older > plan.window * 0.9
         request = self._request(summary_request(state.messages, cut, plan.instructions, fit),
                                 max_tokens=min(config.max_output_tokens, 8192))  # fmt: skip
         request.pop("context_management", None)  # a summary is asked for, not compacted again
@@ -522,7 +523,8 @@ class Session:
         state = self._caught_up()
         if failure.too_long:
             if state.compacting is not None:  # the summary request itself is too long
-                self._end(state, "Failed", "ContextWindowExceeded", failure.message)
+                if state.compacting.get("too_long", 0) > 1:  # even with results shortened
+                    self._end(state, "Failed", "ContextWindowExceeded", failure.message)
             else:
                 await self._overflow(state, "prompt_too_long", failure.message)
             return
