@@ -61,6 +61,16 @@ def test_about_matches_namespace_and_task() -> None:
          "changes requested by lead"),
         ({"type": "session.status_terminated", "outcome": "Failed", "reason": "MaxTurns",
           "message": "40 turns"}, "Failed: MaxTurns: 40 turns"),
+        ({"type": "session.compacted", "path": "client", "reason": "threshold", "cut": 9,
+          "summary": "Tests pass.", "usage": {"input_tokens": 5, "output_tokens": 7}},
+         "compacted (client-side, 12 tokens): the context reached its compaction threshold; "
+         "9 messages summarised: Tests pass."),
+        ({"type": "session.compacted", "path": "server", "reason": "threshold", "usage": {}},
+         "compacted (server-side, 0 tokens): the context reached its compaction threshold"),
+        ({"type": "agent.message", "content": [{"type": "compaction", "content": "So far."}]},
+         "agent: [compaction summary] So far."),
+        ({"type": "span.model_request_error", "reason": "ModelOverloaded", "message": "529"},
+         "model call failed (ModelOverloaded): 529"),
     ],
 )  # fmt: skip
 def test_events_read_as_one_line(event: dict[str, Any], expected: str) -> None:

@@ -99,6 +99,12 @@ async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
         (("agent", "engineer"), ("outcome", "Succeeded")),
     )
     assert samples[duration] == 1
+    ended_tasks = (
+        "cadre_tasks_ended_total",
+        (("agent", "engineer"), ("phase", "Succeeded"), ("reason", "Completed")),
+    )
+    assert samples[ended_tasks] == 1
+    assert samples[("cadre_session_compactions_total", (("agent", "engineer"),))] == 0
     events = http("GET", f"/api/v1/namespaces/{NS}/events").json()["items"]
     reasons = {(e["involvedObject"]["kind"], e["reason"]) for e in events}
     assert {("Task", "Accepted"), ("Task", "SandboxCreated"), ("Task", "SandboxDeleted")} <= reasons

@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 Event = dict[str, Any]
-_QUIET = ("span.model_request_start", "span.model_request_end")
+_QUIET = ("span.model_request_start", "span.model_request_end", "span.compaction_start")
+_COMPACTION_REASONS = {
+    "threshold": "the context reached its compaction threshold",
+    "window": "an answer reached the context window",
+    "prompt_too_long": "the API found the prompt too long",
+    "overflow": "the conversation outgrew the context window",
+}
 
 
 def _text(content: Any) -> str:
@@ -45,6 +51,13 @@ def describe(event: Event) -> str | None:
     elif kind == "agent.message":
         said = _text(event.get("content"))
         body = "agent: " + (_brief(said, 400) if said else "(tool calls)")
+        compaction = [b for b in event.get("content") or [] if b.get("type") == "compaction"]
+        if compaction:
+            body = (
+                "agent: [compaction summary] "
+                + _brief(compaction[0].get("content"), 300)
+                + ("\n" + " " * len(head) + body if said else "")
+            )
     elif kind == "agent.tool_use":
         body = f"-> {event.get('name')} {_brief(event.get('input', {}))}"
     elif kind == "agent.tool_result":
@@ -64,6 +77,17 @@ def describe(event: Event) -> str | None:
         body = "lesson: " + _brief(event.get("text", ""), 400)
     elif kind == "log.damaged":
         body = f"DAMAGED LOG: {event.get('message')}"
+    elif kind == "session.compacted":
+        usage = event.get("usage") or {}
+        spent = sum(int(v or 0) for v in usage.values())
+        why = _COMPACTION_REASONS.get(str(event.get("reason")), str(event.get("reason")))
+        body = f"compacted ({event.get('path')}-side, {spent} tokens): {why}"
+        if event.get("path") == "client":
+            body += f"; {event.get('cut')} messages summarised: " + _brief(
+                event.get("summary", ""), 300
+            )
+    elif kind == "span.model_request_error":
+        body = f"model call failed ({event.get('reason')}): {_brief(event.get('message', ''))}"
     elif kind == "session.resumed":
         body = f"resumed after event {event.get('from_seq')}"
     else:

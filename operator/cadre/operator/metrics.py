@@ -38,6 +38,26 @@ TOKENS = Counter(
     "cadre_tokens", "Tokens used by ended Tasks.", ["agent", "model", "kind"], registry=REGISTRY
 )
 COST = Counter("cadre_cost_usd", "US dollars spent by ended Tasks.", ["agent"], registry=REGISTRY)
+TASKS_ENDED = Counter(
+    "cadre_tasks_ended",
+    "Ended Tasks by phase and reason (the Succeeded condition's: Completed, ModelRateLimited, "
+    "ContextWindowExceeded, ...).",
+    ["agent", "phase", "reason"],
+    registry=REGISTRY,
+)
+COMPACTIONS = Counter(
+    "cadre_session_compactions",
+    "Context compactions in ended Tasks' sessions.",
+    ["agent"],
+    registry=REGISTRY,
+)
+MODEL_ERRORS = Counter(
+    "cadre_model_errors",
+    "Model calls of ended Tasks that failed after the SDK's retries (and were tried again "
+    "or ended the session).",
+    ["agent"],
+    registry=REGISTRY,
+)
 RESUMES = Counter(
     "cadre_session_resumes", "Sessions resumed from their log.", ["agent"], registry=REGISTRY
 )
@@ -114,6 +134,12 @@ def observe_task(
         for field, kind in _USAGE_KINDS.items():
             TOKENS.labels(agent, model, kind).inc(int(usage.get(field) or 0))
         COST.labels(agent).inc(float(Decimal(str(usage.get("costUSD") or "0"))))
+        COMPACTIONS.labels(agent).inc(int(usage.get("compactions") or 0))
+        MODEL_ERRORS.labels(agent).inc(int(usage.get("modelErrors") or 0))
+        condition = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {}
+        )
+        TASKS_ENDED.labels(agent, status["phase"], condition.get("reason") or "").inc()
 
 
 def sandbox_requested(task: str) -> None:
