@@ -6,6 +6,7 @@ from bench import (
     dev_cluster_startup,
     first_token,
     harness_bench,
+    long_session,
     operator_bench,
     sandbox_overhead,
 )
@@ -15,6 +16,7 @@ BENCHMARKS = [
     sandbox_overhead.measure,
     dev_cluster_startup.measure,
     harness_bench.measure,
+    long_session.measure,
     operator_bench.measure,
     first_token.measure,
     operator_bench.measure_scale,
