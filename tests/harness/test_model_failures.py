@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anthropic
+import httpx2
 import pytest
 from cadre.api.agent import CompactionMode, ContextPolicy
 from cadre.harness.context import plan_for
+from cadre.harness.model_errors import classify
 from cadre.harness.pricing import prices_for
 from cadre.harness.replay import replay
 from cadre.harness.session import SessionConfig
@@ -173,3 +176,30 @@ async def test_a_prompt_the_api_finds_too_long_is_compacted_once_or_fails_named(
     assert len(errors) == 2
     asked = [r for r in model.requests if "characters omitted" in str(r["messages"])]
     assert len(asked) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "reason", "retryable"),
+    [
+        (200, "overloaded_error", "ModelOverloaded", True),  # an error event inside a stream
+        (200, "rate_limit_error", "ModelRateLimited", True),
+        (200, "api_error", "ModelError", True),
+        (503, "api_error", "ModelError", True),
+        (403, "permission_error", "ModelError", False),
+        (404, "not_found_error", "ModelError", False),
+    ],
+)
+def test_failures_are_classified_by_status_and_error_type(
+    status: int, error_type: str, reason: str, retryable: bool
+) -> None:
+    response = httpx2.Response(
+        status, request=httpx2.Request("POST", "http://model.invalid/v1/messages"),
+        headers={"retry-after": "7"},
+    )  # fmt: skip
+    err = anthropic.APIStatusError(
+        "failed", response=response, body={"type": "error", "error": {"type": error_type}}
+    )
+    failure = classify(err)
+    assert failure is not None
+    assert (failure.reason, failure.retryable) == (reason, retryable)
+    assert failure.retry_after == (7.0 if retryable else None)

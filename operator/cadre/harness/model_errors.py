@@ -61,11 +61,12 @@ def classify(err: Exception) -> ModelFailure | None:
         if status == 400 and PROMPT_TOO_LONG in str(err.message):
             return ModelFailure("ContextWindowExceeded", message, False, status, error_type,
                                 too_long=True)  # fmt: skip
-        if status == 429:
+        # An error event inside a stream arrives with the stream's 200: its type decides.
+        if status == 429 or error_type == "rate_limit_error":
             return ModelFailure("ModelRateLimited", message, True, status, error_type, retry_after)
         if status == 529 or error_type == "overloaded_error":
             return ModelFailure("ModelOverloaded", message, True, status, error_type, retry_after)
-        if status >= 500:
+        if status >= 500 or error_type == "api_error":
             return ModelFailure("ModelError", message, True, status, error_type, retry_after)
         return ModelFailure("ModelError", message, False, status, error_type)
     cut = (httpx2.RemoteProtocolError, httpx2.ReadError)

@@ -136,7 +136,7 @@ def observe_task(
         COST.labels(agent).inc(float(Decimal(str(usage.get("costUSD") or "0"))))
         COMPACTIONS.labels(agent).inc(int(usage.get("compactions") or 0))
         MODEL_ERRORS.labels(agent).inc(int(usage.get("modelErrors") or 0))
-        condition = next(
+        condition: dict[str, Any] = next(
             (c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {}
         )
         TASKS_ENDED.labels(agent, status["phase"], condition.get("reason") or "").inc()
