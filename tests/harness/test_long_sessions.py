@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -38,14 +39,19 @@ windows long."""
 
 
 def long_scenario(turns: int = TURNS) -> dict[str, Any]:
-    steps: list[dict[str, Any]] = []
-    for i in range(turns):
-        # Each turn reads another slice of a big file: every result differs, as real ones do.
-        command = f"python3 -c \"print('{i:04d}' * {CHUNK // 4})\""
-        if i % 4:
-            command = f"printf '%0{CHUNK}d\\n' {i}"
-        steps.append({"text": f"Pass {i}.", "tool_uses": [{"name": "bash",
-                      "input": {"command": command}}]})  # fmt: skip
+    # One command writes a file per turn; each turn then reads its own (the read tool spawns no
+    # process, and cuts files at 256 KiB): every result differs, as real ones do.
+    lines = CHUNK // 60
+    make = (
+        "python3 -c \"[open('part-%d.txt' % p, 'w').writelines('part %d line %d ' % (p, i) "
+        f"+ 'x' * 44 + chr(10) for i in range({lines})) for p in range({turns})]\""
+    )
+    steps: list[dict[str, Any]] = [
+        {"text": "Making the data.", "tool_uses": [{"name": "bash", "input": {"command": make}}]}
+    ]
+    for i in range(1, turns):
+        read = {"path": f"part-{i}.txt"}
+        steps.append({"text": f"Pass {i}.", "tool_uses": [{"name": "read", "input": read}]})
     steps.append({"text": f"All {turns} passes done."})
     return {
         "agents": {"engineer": steps},
@@ -107,6 +113,28 @@ async def test_a_400_turn_session_many_windows_long_completes(
     state = replay(events, prices_for(MODEL))
     assert state.compactions == len(compactions)
     assert state.turns == TURNS + 1
+
+
+async def test_clearing_old_tool_results_keeps_a_long_session_from_compacting(
+    scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    url, model = await scripted(long_scenario(TURNS_KILLED))
+    policy = ContextPolicy.model_validate({"windowTokens": WINDOW, "compaction": "Client",
+        "clearToolResults": {"atPercent": 50, "keepToolUses": 4}})  # fmt: skip
+    session = dataclasses.replace(config(CompactionMode.CLIENT), prompt=f"Do the {TURNS_KILLED} "
+                                  "passes.", context_plan=plan_for(MODEL, policy))  # fmt: skip
+    path = tmp_path / "log.jsonl"
+    outcome, _ = await run_session(url, sandbox, path, session)
+    assert outcome["outcome"] == "Succeeded"
+    events = read(path)
+    cleared = [e["applied_edits"] for e in events if e.get("applied_edits")]
+    assert cleared
+    assert all(edit["type"] == "clear_tool_uses_20250919" for edits in cleared for edit in edits)
+    # The API keeps the conversation under the compaction trigger by clearing: no compaction.
+    assert not [e for e in events if e["type"] == "session.compacted"]
+    edits = model.requests[-1]["context_management"]["edits"]
+    assert [e["type"] for e in edits] == ["clear_tool_uses_20250919"]
+    assert edits[0]["clear_at_least"] == {"type": "input_tokens", "value": WINDOW // 10}
 
 
 def _essence(events: list[dict[str, Any]]) -> list[str]:

@@ -176,6 +176,16 @@ class CompactionMode(StrEnum):
     """Never: a session that outgrows the window fails ``ContextWindowExceeded``."""
 
 
+class ClearToolResults(ApiModel):
+    """The API's clearing of old tool results (``clear_tool_uses_20250919``), before any
+    compaction: results of all but the latest tool calls are replaced by a placeholder."""
+
+    at_percent: Annotated[int, Field(ge=10, le=95)] = 50
+    """Clear once a request's input reaches this share of the window."""
+    keep_tool_uses: Annotated[int, Field(ge=1, le=100)] = 8
+    """The latest tool calls whose results stay."""
+
+
 class ContextPolicy(ApiModel):
     """How the harness keeps a session within the model's context window."""
 
@@ -189,6 +199,9 @@ class ContextPolicy(ApiModel):
     """Client-side: the model's last answers (with their tool results) kept verbatim."""
     instructions: Annotated[str, StringConstraints(max_length=4096)] = ""
     """Added to the summary request: what a summary of this Agent's work must keep."""
+    clear_tool_results: ClearToolResults | None = None
+    """Let the API clear old tool results (each clearing costs one cache rebuild; it clears
+    at least a tenth of the window at a time so that is rare). Off unless set."""
 
 
 class AgentSpec(ApiModel):

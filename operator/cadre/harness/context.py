@@ -34,6 +34,7 @@ overrides. An unknown model gets ``DEFAULT_WINDOW``."""
 SERVER_COMPACTION_MODELS = ("claude-sonnet-4-6", "claude-opus-4-6")
 """Models whose API compacts server-side (``compact_20260112``)."""
 COMPACT_BETA = "compact-2026-01-12"
+CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
 COMPACTION_REQUEST = (
     "Your context window is nearly full, so the conversation so far will be replaced by your "
     "summary of it. Write that summary now: the Task, what you have done (files, commands, "
@@ -57,14 +58,33 @@ class ContextPlan:
     mode: Mode
     keep_recent_turns: int = 4
     instructions: str = ""
+    clear_at: int | None = None
+    """Input tokens at which the API clears old tool results (None: it never does)."""
+    keep_tool_uses: int = 8
 
-    def context_management(self) -> Obj:
-        """The request's ``context_management`` for server-side compaction."""
-        edit: Obj = {"type": "compact_20260112", "trigger": {"type": "input_tokens",
-                                                             "value": self.trigger}}  # fmt: skip
-        if self.instructions:
-            edit["instructions"] = self.instructions
-        return {"edits": [edit]}
+    def betas(self) -> list[str]:
+        betas = [COMPACT_BETA] if self.mode == "server" else []
+        return betas + ([CONTEXT_MANAGEMENT_BETA] if self.clear_at is not None else [])
+
+    def context_management(self, compact: bool = True) -> Obj | None:
+        """The request's ``context_management`` edits (clearing first, as the API applies
+        them in order), or None when there are none. ``compact=False`` for requests that ask
+        for a summary or a lesson: those must not be compacted themselves."""
+        edits: list[Obj] = []
+        if self.clear_at is not None:
+            edits.append({
+                "type": "clear_tool_uses_20250919",
+                "trigger": {"type": "input_tokens", "value": self.clear_at},
+                "keep": {"type": "tool_uses", "value": self.keep_tool_uses},
+                "clear_at_least": {"type": "input_tokens", "value": self.window // 10},
+            })  # fmt: skip
+        if self.mode == "server" and compact:
+            trigger = {"type": "input_tokens", "value": self.trigger}
+            edit: Obj = {"type": "compact_20260112", "trigger": trigger}
+            if self.instructions:
+                edit["instructions"] = self.instructions
+            edits.append(edit)
+        return {"edits": edits} if edits else None
 
 
 def window_for(model: str) -> int:
@@ -85,12 +105,15 @@ def plan_for(model: str, policy: ContextPolicy | None = None) -> ContextPlan:
         mode = "server"
     else:
         mode = "client"
+    clearing = policy.clear_tool_results
     return ContextPlan(
         window=window,
         trigger=window * policy.compact_at_percent // 100,
         mode=mode,
         keep_recent_turns=policy.keep_recent_turns,
         instructions=policy.instructions,
+        clear_at=window * clearing.at_percent // 100 if clearing else None,
+        keep_tool_uses=clearing.keep_tool_uses if clearing else 8,
     )
 
 

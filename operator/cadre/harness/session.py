@@ -28,7 +28,6 @@ import anthropic
 
 from cadre.api.types import Obj
 from cadre.harness.context import (
-    COMPACT_BETA,
     ContextPlan,
     boundary,
     estimate,
@@ -271,9 +270,8 @@ class Session:
             return ""
         # The conversation (with its cache breakpoint, so it is read from the cache) and the
         # question after it.
-        request = self._request(state.messages, max_tokens=300)
+        request = self._request(state.messages, max_tokens=300, compact=False)
         request["messages"] = [*request["messages"], {"role": "user", "content": LESSON_REQUEST}]
-        request.pop("context_management", None)
         try:
             async with asyncio.timeout(within):
                 message = await self.client.beta.messages.create(**request)
@@ -425,9 +423,10 @@ class Session:
         return int(counted.input_tokens)
 
     def _betas(self) -> Obj:
-        return {"betas": [COMPACT_BETA]} if self.config.plan.mode == "server" else {}
+        betas = self.config.plan.betas()
+        return {"betas": betas} if betas else {}
 
-    def _request(self, messages: list[Obj], max_tokens: int) -> Obj:
+    def _request(self, messages: list[Obj], max_tokens: int, compact: bool = True) -> Obj:
         """Everything a model request sends but its streaming: the stable prefix (cached),
         the conversation with its moving cache breakpoint, and server-side compaction where
         the plan has it."""
@@ -439,8 +438,9 @@ class Session:
             "messages": with_breakpoint(messages),
             **self._betas(),
         }
-        if self.config.plan.mode == "server":
-            request["context_management"] = self.config.plan.context_management()
+        management = self.config.plan.context_management(compact)
+        if management is not None:
+            request["context_management"] = management
         return request
 
     async def _overflow(self, state: State, reason: str, what: str) -> None:
@@ -472,9 +472,10 @@ class Session:
         older = estimate([config.system_blocks(), config.tool_definitions(), state.messages[:cut]])
         too_long = (state.compacting or {}).get("too_long", 0)
         fit = too_long > 0 or older > plan.window * 0.9
+        # A summary is asked for, not compacted again (old tool results may still be cleared).
         request = self._request(summary_request(state.messages, cut, plan.instructions, fit),
-                                max_tokens=min(config.max_output_tokens, 8192))  # fmt: skip
-        request.pop("context_management", None)  # a summary is asked for, not compacted again
+                                max_tokens=min(config.max_output_tokens, 8192),
+                                compact=False)  # fmt: skip
         message = await self._ask(state, request)
         if message is None:
             return
@@ -554,6 +555,9 @@ class Session:
             "stop_reason": message.stop_reason,
             "message_id": message.id,
         }
+        applied = getattr(message.context_management, "applied_edits", None) or []
+        if applied:  # the API cleared old tool results (it does again on every request)
+            end["applied_edits"] = [edit.model_dump(exclude_none=True) for edit in applied]
         answer = {"content": content, "stop_reason": message.stop_reason}
         events: list[tuple[str, Obj]] = [("span.model_request_end", end),
                                          ("agent.message", answer)]  # fmt: skip

@@ -215,14 +215,14 @@ class ScriptedModel:
         applied: list[Obj] = []
         if clear is not None and total >= int((clear.get("trigger") or {}).get("value", 100_000)):
             keep = int((clear.get("keep") or {}).get("value", 3))
-            messages, cleared = clear_tool_uses(
-                messages, keep, set(clear.get("exclude_tools") or [])
-            )
-            if cleared:
-                blocks = prompt_blocks(body, messages)
-                before, total = total, sum(b.tokens for b in blocks)
+            least = int((clear.get("clear_at_least") or {}).get("value", 0))
+            edited, cleared = clear_tool_uses(messages, keep, set(clear.get("exclude_tools") or []))
+            edited_blocks = prompt_blocks(body, edited)
+            saved = total - sum(b.tokens for b in edited_blocks)
+            if cleared and saved >= least:  # below clear_at_least nothing is touched
+                messages, blocks, total = edited, edited_blocks, total - saved
                 applied.append({"type": "clear_tool_uses_20250919", "cleared_tool_uses": cleared,
-                                "cleared_input_tokens": before - total})  # fmt: skip
+                                "cleared_input_tokens": saved})  # fmt: skip
         if total > window:
             raise _Refused(_error(400, prompt_too_long(total, window)))
         iterations: list[Obj] = []
