@@ -16,6 +16,7 @@ from cadre.localcluster.apiserver import (
     admission,
     crdschema,
     defaulting,
+    fieldmanager,
     metadata,
     patches,
     validation,
@@ -56,6 +57,7 @@ class WriteResult:
 
     obj: Obj
     warnings: list[str] = field(default_factory=list)
+    created: bool = False
 
 
 def _gr(rtype: ResourceType) -> tuple[str, str]:
@@ -234,10 +236,13 @@ class Cluster:
 
     def create(
         self, rtype: ResourceType, namespace: str, body: Any, field_validation: str = "Warn",
-        user: User | None = None,
+        user: User | None = None, manager: str = "",
     ) -> WriteResult:  # fmt: skip
         decoded = self._decode(rtype, body, namespace, field_validation)
         obj = decoded.obj
+        if manager and not obj.get("metadata", {}).get("managedFields"):
+            _set_managed(obj, fieldmanager.record_update(None, obj, rtype.schema, manager, "",
+                                                         metadata.now()))  # fmt: skip
         meta = obj["metadata"]
         if meta.get("resourceVersion"):
             raise bad_request("resourceVersion should not be set on objects to be created")
@@ -266,7 +271,7 @@ class Cluster:
         stored = self.store.write(_gr(rtype), obj, "ADDED")
         if rtype.kind == "CustomResourceDefinition":
             self.registry.set_crd(stored)
-        return WriteResult(self.present(rtype, stored), decoded.warnings + warned)
+        return WriteResult(self.present(rtype, stored), decoded.warnings + warned, created=True)
 
     def _admit_create(self, rtype: ResourceType, obj: Obj) -> None:
         """Admission that looks at other objects: service accounts, cluster IPs, CRD status."""
@@ -304,12 +309,14 @@ class Cluster:
         subresource: str = "",
         field_validation: str = "Warn",
         user: User | None = None,
+        manager: str = "",
     ) -> WriteResult:
         old = self.store.get(_gr(rtype), namespace, name)
         if old is None:
             raise not_found(rtype.group, rtype.plural, name)
         decoded = self._decode(rtype, body, namespace, field_validation)
         new = decoded.obj
+        given = new.get("metadata", {}).get("managedFields")
         if new["metadata"].get("name", name) != name:
             raise bad_request(
                 f"the name of the object ({new['metadata'].get('name')}) does not match the name"
@@ -341,6 +348,13 @@ class Cluster:
             self._check_finalizers(rtype, new, old)
             self._carry_over(rtype, new, old)
         new = self._admit(rtype, new, old)
+        if manager and (given is None or given == old["metadata"].get("managedFields")):
+            # Fields changed become the manager's (a client that sends managedFields of its
+            # own sets them, as in Kubernetes; one that echoes them back changes nothing).
+            _set_managed(new, fieldmanager.record_update(
+                old, new, rtype.schema, manager, subresource, metadata.now()))  # fmt: skip
+        elif given is None and old["metadata"].get("managedFields"):
+            new["metadata"]["managedFields"] = old["metadata"]["managedFields"]
         if rtype.has_generation and metadata.content(new) != metadata.content(old):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
         warned = self._check_policies("UPDATE", rtype, subresource, new, old, user)
@@ -398,7 +412,12 @@ class Cluster:
         subresource: str = "",
         field_validation: str = "Warn",
         user: User | None = None,
+        manager: str = "",
+        force: bool = False,
     ) -> WriteResult:
+        if content_type == patches.APPLY:
+            return self.apply(rtype, namespace, name, patch, subresource, field_validation,
+                              user, manager, force)  # fmt: skip
         old = self.store.get(_gr(rtype), namespace, name)
         if old is None:
             raise not_found(rtype.group, rtype.plural, name)
@@ -430,7 +449,53 @@ class Cluster:
         patch_meta = patch.get("metadata") if isinstance(patch, dict) else None
         if not (isinstance(patch_meta, dict) and patch_meta.get("resourceVersion")):
             meta["resourceVersion"] = old["metadata"]["resourceVersion"]
-        return self.update(rtype, namespace, name, patched, subresource, field_validation, user)
+        return self.update(rtype, namespace, name, patched, subresource, field_validation, user,
+                           manager)  # fmt: skip
+
+    def apply(
+        self, rtype: ResourceType, namespace: str, name: str, body: Any, subresource: str,
+        field_validation: str, user: User | None, manager: str, force: bool,
+    ) -> WriteResult:  # fmt: skip
+        """Server-side apply (``application/apply-patch+yaml``): creates the object if absent,
+        else merges the applied configuration as its manager's, refusing (409) to change a
+        field another manager owns unless forced."""
+        if not manager:
+            raise bad_request("fieldManager is required for apply requests")
+        if not isinstance(body, dict):
+            raise bad_request("apply patch must be a YAML or JSON object")
+        if subresource not in ("", "status"):
+            raise unsupported_media_type([patches.JSON_PATCH, patches.MERGE])
+        meta: Obj = body["metadata"] if isinstance(body.get("metadata"), dict) else {}
+        if meta.get("name", name) != name:
+            raise bad_request(f"the name of the object ({meta.get('name')}) does not match the "
+                              f"name on the URL ({name})")  # fmt: skip
+        expected = f"{rtype.group}/{rtype.version}" if rtype.group else rtype.version
+        if body.get("apiVersion") != expected or body.get("kind") != rtype.kind:
+            got = f"{body.get('apiVersion')} and {body.get('kind')}"
+            raise bad_request(
+                f"apply patch: apiVersion and kind must be {expected} and {rtype.kind}, got {got}"
+            )
+        applied = {**body, "metadata": {**meta, "name": name}}
+        old = self.store.get(_gr(rtype), namespace, name)
+        stamp = metadata.now()
+        if old is None:
+            if subresource:
+                raise not_found(rtype.group, rtype.plural, name)
+            created = fieldmanager.apply(None, applied, rtype.schema, manager, force, stamp)
+            return self.create(rtype, namespace, created, field_validation, user)
+        try:
+            merged = fieldmanager.apply(self.present(rtype, old), applied, rtype.schema, manager,
+                                        force, stamp)  # fmt: skip
+        except fieldmanager.ApplyConflict as err:
+            causes = [
+                {"type": "FieldManagerConflict", "field": fieldmanager.dotted(path),
+                 "message": f'conflict with "{owner}"'}
+                for owner, path in err.conflicts
+            ]  # fmt: skip
+            raise ApiError(409, "Conflict", err.message(), {"name": name, "group": rtype.group,
+                           "kind": rtype.plural, "causes": causes}) from err  # fmt: skip
+        merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+        return self.update(rtype, namespace, name, merged, subresource, field_validation, user)
 
     # -----------------------------------------------------------------------------------------
     # Delete
@@ -560,6 +625,13 @@ class Cluster:
             "status": "Success",
             "code": 201,
         }
+
+
+def _set_managed(obj: Obj, managed: list[Obj]) -> None:
+    if managed:
+        obj.setdefault("metadata", {})["managedFields"] = managed
+    else:
+        obj.get("metadata", {}).pop("managedFields", None)
 
 
 def _key(obj: Obj) -> tuple[str, str]:

@@ -86,21 +86,24 @@ async def read_body(request: web.Request) -> Any:
             413, "RequestEntityTooLarge", f"Request entity too large: limit is {MAX_BODY}"
         )
     kind = content_type(request, "application/json")
-    if kind == "application/apply-patch+yaml":
-        raise ApiError(
-            415,
-            "UnsupportedMediaType",
-            "server-side apply is not supported by the Cadre local cluster; use client-side"
-            " `kubectl apply`",
-        )
     if kind == "application/vnd.kubernetes.protobuf":
         return protobuf.decode_body(raw)
     try:
-        if kind == "application/yaml":
+        if kind in ("application/yaml", "application/apply-patch+yaml"):
             return yaml.safe_load(raw)
         return json.loads(raw) if raw else None
     except (ValueError, yaml.YAMLError) as err:
         raise bad_request(f"couldn't get version/kind; json parse error: {err}") from err
+
+
+def field_manager(request: web.Request) -> str:
+    """Who makes a write, for managedFields: ``fieldManager``, else the User-Agent's program
+    (before its first ``/``), as kube-apiserver derives it."""
+    given = request.query.get("fieldManager", "")
+    if len(given) > 128:
+        raise bad_request("fieldManager: Too long: may not be more than 128 bytes")
+    agent = request.headers.get("User-Agent", "")
+    return given or agent.split("/", 1)[0][:128] or "unknown"
 
 
 def group_version(parts: list[str]) -> tuple[str, str | None, list[str]]:

@@ -150,11 +150,9 @@ def same_object(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether an update changes nothing (the server then writes nothing, keeps the RV)."""
 
     def comparable(obj: dict[str, Any]) -> dict[str, Any]:
-        meta = {
-            k: v
-            for k, v in obj["metadata"].items()
-            if k not in ("resourceVersion", "managedFields")
-        }
+        # managedFields count: a change of ownership is a write, as in Kubernetes (an entry
+        # whose fields did not change keeps its time, so a repeated write is still none).
+        meta = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
         return {**obj, "metadata": meta}
 
     return comparable(a) == comparable(b)

@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from cadre.localcluster.apiserver import discovery, http, subresources, tables
+from cadre.localcluster.apiserver import discovery, http, patches, subresources, tables
 from cadre.localcluster.apiserver.authn import Authenticator, User
 from cadre.localcluster.apiserver.cluster import Cluster
 from cadre.localcluster.apiserver.faults import Faults
@@ -404,6 +404,7 @@ class ApiServer:
                 )
             return http.json_response(listed)
         body = await http.read_body(request)
+        manager = http.field_manager(request)
         if verb == "create":
             if target.subresource == "token":
                 token = subresources.request_token(
@@ -414,11 +415,11 @@ class ApiServer:
                 return http.json_response(self.cluster.bind(ns, target.name, body), 201)
             if target.name:
                 raise method_not_allowed()
-            result = self.cluster.create(rtype, ns, body, field_validation, user)
+            result = self.cluster.create(rtype, ns, body, field_validation, user, manager)
             return http.json_response(result.obj, 201, result.warnings)
         if verb == "update":
             result = self.cluster.update(
-                rtype, ns, target.name, body, target.subresource, field_validation, user
+                rtype, ns, target.name, body, target.subresource, field_validation, user, manager
             )
             return http.json_response(result.obj, 200, result.warnings)
         if verb == "patch":
@@ -431,8 +432,13 @@ class ApiServer:
                 target.subresource,
                 field_validation,
                 user,
+                # An apply names its manager; other writes may take it from the User-Agent.
+                request.query.get("fieldManager", "")
+                if http.content_type(request) == patches.APPLY
+                else manager,
+                http.flag(request, "force"),
             )
-            return http.json_response(result.obj, 200, result.warnings)
+            return http.json_response(result.obj, 201 if result.created else 200, result.warnings)
         options = dict(body) if isinstance(body, dict) else {}
         for key in ("propagationPolicy", "gracePeriodSeconds", "orphanDependents"):
             if key in request.query:
