@@ -118,6 +118,8 @@ def builtin_types() -> list[ResourceType]:
                  categories=("all",), sub=("status", "scale"), generation=True),
         _builtin("apps", "v1", "Deployment", "deployments", short=("deploy",),
                  categories=("all",), sub=("status", "scale"), generation=True),
+        _builtin("apps", "v1", "ReplicaSet", "replicasets", short=("rs",),
+                 categories=("all",), sub=("status", "scale"), generation=True),
         _builtin("batch", "v1", "Job", "jobs", categories=("all",), sub=("status",),
                  generation=True),
         _builtin("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies",

@@ -188,7 +188,61 @@ _BUILTIN: dict[str, tuple[list[Obj], Callable[[Obj], list[Any]]]] = {
         [_column("Created At", "date")],
         lambda o: [o["metadata"].get("creationTimestamp", "")],
     ),
-}
+    "Deployment": (
+        [_column("Ready"), _column("Up-to-date", "integer"), _column("Available", "integer"),
+         _AGE_COLUMN, _column("Containers", priority=1), _column("Images", priority=1)],
+        lambda o: [
+            f"{o.get('status', {}).get('readyReplicas', 0)}/{o['spec'].get('replicas', 1)}",
+            o.get("status", {}).get("updatedReplicas", 0),
+            o.get("status", {}).get("availableReplicas", 0),
+            _age(o), *_containers(o),
+        ],
+    ),
+    "ReplicaSet": (
+        [_column("Desired", "integer"), _column("Current", "integer"), _column("Ready", "integer"),
+         _AGE_COLUMN, _column("Containers", priority=1), _column("Images", priority=1)],
+        lambda o: [
+            o["spec"].get("replicas", 1), o.get("status", {}).get("replicas", 0),
+            o.get("status", {}).get("readyReplicas", 0), _age(o), *_containers(o),
+        ],
+    ),
+    "Role": ([_column("Created At", "date")], lambda o: [o["metadata"]["creationTimestamp"]]),
+    "ClusterRole": (
+        [_column("Created At", "date")], lambda o: [o["metadata"]["creationTimestamp"]]
+    ),
+    "RoleBinding": (
+        [_column("Role"), _AGE_COLUMN],
+        lambda o: [f"{o['roleRef']['kind']}/{o['roleRef']['name']}", _age(o)],
+    ),
+    "ClusterRoleBinding": (
+        [_column("Role"), _AGE_COLUMN],
+        lambda o: [f"{o['roleRef']['kind']}/{o['roleRef']['name']}", _age(o)],
+    ),
+}  # fmt: skip
+
+# kubectl get events: the name is there, at priority 1 (shown with -o wide only).
+_EVENT_COLUMNS = [
+    _column("Last Seen"), _column("Type"), _column("Reason"), _column("Object"),
+    _column("Message"), {**_NAME_COLUMN, "priority": 1}, _column("Count", "integer", 1),
+]  # fmt: skip
+
+
+def _event_cells(o: Obj) -> list[Any]:
+    involved = o.get("involvedObject") or {}
+    seen = o.get("lastTimestamp") or o.get("eventTime") or o["metadata"].get("creationTimestamp")
+    return [
+        _age({"metadata": {"creationTimestamp": seen}}) if seen else "<unknown>",
+        o.get("type", ""), o.get("reason", ""),
+        f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
+        o.get("message", ""), o["metadata"]["name"], o.get("count", 1),
+    ]  # fmt: skip
+
+
+def _containers(o: Obj) -> list[str]:
+    spec = (o["spec"].get("template") or {}).get("spec") or {}
+    containers = spec.get("containers") or []
+    return [",".join(c.get("name", "") for c in containers),
+            ",".join(c.get("image", "") for c in containers)]  # fmt: skip
 
 
 def columns(rtype: ResourceType) -> list[Obj]:
@@ -206,6 +260,8 @@ def columns(rtype: ResourceType) -> list[Obj]:
         return (
             [_NAME_COLUMN, *custom] if custom else [_NAME_COLUMN, {**_AGE_COLUMN, "type": "date"}]
         )
+    if rtype.kind == "Event":
+        return _EVENT_COLUMNS
     extra = _BUILTIN.get(rtype.kind, ([_AGE_COLUMN], lambda o: [_age(o)]))[0]
     return [_NAME_COLUMN, *extra]
 
@@ -216,6 +272,8 @@ def cells(rtype: ResourceType, obj: Obj) -> list[Any]:
         if not rtype.printer_columns:
             return [name, _age(obj)]
         return [name, *(_custom_cell(c, obj) for c in rtype.printer_columns)]
+    if rtype.kind == "Event":
+        return _event_cells(obj)
     builder = _BUILTIN.get(rtype.kind, ([], lambda o: [_age(o)]))[1]
     return [name, *builder(obj)]
 

@@ -29,6 +29,7 @@ from cadre.localcluster.apiserver.metadata import now
 from cadre.localcluster.apiserver.server import ApiServer
 from cadre.localcluster.apiserver.status import ApiError
 from cadre.localcluster.apiserver.store import Subscription
+from cadre.localcluster.controllers.deployments import DeploymentControllers
 from cadre.localcluster.controllers.workloads import WorkloadControllers
 from cadre.localcluster.node import namespaces, podfs
 from cadre.localcluster.node.images import (
@@ -79,6 +80,7 @@ class Kubelet:
         self._loop_task: asyncio.Task[None] | None = None
         self._claims_task: asyncio.Task[None] | None = None
         self.workloads = WorkloadControllers(server.cluster)
+        self.deployments = DeploymentControllers(server.cluster)
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -201,6 +203,7 @@ class Kubelet:
         self._register_node()
         self.server.log_source = self
         self.workloads.start()
+        self.deployments.start()
         self._subscription = self.server.store.subscribe(("", "pods"))
         for pod in self.server.store.items(("", "pods")):
             self._on_pod(pod, deleted=False)
@@ -210,6 +213,7 @@ class Kubelet:
 
     async def stop(self) -> None:
         await self.workloads.stop()
+        await self.deployments.stop()
         if self._claims_task is not None:
             self._claims_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
