@@ -11,8 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cadre.api.names import bind_host
 from cadre.cli.eventtext import describe
-from cadre.harness.eventserver import DAMAGED, EventServer, bind_host
+from cadre.harness.eventserver import DAMAGED, EventServer
 
 
 def _event(seq: int) -> bytes:

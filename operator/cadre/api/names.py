@@ -101,3 +101,13 @@ def harness_labels(agent: str) -> dict[str, str]:
 def harness_selector(agent: str) -> dict[str, str]:
     """Selects the harness pod of one Agent (the only client its sandboxes accept)."""
     return {COMPONENT_LABEL: "harness", AGENT_LABEL: agent}
+
+
+def bind_host(pod_ip: str | None) -> str:
+    """Where a Cadre server listens (harness events, operator metrics and liveness): in a pod,
+    the pod's own address (probes, Services and the API server's pod proxy reach it there);
+    outside a pod, loopback only. Never every interface: in the local cluster, whose pods
+    share the node's network, 0.0.0.0:8090 took port 8090 from every harness pod (and
+    exposed transcripts beyond the machine outside a pod). The price in a real cluster:
+    ``kubectl port-forward``, which connects to the pod's loopback, does not reach them."""
+    return pod_ip or "127.0.0.1"

@@ -79,8 +79,8 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
 
     import kubernetes
 
+    from cadre.api.names import bind_host
     from cadre.harness import logs
-    from cadre.harness.eventserver import bind_host
     from cadre.harness.process import HarnessProcess
     from cadre.harness.taskapi import TaskApi
 

@@ -27,14 +27,6 @@ POLL_SECONDS = 0.2
 _TRUE = ("1", "true", "yes")
 
 
-def bind_host(pod_ip: str | None) -> str:
-    """Where the events server listens: the pod's own address (the API server's pod proxy
-    reaches it there); outside a pod, loopback only. Never every interface: outside a pod that
-    exposed the transcripts to the network and took port 8090 from every local cluster's
-    harness pods (127.1.x.y:8090 and 0.0.0.0:8090 cannot both listen)."""
-    return pod_ip or "127.0.0.1"
-
-
 DAMAGED = "log.damaged"
 """The type of the notice a reader gets in place of a line of the log that is not an event."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -27,7 +28,9 @@ from cadre.api.names import (
     DEPTH_ANNOTATION,
     FINALIZER,
     MEMORY_KEY,
+    POD_IP_ENV,
     TEAM_LABEL,
+    bind_host,
     harness_name,
 )
 from cadre.api.task import FINAL_PHASES, parent_of
@@ -65,7 +68,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     state = state_of(memo)
     if state.metrics_port:
-        metrics.serve(state.metrics_port)
+        # On the pod's own address (outside a pod, loopback), as the harness serves its
+        # events: in the local cluster, whose pods share the node's network, 0.0.0.0 would
+        # take the port from every pod there.
+        metrics.serve(state.metrics_port, bind_host(os.environ.get(POD_IP_ENV)))
 
 
 def counted(handler: Callable[..., Any]) -> Callable[..., Any]:

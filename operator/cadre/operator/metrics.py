@@ -87,8 +87,8 @@ _USAGE_KINDS = {
 }
 
 
-def serve(port: int) -> None:
-    start_http_server(port, registry=REGISTRY)
+def serve(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - callers pass the pod's
+    start_http_server(port, addr=host, registry=REGISTRY)
 
 
 def _parse(text: str) -> datetime:

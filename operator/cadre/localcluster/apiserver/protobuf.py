@@ -1,7 +1,8 @@
 """Decoding the protobuf request bodies kubectl sends for built-in kinds.
 
 kubectl's typed ``create`` commands (``create namespace``, ``create secret``, ``create token``,
-``auth can-i``, ...) send ``application/vnd.kubernetes.protobuf``: the ``k8s\\0`` magic, then a
+``auth can-i``, ...) and client-go's deletes (Helm's uninstall)
+send ``application/vnd.kubernetes.protobuf``: the ``k8s\\0`` magic, then a
 ``runtime.Unknown`` holding the object. This module reads the protobuf wire format and turns
 the messages those commands send into the JSON the rest of the server handles. The field
 numbers are Kubernetes' (``generated.proto`` of each API group); every message listed here was
@@ -54,7 +55,16 @@ _BOUND_OBJECT: Message = {
     1: ("kind", "s", None), 2: ("apiVersion", "s", None), 3: ("name", "s", None),
     4: ("uid", "s", None),
 }  # fmt: skip
+_DELETE_OPTIONS: Message = {
+    1: ("gracePeriodSeconds", "i", None),
+    2: ("preconditions", "m", {1: ("uid", "s", None), 2: ("resourceVersion", "s", None)}),
+    3: ("orphanDependents", "t", None), 4: ("propagationPolicy", "s", None),
+    5: ("dryRun", "S", None),
+}  # fmt: skip
 MESSAGES: dict[tuple[str, str], Message] = {
+    # client-go (Helm's uninstall) sends the options of a DELETE as protobuf.
+    ("v1", "DeleteOptions"): _DELETE_OPTIONS,
+    ("meta.k8s.io/v1", "DeleteOptions"): _DELETE_OPTIONS,
     ("v1", "Namespace"): {
         1: ("metadata", "m", _OBJECT_META), 2: ("spec", "m", {1: ("finalizers", "S", None)}),
     },

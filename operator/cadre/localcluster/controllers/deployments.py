@@ -181,8 +181,18 @@ class DeploymentControllers:
             resource, owner = found
             if resource == ("apps", "replicasets"):
                 self._sync_replica_set(owner)
+                if change.resource == ("", "pods"):
+                    # A pod gone may be what a Recreate waits for, without any change of its
+                    # ReplicaSet's status (terminating pods no longer count there).
+                    self._sync_owner(owner)
             elif resource == ("apps", "deployments"):
                 self._sync_deployment(owner)
+
+    def _sync_owner(self, replica_set: Obj) -> None:
+        for ref in replica_set["metadata"].get("ownerReferences") or []:
+            found = self.cluster.store.by_uid(ref.get("uid", "")) if ref.get("controller") else None
+            if found is not None and found[0] == ("apps", "deployments"):
+                self._sync_deployment(found[1])
 
     # -- ReplicaSet ------------------------------------------------------------------------
 
@@ -261,10 +271,14 @@ class DeploymentControllers:
         strategy = (deployment["spec"].get("strategy") or {}).get("type", "RollingUpdate")
         surge, unavailable = rolling_bounds(deployment)
         if strategy == "Recreate":
-            running = [rs for rs in old if int(rs.get("status", {}).get("replicas", 0)) > 0]
             for rs in old:
                 self._scale(sets_type, rs, 0, deployment, replicas, surge)
-            if not running:
+            # New pods only once every old one is gone, terminating ones included: never two
+            # versions at once (what Cadre's operator Deployment relies on: one kopf only).
+            namespace = deployment["metadata"]["namespace"]
+            pods = self.cluster.store.items(("", "pods"), namespace)
+            lingering = any(controlled_by(pod, rs) for rs in old for pod in pods)
+            if not lingering:
                 self._scale(sets_type, new, replicas, deployment, replicas, surge)
             return
 
