@@ -75,8 +75,12 @@ def test_defaults_serve_the_whole_cluster_as_a_restricted_pod() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["livenessProbe"]["httpGet"]["port"] == "liveness"
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["CADRE_SANDBOX_IMAGE"] == "ghcr.io/cadre-dev/sandbox:0.1.0"
+    # Liveness (and metrics) on the pod's own address, from the downward API.
+    pod_ip = next(e for e in container["env"] if e["name"] == "POD_IP")
+    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "--liveness=http://$(POD_IP):8081/healthz" in container["args"]
     assert "ServiceMonitor" not in kinds
     assert "Role" not in kinds
     assert {r["metadata"]["name"] for r in kinds["ClusterRole"]} == {"cadre", "cadre-discovery"}
@@ -93,7 +97,7 @@ def test_non_default_values_reach_the_objects() -> None:
     assert pod["imagePullSecrets"] == [{"name": "registry"}]
     assert container["args"][:2] == ["--namespace=team-a", "--namespace=team-b"]
     assert "--metrics-port=9090" in container["args"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["CADRE_HARNESS_IMAGE"] == "registry.example.com/cadre:1.2.3"
     assert env["CADRE_SANDBOX_IMAGE"] == "registry.example.com/sandbox:1.2.3"
     assert json.loads(env["CADRE_SANDBOX_LIMITS"]) == {
@@ -122,7 +126,7 @@ def test_the_operator_settings_accept_what_the_chart_renders() -> None:
     for values in ({}, NON_DEFAULT):
         (deployment,) = by_kind(render(values))["Deployment"]
         env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]
-               ["containers"][0]["env"]}  # fmt: skip
+               ["containers"][0]["env"] if "value" in e}  # fmt: skip
         from_env(env)  # raises, naming the variable, if the chart and the operator disagree
 
 
