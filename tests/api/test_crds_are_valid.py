@@ -12,7 +12,7 @@ from cadre.localcluster.apiserver.crdschema import check_structural
 
 from tests.api.conftest import crd_schema
 
-KINDS = ["Agent", "Team", "Task"]
+KINDS = ["Agent", "Team", "Task", "Policy"]
 
 
 def walk(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

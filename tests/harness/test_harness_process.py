@@ -67,7 +67,8 @@ def cluster(tmp_path: Path) -> Iterator[Served]:
 def _least_privilege_client(
     http: Http, server_url: str, ca: Path, tmp_path: Path
 ) -> kubernetes.client.ApiClient:
-    """A client with only the harness's rights: its Agent, Tasks, and tasks/status."""
+    """A client with only the harness's rights: its Agent, Tasks, Policies (list) and
+    tasks/status."""
     rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/default"
     http(
         "POST",
@@ -86,6 +87,7 @@ def _least_privilege_client(
                 "verbs": ["get"],
             },
             {"apiGroups": ["cadre.dev"], "resources": ["tasks"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["cadre.dev"], "resources": ["policies"], "verbs": ["list"]},
             {
                 "apiGroups": ["cadre.dev"],
                 "resources": ["tasks/status"],

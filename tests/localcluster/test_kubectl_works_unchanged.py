@@ -40,7 +40,16 @@ def test_apply_the_examples_then_apply_again_is_unchanged(kubectl: Kubectl, name
 def test_get_prints_the_crd_printer_columns(kubectl: Kubectl, namespace: str) -> None:
     _apply(kubectl, namespace, task_manifest("columns"))
     out = kubectl("get", "tasks", "-n", namespace).stdout.splitlines()
-    assert out[0].split() == ["NAME", "AGENT", "PHASE", "PARENT", "TURNS", "COST", "AGE"]
+    assert out[0].split() == [
+        "NAME",
+        "AGENT",
+        "PHASE",
+        "PARENT",
+        "TURNS",
+        "COST",
+        "WAITING-FOR",
+        "AGE",
+    ]
     assert out[1].split()[0] == "columns"
     wide = kubectl("get", "tasks", "-n", namespace, "-o", "wide").stdout.splitlines()[0]
     assert "TITLE" in wide.split()

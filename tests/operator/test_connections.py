@@ -45,7 +45,7 @@ def test_the_watched_resources_are_those_the_handlers_watch() -> None:
 
 def test_the_limit_leaves_room_for_every_watch_stream_of_every_namespace() -> None:
     one = connections.connection_limit(1)
-    assert one == 5 + connections.KOPF_STREAMS + connections.REQUEST_CONNECTIONS
+    assert one == 6 + connections.KOPF_STREAMS + connections.REQUEST_CONNECTIONS
     assert connections.connection_limit(0) == one  # the whole cluster: one stream a resource
     assert connections.connection_limit(20) - one == 19 * 5
 

@@ -54,6 +54,7 @@ def test_the_role_allows_reading_agents_teams_tasks_and_writing_task_status_and_
     rules = build_harness_role(target())["rules"]
     assert rules == [
         {"apiGroups": ["cadre.dev"], "resources": ["agents", "teams"], "verbs": ["get"]},
+        {"apiGroups": ["cadre.dev"], "resources": ["policies"], "verbs": ["list"]},
         {"apiGroups": ["cadre.dev"], "resources": ["tasks"], "verbs": ["get", "list", "watch"]},
         {
             "apiGroups": ["cadre.dev"],

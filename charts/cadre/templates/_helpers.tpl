@@ -43,8 +43,13 @@ app.kubernetes.io/component: operator
   resources: [agents, teams, tasks]
   verbs: [get, list, watch, create, update, patch, delete]
 - apiGroups: [cadre.dev]
-  resources: [agents/status, teams/status, tasks/status]
+  resources: [agents/status, teams/status, tasks/status, policies/status]
   verbs: [get, update, patch]
+# Policies: read (each harness decides its tool calls by them; the operator reports which
+# Agents each selects).
+- apiGroups: [cadre.dev]
+  resources: [policies]
+  verbs: [get, list, watch]
 # Harness StatefulSets and their Services; sandbox pods, Services, workspaces, token Secrets,
 # NetworkPolicies; memory ConfigMaps; the harness's ServiceAccount and its Role (which grants
 # only what this role already holds, as RBAC requires).

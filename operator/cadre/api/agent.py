@@ -265,6 +265,8 @@ class AgentStatus(ApiModel):
     """Tasks waiting for a free slot (``maxConcurrentTasks``)."""
     memory_entries: Annotated[int, Field(ge=0)] = 0
     """Entries in the Agent's memory."""
+    policies: list[DnsLabel] = Field(default_factory=list, max_length=100)
+    """The Policies that select this Agent: what governs its tool calls."""
 
 
 class Agent(ApiModel):

@@ -18,6 +18,7 @@ from pydantic_core import PydanticUndefined, core_schema
 
 from cadre.api.agent import Agent
 from cadre.api.meta import GROUP, VERSION, ApiModel
+from cadre.api.policy import Policy
 from cadre.api.task import Task
 from cadre.api.team import Team
 
@@ -204,7 +205,22 @@ KINDS: tuple[KindInfo, ...] = (
             ),
             PrinterColumn("Turns", ".status.usage.turns", "integer"),
             PrinterColumn("Cost", ".status.usage.costUSD", description="US dollars"),
+            PrinterColumn(
+                "Waiting-For",
+                ".status.waitingFor",
+                description="A tool call waiting for a human's approval",
+            ),
             PrinterColumn("Title", ".spec.title", priority=1),
+            AGE,
+        ),
+    ),
+    KindInfo(
+        model=Policy,
+        plural="policies",
+        short_names=("pol",),
+        columns=(
+            PrinterColumn("Default", ".spec.defaultDecision"),
+            PrinterColumn("Selecting", _condition("Selecting")),
             AGE,
         ),
     ),

@@ -142,8 +142,37 @@ class Approval(ApiModel):
     """What to change, when rejecting."""
 
 
+class ToolApproval(ApiModel):
+    """A human's answer to a tool call a Policy asks about."""
+
+    decision: ApprovalDecision
+    """``Approved`` runs the call; ``Rejected`` gives the model an error naming the reason."""
+    reason: Annotated[str, StringConstraints(max_length=2048)] = ""
+    """Why: the model reads it when the call is rejected; kept in the session log."""
+
+
+class PendingToolCall(ApiModel):
+    """A tool call waiting for a human (a Policy's ``Ask``)."""
+
+    tool: Annotated[str, StringConstraints(max_length=128)]
+    """The tool called (``bash``, ``write``, ...)."""
+    input: Annotated[str, StringConstraints(max_length=2048)] = ""
+    """The call's input as JSON, cut at 2 KiB (the whole input is in the session log)."""
+    policy: ObjectName | None = None
+    """The Policy whose rule asks."""
+    rule: Annotated[str, StringConstraints(max_length=128)] = ""
+    """The rule's name, or its position (``rule 2``)."""
+    message: Annotated[str, StringConstraints(max_length=256)] = ""
+    """The rule's message: what the human should look at."""
+    since: datetime | None = None
+    """When the call started waiting."""
+    deadline: datetime | None = None
+    """When the Policy's ``onTimeout`` answers it."""
+
+
 class TaskSpec(ApiModel):
-    """The desired state of a Task. Only ``cancel``, ``approval`` and ``limits`` may change."""
+    """The desired state of a Task. Only ``cancel``, ``approval``, ``toolApprovals`` and
+    ``limits`` may change (an answer in ``toolApprovals`` only be added)."""
 
     cel_rules = (
         CelRule(rule="self.prompt == oldSelf.prompt", message="spec.prompt is immutable"),
@@ -152,6 +181,12 @@ class TaskSpec(ApiModel):
             rule="has(self.parentRef) == has(oldSelf.parentRef) && "
             "(!has(self.parentRef) || self.parentRef == oldSelf.parentRef)",
             message="spec.parentRef is immutable",
+        ),
+        CelRule(
+            rule="oldSelf.toolApprovals.all(k, k in self.toolApprovals && "
+            "self.toolApprovals[k] == oldSelf.toolApprovals[k])",
+            message="spec.toolApprovals: an answer cannot be changed or taken back",
+            field_path=".toolApprovals",
         ),
         CelRule(
             rule="!oldSelf.cancel || self.cancel",
@@ -185,6 +220,11 @@ class TaskSpec(ApiModel):
     """Set to true to stop the session; the Task ends Cancelled. Cannot be undone."""
     approval: Approval | None = None
     """A human's verdict while the Task waits for approval."""
+    tool_approvals: dict[str, ToolApproval] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": 64}
+    )
+    """Answers to tool calls waiting for a human, by call id (``cadre approve TASK --call
+    ID``, or a merge patch); each is applied once."""
 
 
 class Usage(ApiModel):
@@ -392,6 +432,12 @@ class TaskStatus(ApiModel):
     operator each merge-patch their own fields of one entry without clobbering the other's)."""
     result: TaskResult | None = None
     """The deliverable's summary, once there is one."""
+    pending_tool_calls: dict[str, PendingToolCall] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": 16}
+    )
+    """Tool calls waiting for a human, by call id (the session waits, holding no sandbox)."""
+    waiting_for: Annotated[str, StringConstraints(max_length=256)] = ""
+    """What the Task waits for, in a word or two (the WAITING-FOR column)."""
 
 
 class Task(ApiModel):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from cadre.api.task import FINAL_PHASES, Approval, ApprovalDecision
+from cadre.api.task import FINAL_PHASES, Approval, ApprovalDecision, ToolApproval
 from cadre.api.types import Obj
 
 
@@ -33,3 +33,23 @@ def approval_patch(approved: bool, feedback: str) -> Obj:
     decision = ApprovalDecision.APPROVED if approved else ApprovalDecision.REJECTED
     approval = Approval(decision=decision, feedback=feedback)
     return {"approval": approval.model_dump(by_alias=True, mode="json")}
+
+
+def check_call_waiting(task: Obj, call: str) -> None:
+    """Raise unless the Task waits on a human for tool call ``call`` and has no answer yet."""
+    name = task["metadata"]["name"]
+    if call in ((task.get("spec") or {}).get("toolApprovals") or {}):
+        raise NotAwaitingApprovalError(f"tool call {call} of Task {name} is already answered")
+    pending = (task.get("status") or {}).get("pendingToolCalls") or {}
+    if call not in pending:
+        waiting = ", ".join(sorted(pending)) or "none"
+        raise NotAwaitingApprovalError(
+            f"Task {name} has no tool call {call} waiting for a human (waiting: {waiting})"
+        )
+
+
+def tool_approval_patch(call: str, approved: bool, reason: str) -> Obj:
+    """The ``spec`` merge patch answering one tool call (validated as the API server will)."""
+    decision = ApprovalDecision.APPROVED if approved else ApprovalDecision.REJECTED
+    answer = ToolApproval(decision=decision, reason=reason)
+    return {"toolApprovals": {call: answer.model_dump(by_alias=True, mode="json")}}

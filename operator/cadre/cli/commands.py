@@ -104,37 +104,54 @@ def tree(
 
 
 def _verdict(task: str, approved: bool, feedback: str, namespace: str,
-             kubeconfig: Path | None, context: str | None) -> None:  # fmt: skip
+             kubeconfig: Path | None, context: str | None, call: str | None) -> None:  # fmt: skip
     from cadre.cli.session import connected
 
     with connected(kubeconfig, context) as kube:
         current = kube.get_task(namespace, task)
         try:
-            approval.check_awaiting(current)
+            if call:
+                approval.check_call_waiting(current, call)
+                patch = approval.tool_approval_patch(call, approved, feedback)
+            else:
+                approval.check_awaiting(current)
+                patch = approval.approval_patch(approved, feedback)
         except approval.NotAwaitingApprovalError as err:
             raise click.ClickException(str(err)) from err
-        kube.patch_task_spec(namespace, task, approval.approval_patch(approved, feedback))
-    click.echo(f"task/{task} {'approved' if approved else 'rejected'}")
+        kube.patch_task_spec(namespace, task, patch)
+    what = f"task/{task} call {call}" if call else f"task/{task}"
+    click.echo(f"{what} {'approved' if approved else 'rejected'}")
+
+
+_CALL = click.option(
+    "--call", default=None, metavar="ID",
+    help="Answer the tool call ID a Policy asks about (status.pendingToolCalls) instead.",
+)  # fmt: skip
 
 
 @click.command()
 @click.argument("task")
-@click.option("--feedback", default="", help="A note kept with the verdict.")
+@click.option("--feedback", "--reason", default="", help="A note kept with the verdict.")
+@_CALL
 @cluster_options
-def approve(task: str, feedback: str, namespace: str, kubeconfig: Path | None,
-            context: str | None) -> None:  # fmt: skip
-    """Approve the result of TASK, which waits for a person (spec.review.humanApproval)."""
-    _verdict(task, True, feedback, namespace, kubeconfig, context)
+def approve(task: str, feedback: str, call: str | None, namespace: str,
+            kubeconfig: Path | None, context: str | None) -> None:  # fmt: skip
+    """Approve the result of TASK, which waits for a person (spec.review.humanApproval), or
+    with --call one of its tool calls a Policy asks about."""
+    _verdict(task, True, feedback, namespace, kubeconfig, context, call)
 
 
 @click.command()
 @click.argument("task")
-@click.option("--feedback", required=True, help="What to change: the agent gets it.")
+@click.option("--feedback", "--reason", required=True, help="What to change, or why not: the "
+              "agent gets it.")  # fmt: skip
+@_CALL
 @cluster_options
-def reject(task: str, feedback: str, namespace: str, kubeconfig: Path | None,
-           context: str | None) -> None:  # fmt: skip
-    """Send the result of TASK back with feedback; its session continues with it."""
-    _verdict(task, False, feedback, namespace, kubeconfig, context)
+def reject(task: str, feedback: str, call: str | None, namespace: str,
+           kubeconfig: Path | None, context: str | None) -> None:  # fmt: skip
+    """Send the result of TASK back with feedback (its session continues with it), or with
+    --call refuse one of its tool calls (the model is told why)."""
+    _verdict(task, False, feedback, namespace, kubeconfig, context, call)
 
 
 @click.group()

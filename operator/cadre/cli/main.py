@@ -139,6 +139,7 @@ def operator(namespaces: tuple[str, ...], liveness: str | None, metrics_port: in
     # Importing them registers the handlers with kopf.
     import cadre.operator.connections
     import cadre.operator.handlers
+    import cadre.operator.policy_handlers
     import cadre.operator.sandbox_handlers
     import cadre.operator.stragglers
     import cadre.operator.team_handlers

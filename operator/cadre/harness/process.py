@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +36,9 @@ from cadre.harness.context import plan_for
 from cadre.harness.eventserver import EventServer
 from cadre.harness.logs import TRANSCRIPT
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add, for_prompt, mark_used, render
+from cadre.harness.permissions import Governance, answer_in
 from cadre.harness.pricing import Prices, prices_for
-from cadre.harness.replay import AWAITING_REVIEW, WAITING, State
+from cadre.harness.replay import AWAITING_APPROVAL, AWAITING_REVIEW, WAITING, State
 from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable
 from cadre.harness.session import Session, SessionConfig
 from cadre.harness.sessionlog import SessionLog, SessionLogError
@@ -84,6 +86,9 @@ class HarnessProcess:
     write arrived (the watch lags) is not taken up again."""
     copies: TaskCopies = field(default_factory=TaskCopies)
     """Every Task the watch delivered, newest copy (sessions wait on their sandbox here)."""
+    wakes: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    """Per Task waiting on a human for a tool call: the wake-up at its deadline."""
+    _governed: tuple[float, Governance] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         agent = await self.api.agent(self.agent)
@@ -238,6 +243,33 @@ class HarnessProcess:
             # otherwise never be seen. A look at the very version it was started for ends here.
             self._on_task("MODIFIED", latest)
 
+    async def _governance(self) -> Governance:
+        """The Policies selecting this Agent, read at most every 5 s (each tool call asks)."""
+        loop = asyncio.get_running_loop()
+        if self._governed is not None and loop.time() - self._governed[0] < REPORT_SECONDS:
+            return self._governed[1]
+        agent = await self.api.agent(self.agent)
+        labels = agent["metadata"].get("labels") or {}
+        governed = Governance.select(await self.api.policies(), labels)
+        self._governed = (loop.time(), governed)
+        return governed
+
+    def _wake_at(self, name: str, deadline: float) -> None:
+        """Look at a Task waiting on a human again at its call's deadline (the Policy's
+        ``onTimeout`` answers then); an answer before it wakes the session by itself."""
+        previous = self.wakes.pop(name, None)
+        if previous is not None:
+            previous.cancel()
+
+        def wake() -> None:
+            self.wakes.pop(name, None)
+            latest = self.known.get(name)
+            if latest is not None:
+                self._on_task("MODIFIED", latest)
+
+        delay = max(deadline - time.time(), 0.0) + 0.05
+        self.wakes[name] = asyncio.get_running_loop().call_later(delay, wake)
+
     def _retry_later(self, name: str) -> None:
         """A session that failed (an API server down for longer than the client's retries,
         a sandbox gone) resumes from its log after a backoff (1 s, doubling, at most 60 s),
@@ -360,6 +392,8 @@ class HarnessProcess:
             delegated_cost=lambda: delegated_cost(
                 self.known.get(name) or task, self.copies.below(name)
             ),
+            governance=self._governance,
+            answer_of=lambda call_id: answer_in(self.known.get(name) or task, call_id),
         )  # fmt: skip
         try:
             state = session.start()
@@ -377,6 +411,9 @@ class HarnessProcess:
                 # written (the harness died in between): write it now.
             elif state.idle == WAITING and not await team_tools.pending_news(state):
                 return False
+            elif state.idle == AWAITING_APPROVAL and not session.approval_ready(state):
+                self._wake_at(name, session.deadline(state))
+                return False
             # Woken from a pause, a session was not interrupted: only a crash counts as resume.
             interrupted = resumed and state.idle is None
             status = task.get("status") or {}
@@ -390,6 +427,7 @@ class HarnessProcess:
                         "attempts": int(session_status.get("attempts", 0)) + 1,
                         "resumes": int(session_status.get("resumes", 0)) + int(interrupted),
                         "lastActivityTime": now_stamp()},
+                    "pendingToolCalls": None, "waitingFor": "",
                 })  # fmt: skip
             reporter = asyncio.get_running_loop().create_task(self._report(name, session))
             try:
@@ -403,6 +441,8 @@ class HarnessProcess:
                 raise
             finally:
                 reporter.cancel()
+            if outcome.get("reason") == AWAITING_APPROVAL:
+                self._wake_at(name, session.deadline(session.state))
             delivery = await self._deliverables(
                 name, spec, outcome, tools if config.tools else None
             )
@@ -528,6 +568,10 @@ class HarnessProcess:
             status.update(build_usage_status(state))
             if outcome["outcome"] == "InReview":
                 status["review"] = {"deliveries": state.deliveries}
+        if outcome.get("pending"):
+            status["pendingToolCalls"] = outcome["pending"]
+            tools = ", ".join(sorted({call["tool"] for call in outcome["pending"].values()}))
+            status["waitingFor"] = f"approval of a {tools} call"
         await self.api.patch_status(name, status)
         if status["phase"] in FINAL_PHASES and name in self.known:
             self.ended.add(self.known[name]["metadata"]["uid"])

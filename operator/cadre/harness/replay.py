@@ -26,6 +26,7 @@ USAGE_KEYS = (
 
 WAITING = "WaitingForChildren"
 AWAITING_REVIEW = "AwaitingReview"
+AWAITING_APPROVAL = "AwaitingToolApproval"
 """Why a session is paused (``State.idle``): delegated Tasks, or a deliverable in review."""
 
 
@@ -77,6 +78,12 @@ class State:
     error_streak: int = 0
     """Model calls failed in a row (after the SDK's retries), and when the first of them was."""
     streak_started: float = 0.0
+    decisions: dict[str, Obj] = field(default_factory=dict)
+    """What the Policies decided for each tool call (``agent.tool_decision``), by call id."""
+    confirmations: dict[str, Obj] = field(default_factory=dict)
+    """A human's (or the timeout's) answer to each call that asked, by call id."""
+    awaiting: str = ""
+    """The call the session waits on a human for, while paused ``AwaitingToolApproval``."""
     applied: int = 0
     """How many of the log's events are folded in."""
 
@@ -118,6 +125,7 @@ def apply(state: State, event: Event, prices: Prices) -> None:
         state.last_stop = None
     elif kind == "session.status_idle":
         state.idle = event["reason"]
+        state.awaiting = str(event.get("tool_use_id") or "")
         state.idle_result = event.get("result", "")
         state.deliveries += 1 if state.idle == AWAITING_REVIEW else 0
     elif kind == "user.review":
@@ -159,6 +167,10 @@ def apply(state: State, event: Event, prices: Prices) -> None:
             ordered = [state.results[b["id"]] for b in state.pending]
             state.messages.append({"role": "user", "content": ordered})
             state.pending, state.last_stop = [], "tool_results"
+    elif kind == "agent.tool_decision":
+        state.decisions[event["tool_use_id"]] = {**event}
+    elif kind == "user.tool_confirmation":
+        state.confirmations[event["tool_use_id"]] = {**event}
     elif kind == "span.compaction_start":
         state.compacting = {"reason": event["reason"], "cut": event["cut"]}
     elif kind == "session.compacted":

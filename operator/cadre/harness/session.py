@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
 import anthropic
 
+from cadre.api.policy import Decision
 from cadre.api.types import Obj
 from cadre.harness.context import (
     ContextPlan,
@@ -36,8 +37,10 @@ from cadre.harness.context import (
     with_breakpoint,
 )
 from cadre.harness.model_errors import ModelFailure, classify
+from cadre.harness.permissions import Governance, ToolAnswer, ToolDecision
 from cadre.harness.pricing import Prices
 from cadre.harness.replay import (
+    AWAITING_APPROVAL,
     AWAITING_REVIEW,
     USAGE_KEYS,
     WAITING,
@@ -155,7 +158,13 @@ class Session:
         transcript: Callable[[str], None] = print,
         harness_tools: HarnessTools | None = None,
         delegated_cost: Callable[[], Decimal] = lambda: Decimal(0),
+        governance: Callable[[], Awaitable[Governance]] | None = None,
+        answer_of: Callable[[str], ToolAnswer | None] = lambda _: None,
     ) -> None:
+        self.governance = governance
+        """The Policies that govern this Agent now (looked up before each undecided call)."""
+        self.answer_of = answer_of
+        """A human's answer to a call that asked, from the Task (None: none yet)."""
         self.harness_tools = harness_tools
         self.delegated_cost = delegated_cost
         """What the Task's delegated work (and its reviews) cost so far: a Task's maxCostUSD
@@ -238,7 +247,11 @@ class Session:
         state = self.start()
         if state.idle == AWAITING_REVIEW:
             return self._paused(state)
-        if state.idle == WAITING:
+        if state.idle == AWAITING_APPROVAL:
+            if not self.approval_ready(state):
+                return self._paused(state)
+            self.log.append("session.status_running", reason="answered")
+        elif state.idle == WAITING:
             self.log.append("session.status_running", reason="woken")
         elif state.outcome is None and self.log.events[-1]["type"] not in (
             "user.message",
@@ -286,10 +299,43 @@ class Session:
         self.say(f"lesson: {text}")
         return self._caught_up().lesson or ""
 
+    def approval_ready(self, state: State | None = None) -> bool:
+        """Whether the call the session waits on has its answer, or its deadline passed."""
+        state = state or self._caught_up()
+        if state.idle != AWAITING_APPROVAL:
+            return False
+        return self.answer_of(state.awaiting) is not None or time.time() >= self.deadline(state)
+
+    def deadline(self, state: State) -> float:
+        decided = state.decisions.get(state.awaiting) or {}
+        return float(decided.get("time", 0)) + float(decided.get("timeout_seconds", 0))
+
     @staticmethod
     def _paused(state: State) -> Obj:
         phase = "InReview" if state.idle == AWAITING_REVIEW else "Waiting"
-        return {"outcome": phase, "reason": state.idle, "message": "", "result": state.idle_result}
+        paused: Obj = {
+            "outcome": phase,
+            "reason": state.idle,
+            "message": "",
+            "result": state.idle_result,
+        }
+        if state.idle == AWAITING_APPROVAL:
+            decided = state.decisions.get(state.awaiting) or {}
+            call = next((b for b in state.pending if b["id"] == state.awaiting), {})
+            rule = f"{decided.get('policy')}, {decided.get('rule')}"
+            paused["message"] = (
+                f"tool call {state.awaiting} ({call.get('name')}) waits for a human: {rule}"
+            )
+            paused["pending"] = {state.awaiting: {
+                "tool": str(call.get("name", "")),
+                "input": _brief(call.get("input", {}), 2048),
+                "policy": decided.get("policy") or None, "rule": decided.get("rule", ""),
+                "message": str(decided.get("message", ""))[:256],
+                "since": _stamp(float(decided.get("time", 0))),
+                "deadline": _stamp(float(decided.get("time", 0))
+                                   + float(decided.get("timeout_seconds", 0))),
+            }}  # fmt: skip
+        return paused
 
     def _idle(self, state: State, reason: str, result: str = "") -> State:
         self.log.append("session.status_idle", reason=reason, result=result[:4096])
@@ -580,9 +626,66 @@ class Session:
             elif block.get("type") == "compaction":
                 self.say("compacted by the model API")
 
+    async def _gate(self, block: Obj) -> str | None:
+        """What the Policies let this call do: None to run it, an error for the model when
+        it may not, or ``AWAITING_APPROVAL`` when it waits for a human. Each decision and each
+        answer is logged once, before it is acted on."""
+        call_id = block["id"]
+        state = self._caught_up()
+        if call_id not in state.decisions and self.governance is not None:
+            decided = (await self.governance()).decide(block["name"], block.get("input", {}))
+            if not decided.policy:
+                return None  # no Policy governs this Agent: nothing to log
+            self.log.append("agent.tool_decision", tool_use_id=call_id, **decided.to_event(),
+                            timeout_seconds=decided.timeout_seconds,
+                            on_timeout=decided.on_timeout)  # fmt: skip
+            self.say(f"   policy: {decided.decision.value} ({decided.explain()})")
+            state = self._caught_up()
+        decided_event = state.decisions.get(call_id)
+        if decided_event is None or decided_event["decision"] == "Allow":
+            return None
+        why = ToolDecision(
+            Decision(decided_event["decision"]), decided_event.get("policy", ""),
+            decided_event.get("rule", ""), decided_event.get("message", ""),
+        )  # fmt: skip
+        if decided_event["decision"] == "Deny":
+            return f"This call is denied by {why.explain()}."
+        if call_id not in state.confirmations:
+            answer = self.answer_of(call_id)
+            if answer is None and time.time() < float(decided_event["time"]) + float(
+                    decided_event.get("timeout_seconds", 0)):  # fmt: skip
+                return AWAITING_APPROVAL
+            if answer is None:
+                approved = decided_event.get("on_timeout") == "Approve"
+                answer = ToolAnswer(approved, "no answer before the deadline", "the timeout")
+            self.log.append(
+                "user.tool_confirmation", tool_use_id=call_id, approved=answer.approved,
+                reason=answer.reason, by=answer.by,
+            )  # fmt: skip
+            self.say(f"   {'approved' if answer.approved else 'rejected'} by {answer.by}"
+                     + (f": {answer.reason}" if answer.reason else ""))  # fmt: skip
+            state = self._caught_up()
+        confirmed = state.confirmations[call_id]
+        if confirmed["approved"]:
+            return None
+        reason = f": {confirmed['reason']}" if confirmed.get("reason") else ""
+        return f"This call was rejected by {confirmed['by']}{reason}."
+
     async def _run_tools(self, state: State) -> None:
         for block in state.pending:
             if block["id"] in state.results:
+                continue
+            gate = await self._gate(block)
+            if gate == AWAITING_APPROVAL:
+                if self.log.events[-1]["type"] != "session.status_idle":
+                    self.log.append("session.status_idle", reason=AWAITING_APPROVAL,
+                                    tool_use_id=block["id"], result="")  # fmt: skip
+                    self.say(f"idle: {AWAITING_APPROVAL} ({block['id']})")
+                return
+            if gate is not None:
+                self.log.append("agent.tool_result", tool_use_id=block["id"], content=gate,
+                                is_error=True)  # fmt: skip
+                self.say(f"   {gate}")
                 continue
             if block["id"] not in state.sent:
                 self.log.append(
@@ -617,6 +720,10 @@ class Session:
                 **extra,
             )
             self.say(f"   {_brief(outcome.content)}")
+
+
+def _stamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _brief(value: Any, limit: int = 160) -> str:

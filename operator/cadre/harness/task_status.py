@@ -90,7 +90,9 @@ def build_final_status(outcome: Obj, generation: int | None, conditions: list[Ob
             "Succeeded",
             None if paused else phase == "Succeeded",
             outcome["reason"],
-            _PAUSED_MESSAGES.get(phase) or outcome.get("message", "")[:1024],
+            (outcome.get("message") if paused else None)
+            or _PAUSED_MESSAGES.get(phase)
+            or outcome.get("message", "")[:1024],
             now=datetime.now(UTC),
             observed_generation=generation,
         ),

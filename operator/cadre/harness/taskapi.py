@@ -140,6 +140,23 @@ class TaskApi:
                 return None
             raise
 
+    async def policies(self) -> list[Obj]:
+        """The namespace's Policies (the harness decides each tool call by those selecting its
+        Agent)."""
+
+        def listed() -> list[Obj]:
+            found: Obj = self.custom.list_namespaced_custom_object(  # type: ignore[assignment]
+                GROUP, VERSION, self.namespace, "policies"
+            )
+            return list(found["items"])
+
+        try:
+            return await self._call(listed)
+        except kubernetes.client.ApiException as err:
+            if err.status == 404:  # the Policy kind is not installed (CRDs not yet upgraded)
+                return []
+            raise  # anything else fails closed: the call waits and is tried again
+
     async def children(self, parent: str) -> list[Obj]:
         """The Tasks ``parent`` delegated (the operator labels them with their parent)."""
 

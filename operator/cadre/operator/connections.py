@@ -19,7 +19,14 @@ import kopf
 from cadre.operator.state import state_of
 
 WATCHED_RESOURCES = frozenset(
-    {"tasks.cadre.dev", "agents.cadre.dev", "teams.cadre.dev", "pods", "configmaps"}
+    {
+        "tasks.cadre.dev",
+        "agents.cadre.dev",
+        "teams.cadre.dev",
+        "policies.cadre.dev",
+        "pods",
+        "configmaps",
+    }
 )
 """What the handlers watch (a test checks it against kopf's registry): one stream each, per
 namespace served."""

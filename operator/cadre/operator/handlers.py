@@ -40,6 +40,7 @@ from cadre.operator.agent_status import agent_counts, memory_size
 from cadre.operator.cancel import UNTAKEN_PHASES, cancelled_status
 from cadre.operator.harness_builders import AgentTarget, build_harness_objects
 from cadre.operator.model_access import REFUSALS, Refusal, refusal
+from cadre.operator.policy_handlers import policies_for
 from cadre.operator.sandbox_handlers import cache_of
 from cadre.operator.settings import BACKOFF, Settings
 from cadre.operator.state import state_of
@@ -184,10 +185,14 @@ def refresh_agent_ready(
     tasks_by_agent: kopf.Index[tuple[str, str], str],
     memory_sizes: kopf.Index[tuple[str, str], int],
     tasks_to_retry: kopf.Index[tuple[str, str], tuple[str, bool]],
+    policy_selectors: kopf.Index[str, tuple[str, dict[str, Any]]],
     **kwargs: Any,
 ) -> None:
     assert namespace is not None  # Agents are namespaced
     key = (namespace, name)
+    governing = policies_for(policy_selectors, namespace, dict(meta.get("labels") or {}))
+    if list(status.get("policies") or []) != governing:
+        patch.status["policies"] = governing
     if key in tasks_to_retry:
         retry_stragglers(
             namespace, list(tasks_to_retry[key]), cache_of(kwargs), state_of(kwargs["memo"])

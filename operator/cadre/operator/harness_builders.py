@@ -87,6 +87,7 @@ def build_harness_service_account(target: AgentTarget) -> dict[str, Any]:
 
 def build_harness_role(target: AgentTarget) -> dict[str, Any]:
     """Only what ``cadre harness`` calls: Agents and Teams (read: its teammates' roles), the
+    namespace's Policies (list: its tool calls are decided by them), the
     Tasks and their status (its sessions' progress, delegation requests, verdicts on its
     children), and its own memory ConfigMap. No pods, no Secrets, nothing it could create."""
     return {
@@ -95,6 +96,8 @@ def build_harness_role(target: AgentTarget) -> dict[str, Any]:
         "metadata": _metadata(target, harness_name(target.name)),
         "rules": [
             {"apiGroups": [GROUP], "resources": ["agents", "teams"], "verbs": ["get"]},
+            # The Policies its tool calls are decided by (read-only, its namespace's).
+            {"apiGroups": [GROUP], "resources": ["policies"], "verbs": ["list"]},
             {"apiGroups": [GROUP], "resources": ["tasks"], "verbs": ["get", "list", "watch"]},
             {
                 "apiGroups": [GROUP],
