@@ -47,7 +47,7 @@ def test_the_limit_leaves_room_for_every_watch_stream_of_every_namespace() -> No
     one = connections.connection_limit(1)
     assert one == 6 + connections.KOPF_STREAMS + connections.REQUEST_CONNECTIONS
     assert connections.connection_limit(0) == one  # the whole cluster: one stream a resource
-    assert connections.connection_limit(20) - one == 19 * 5
+    assert connections.connection_limit(20) - one == 19 * 6
 
 
 @pytest.fixture
