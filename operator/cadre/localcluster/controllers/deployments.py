@@ -30,7 +30,9 @@ from cadre.localcluster.apiserver.metadata import now
 from cadre.localcluster.apiserver.registry import ResourceType
 from cadre.localcluster.apiserver.status import ApiError
 from cadre.localcluster.apiserver.store import ANY, Change
-from cadre.localcluster.controllers.workloads import template_hash
+from cadre.localcluster.controllers.workloads import _controlled_by as controlled_by
+from cadre.localcluster.controllers.workloads import _owner, template_hash
+from cadre.localcluster.controllers.workloads import _ready as ready
 
 log = logging.getLogger(__name__)
 HASH_LABEL = "pod-template-hash"
@@ -39,22 +41,6 @@ DESIRED = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 MERGE = "application/merge-patch+json"
 _WATCHED = {("apps", "deployments"), ("apps", "replicasets"), ("", "pods")}
-
-
-def owner_reference(obj: Obj, api_version: str, kind: str) -> Obj:
-    meta = obj["metadata"]
-    return {"apiVersion": api_version, "kind": kind, "name": meta["name"], "uid": meta["uid"],
-            "controller": True, "blockOwnerDeletion": True}  # fmt: skip
-
-
-def controlled_by(obj: Obj, owner: Obj) -> bool:
-    refs = obj["metadata"].get("ownerReferences") or []
-    return any(r.get("uid") == owner["metadata"]["uid"] and r.get("controller") for r in refs)
-
-
-def ready(pod: Obj) -> bool:
-    conditions = pod.get("status", {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def _alive(pod: Obj) -> bool:
@@ -100,7 +86,7 @@ def build_replica_set(deployment: Obj, revision: int) -> Obj:
             "namespace": meta["namespace"],
             "labels": labels,
             "annotations": {REVISION: str(revision)},
-            "ownerReferences": [owner_reference(deployment, "apps/v1", "Deployment")],
+            "ownerReferences": [_owner(deployment)],
         },
         "spec": {"replicas": 0, "selector": selector, "template": template},
     }
@@ -116,7 +102,7 @@ def build_pod(replica_set: Obj) -> Obj:
             "generateName": f"{replica_set['metadata']['name']}-",
             "labels": meta.get("labels") or {},
             "annotations": meta.get("annotations") or {},
-            "ownerReferences": [owner_reference(replica_set, "apps/v1", "ReplicaSet")],
+            "ownerReferences": [_owner(replica_set)],
         },
         "spec": template.get("spec") or {},
     }
