@@ -12,11 +12,13 @@ import pytest
 from cadre.api import Agent, Task, Team
 from cadre.api.errors import describe_validation_error
 from cadre.api.meta import ApiModel
+from cadre.api.policy import Policy
 from pydantic import ValidationError
 
 from tests.api.crdcheck import crd_errors
 
-MODELS: dict[str, type[ApiModel]] = {"Agent": Agent, "Team": Team, "Task": Task}
+MODELS: dict[str, type[ApiModel]] = {"Agent": Agent, "Team": Team, "Task": Task,
+                                      "Policy": Policy}  # fmt: skip
 
 BASE: dict[str, dict[str, Any]] = {
     "Agent": {
@@ -39,6 +41,19 @@ BASE: dict[str, dict[str, Any]] = {
         "kind": "Task",
         "metadata": {"name": "fix-bug"},
         "spec": {"assignee": {"agent": "engineer"}, "prompt": "Fix the bug"},
+    },
+    # Optional lists left out on purpose: CEL rules must not trip on absent fields.
+    "Policy": {
+        "apiVersion": "cadre.dev/v1alpha1",
+        "kind": "Policy",
+        "metadata": {"name": "platform"},
+        "spec": {
+            "toolRules": [{"tools": ["read"], "decision": "Allow"}],
+            "hooks": [
+                {"name": "tests", "on": "BeforeDelivery", "command": {"command": "pytest -q"}},
+                {"name": "audit", "on": "TaskEnd", "webhook": {"url": "https://audit.example"}},
+            ],
+        },
     },
 }
 
@@ -225,6 +240,51 @@ CASES = [
         "",
     ),
     Case("unknown-phase", "Task", put("status", {"phase": "Paused"}), "status.phase", ""),
+    Case(
+        "commands-on-read",
+        "Policy",
+        put("spec.toolRules", [{"tools": ["read"], "commands": ["x*"], "decision": "Deny"}]),
+        "spec.toolRules[0].commands",
+        "only apply to the bash tool",
+    ),
+    Case(
+        "webhook-not-https",
+        "Policy",
+        put("spec.hooks", [{"name": "w", "on": "BeforeToolCall",
+                            "webhook": {"url": "http://hooks.example/check"}}]),
+        "spec.hooks[0].webhook.url",
+        "",
+    ),
+    Case(
+        "hook-of-two-kinds",
+        "Policy",
+        put("spec.hooks", [{"name": "w", "on": "BeforeToolCall", "cel": {"expression": "true"},
+                            "command": {"command": "true"}}]),
+        "spec.hooks[0]",
+        "exactly one of cel, command or webhook",
+    ),
+    Case(
+        "cel-at-task-end",
+        "Policy",
+        put("spec.hooks", [{"name": "w", "on": "TaskEnd", "cel": {"expression": "true"}}]),
+        "spec.hooks[0].on",
+        "only be a webhook",
+    ),
+    Case(
+        "tools-before-delivery",
+        "Policy",
+        put("spec.hooks", [{"name": "w", "on": "BeforeDelivery", "tools": ["bash"],
+                            "command": {"command": "true"}}]),
+        "spec.hooks[0].tools",
+        "only apply to",
+    ),
+    Case(
+        "unknown-hook-point",
+        "Policy",
+        put("spec.hooks", [{"name": "w", "on": "Whenever", "cel": {"expression": "true"}}]),
+        "spec.hooks[0].on",
+        "",
+    ),
 ]
 
 

@@ -75,7 +75,7 @@ class ToolRule(ApiModel):
 
     cel_rules = (
         CelRule(
-            rule="size(self.commands) == 0 || self.tools.all(t, t == 'bash' || t == '*')",
+            rule="!has(self.commands) || size(self.commands) == 0 || self.tools.all(t, t == 'bash' || t == '*')",
             message="commands only apply to the bash tool",
             field_path=".commands",
         ),
@@ -108,6 +108,91 @@ class Approval(ApiModel):
     """``Reject`` (the model is told no) or ``Approve``."""
 
 
+class HookPoint(StrEnum):
+    BEFORE_TOOL_CALL = "BeforeToolCall"
+    """Before a tool call runs (after the model asked for it): allow, deny or rewrite its input.
+    Hooks run before the tool rules, which then judge the input as rewritten."""
+    AFTER_TOOL_CALL = "AfterToolCall"
+    """After a tool call returned: annotate its result for the model, or stop the session."""
+    BEFORE_DELIVERY = "BeforeDelivery"
+    """Before a finished result leaves the Task (for review, or as its result): a hook that
+    says no sends the work back to the agent with its message."""
+    TASK_END = "TaskEnd"
+    """When the Task has ended (webhooks only: a notice, its answer changes nothing)."""
+
+
+class FailurePolicy(StrEnum):
+    FAIL = "Fail"
+    """A webhook that cannot be reached, times out or answers badly counts as a no."""
+    IGNORE = "Ignore"
+    """... counts as a yes (the failure is logged)."""
+
+
+class CelHook(ApiModel):
+    """An expression the harness evaluates (cel-python). Variables: ``tool`` and ``input``
+    (tool points), ``result`` (``{content, isError}`` after a call; the delivered text before
+    delivery), ``agent`` (``{name, labels}``) and ``task`` (``{namespace, name}``). ``true``:
+    go on; ``false``: no, with ``message``; a map (BeforeToolCall): the call's new input; a
+    string (AfterToolCall): a note appended to the result."""
+
+    expression: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    message: ShortText = ""
+    """What the model (and the log) reads when the expression says no."""
+
+
+class CommandHook(ApiModel):
+    """A bash command run in the Task's sandbox, in its workspace: exit code 0 is a yes; any
+    other is a no, with the command's output as the message (its last 4 KiB)."""
+
+    command: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    timeout_seconds: Annotated[int, Field(ge=1, le=600)] = 300
+    """At most the bash tool's own limit."""
+
+
+class WebhookHook(ApiModel):
+    """An HTTPS endpoint asked as Kubernetes asks an admission webhook: a ``HookReview`` JSON
+    request, and a ``HookReview`` answer with ``response.allowed`` (docs/control.md)."""
+
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https://[^\s/?#]+.*$")]
+    """Must be HTTPS: the request carries the call's input and the Task's names."""
+    ca_bundle: Annotated[str, StringConstraints(max_length=65536)] | None = None
+    """Base64 PEM certificates that sign the endpoint's; none: the system's trusted roots."""
+    timeout_seconds: Annotated[int, Field(ge=1, le=30)] = 10
+    failure_policy: FailurePolicy = FailurePolicy.FAIL
+
+
+class Hook(ApiModel):
+    """One hook: where it runs and what it is (exactly one of ``cel``, ``command``,
+    ``webhook``)."""
+
+    cel_rules = (
+        CelRule(
+            rule="[has(self.cel), has(self.command), has(self.webhook)].filter(x, x).size() == 1",
+            message="a hook is exactly one of cel, command or webhook",
+        ),
+        CelRule(
+            rule="self.on != 'TaskEnd' || has(self.webhook)",
+            message="a TaskEnd hook can only be a webhook (nothing is left to allow or deny)",
+            field_path=".on",
+        ),
+        CelRule(
+            rule="!has(self.tools) || size(self.tools) == 0 || self.on in ['BeforeToolCall', 'AfterToolCall']",
+            message="tools only apply to BeforeToolCall and AfterToolCall hooks",
+            field_path=".tools",
+        ),
+    )
+
+    name: DnsLabel
+    """Named in the log, and in the message a no gives the model."""
+    on: HookPoint
+    tools: list[ToolName] = Field(default_factory=list, max_length=32,
+                                  json_schema_extra={"x-kubernetes-list-type": "set"})  # fmt: skip
+    """The tools whose calls the hook sees (tool points; none: every tool)."""
+    cel: CelHook | None = None
+    command: CommandHook | None = None
+    webhook: WebhookHook | None = None
+
+
 class PolicySpec(ApiModel):
     """Which Agents the Policy governs, and what their tool calls may do."""
 
@@ -119,6 +204,10 @@ class PolicySpec(ApiModel):
     """For a call no rule of any Policy matches (the strictest of the selecting Policies'
     defaults applies)."""
     approval: Approval = Field(default_factory=Approval)
+    hooks: list[Hook] = Field(default_factory=list, max_length=32)
+    """Run at their point in order (Policies by name, hooks as written); the first no decides."""
+    max_delivery_rounds: Annotated[int, Field(ge=1, le=20)] = 3
+    """How often BeforeDelivery hooks may send the work back before the Task fails."""
 
 
 class PolicyStatus(ApiModel):
@@ -129,7 +218,8 @@ class PolicyStatus(ApiModel):
     selected_agents: list[DnsLabel] = Field(default_factory=list, max_length=1000)
     """The Agents this Policy governs now."""
     conditions: list[Condition] = conditions_field()
-    """``Selecting``: False (``NoAgentsSelected``) when the selector matches no Agent."""
+    """``Selecting``: False (``NoAgentsSelected``) when the selector matches no Agent;
+    ``HooksValid``: False (``InvalidExpression``) naming the hook whose CEL does not compile."""
 
 
 class Policy(ApiModel):

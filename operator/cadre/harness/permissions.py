@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cadre.api.limits import parse_duration
-from cadre.api.policy import Decision, PolicySpec, ToolRule
+from cadre.api.policy import Decision, Hook, HookPoint, PolicySpec, ToolRule
 from cadre.api.types import Obj
 
 _STRICTNESS = {Decision.ALLOW: 0, Decision.ASK: 1, Decision.DENY: 2}
@@ -74,6 +74,8 @@ class Governance:
     """The Policies that select one Agent, by name."""
 
     policies: tuple[tuple[str, PolicySpec], ...] = ()
+    agent_labels: tuple[tuple[str, str], ...] = ()
+    """The Agent's labels when the Policies were selected (hooks see them)."""
 
     @classmethod
     def select(cls, policies: list[Obj], agent_labels: dict[str, str]) -> Governance:
@@ -83,11 +85,27 @@ class Governance:
             spec = PolicySpec.model_validate(obj.get("spec") or {})
             if spec.agent_selector.matches(agent_labels):
                 chosen.append((str(obj["metadata"]["name"]), spec))
-        return cls(tuple(sorted(chosen, key=lambda pair: pair[0])))
+        return cls(tuple(sorted(chosen, key=lambda pair: pair[0])),
+                   tuple(sorted(agent_labels.items())))  # fmt: skip
 
     @property
     def names(self) -> list[str]:
         return [name for name, _ in self.policies]
+
+    def hooks(self, point: HookPoint, tool: str = "") -> list[tuple[str, Hook]]:
+        """The hooks that run at ``point`` (for a call of ``tool``), Policies by name, hooks
+        as written."""
+        return [
+            (name, hook)
+            for name, spec in self.policies
+            for hook in spec.hooks
+            if hook.on == point and (not hook.tools or tool in hook.tools or "*" in hook.tools)
+        ]
+
+    @property
+    def max_delivery_rounds(self) -> int:
+        """The fewest send-backs any selecting Policy allows."""
+        return min((spec.max_delivery_rounds for _, spec in self.policies), default=3)
 
     def decide(self, tool: str, input: Any) -> ToolDecision:
         """The first matching rule's decision (Policies by name, rules in order), else the

@@ -82,6 +82,14 @@ class State:
     """What the Policies decided for each tool call (``agent.tool_decision``), by call id."""
     confirmations: dict[str, Obj] = field(default_factory=dict)
     """A human's (or the timeout's) answer to each call that asked, by call id."""
+    hooks: dict[str, Obj] = field(default_factory=dict)
+    """Each hook's logged answer (``agent.hook``), by hook id (point/key/policy/hook)."""
+    inputs: dict[str, Obj] = field(default_factory=dict)
+    """Call inputs as BeforeToolCall hooks rewrote them, by call id."""
+    rewritten_by: dict[str, str] = field(default_factory=dict)
+    """Which hooks rewrote a call's input ("Policy p, hook h"), by call id."""
+    sent_back: int = 0
+    """Finished results BeforeDelivery hooks sent back."""
     awaiting: str = ""
     """The call the session waits on a human for, while paused ``AwaitingToolApproval``."""
     applied: int = 0
@@ -169,6 +177,18 @@ def apply(state: State, event: Event, prices: Prices) -> None:
             state.pending, state.last_stop = [], "tool_results"
     elif kind == "agent.tool_decision":
         state.decisions[event["tool_use_id"]] = {**event}
+    elif kind == "agent.hook":
+        state.hooks[event["id"]] = {**event}
+        if event["point"] == "BeforeToolCall" and event.get("input") is not None:
+            state.inputs[event["key"]] = event["input"]
+            by = f"Policy {event['policy']}, hook {event['hook']}"
+            previous = state.rewritten_by.get(event["key"])
+            state.rewritten_by[event["key"]] = f"{previous}; {by}" if previous else by
+    elif kind == "user.hook_feedback":
+        state.sent_back += 1
+        state.messages.append({"role": "user", "content": event["content"]})
+        state.added_tokens += estimate(event["content"])
+        state.last_stop = None
     elif kind == "user.tool_confirmation":
         state.confirmations[event["tool_use_id"]] = {**event}
     elif kind == "span.compaction_start":

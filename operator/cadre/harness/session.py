@@ -18,6 +18,7 @@ feedback). A paused session holds nothing but its log.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 
 import anthropic
 
-from cadre.api.policy import Decision
+from cadre.api.policy import Decision, Hook, HookPoint
 from cadre.api.types import Obj
 from cadre.harness.context import (
     ContextPlan,
@@ -35,6 +36,13 @@ from cadre.harness.context import (
     plan_for,
     summary_request,
     with_breakpoint,
+)
+from cadre.harness.hooks import (
+    HookAnswer,
+    call_webhook,
+    command_answer,
+    evaluate_cel,
+    review_request,
 )
 from cadre.harness.model_errors import ModelFailure, classify
 from cadre.harness.permissions import Governance, ToolAnswer, ToolDecision
@@ -263,7 +271,10 @@ class Session:
         state = self._caught_up()
         while state.outcome is None and state.idle is None:
             state = await self._step(state)
-        return state.outcome if state.outcome is not None else self._paused(state)
+        if state.outcome is None:
+            return self._paused(state)
+        await self._at_end(state)
+        return state.outcome
 
     async def lesson(self, within: float = 60.0) -> str:
         """The model's own lesson from this ended session, asked once: the answer is logged
@@ -407,6 +418,9 @@ class Session:
             await self._run_tools(state)
             return self._caught_up()
         if stop in ("end_turn", "stop_sequence"):
+            sent_back = await self._before_delivery(state)
+            if sent_back is not None:
+                return sent_back
             if self.config.review_required:
                 return self._idle(state, AWAITING_REVIEW, final_text(state))
             return self._end(state, "Succeeded", "Completed", "the agent finished its work")
@@ -633,7 +647,14 @@ class Session:
         call_id = block["id"]
         state = self._caught_up()
         if call_id not in state.decisions and self.governance is not None:
-            decided = (await self.governance()).decide(block["name"], block.get("input", {}))
+            governance = await self.governance()
+            variables = {"tool": block["name"], "input": block.get("input", {})}
+            answers = await self._hooks(governance, HookPoint.BEFORE_TOOL_CALL, call_id,
+                                        variables, block["name"])  # fmt: skip
+            refused = next((a for a in answers if not a["allowed"]), None)
+            if refused is not None:
+                return f"This call is denied by {_by(refused)}: {refused['message']}"
+            decided = governance.decide(block["name"], self._input(block))
             if not decided.policy:
                 return None  # no Policy governs this Agent: nothing to log
             self.log.append("agent.tool_decision", tool_use_id=call_id, **decided.to_event(),
@@ -687,24 +708,23 @@ class Session:
                                 is_error=True)  # fmt: skip
                 self.say(f"   {gate}")
                 continue
+            given = self._input(block)
             if block["id"] not in state.sent:
                 self.log.append(
                     "agent.tool_use",
                     tool_use_id=block["id"],
                     name=block["name"],
-                    input=block.get("input", {}),
+                    input=given,
                 )
             extra: Obj = {}
             try:
                 if self.harness_tools is not None and block["name"] in self.harness_tools.names:
                     outcome = await self.harness_tools.call(
-                        block["id"], block["name"], block.get("input", {}), state
+                        block["id"], block["name"], given, state
                     )
                     extra = {"reported": sorted(outcome.reported)} if outcome.reported else {}
                 else:
-                    outcome = await self.sandbox.call(
-                        block["id"], block["name"], block.get("input", {})
-                    )
+                    outcome = await self.sandbox.call(block["id"], block["name"], given)
             except Suspend:
                 if self.log.events[-1]["type"] != "session.status_idle":
                     self._idle(state, WAITING)
@@ -712,14 +732,144 @@ class Session:
             except SandboxUnavailable as err:
                 self._end(state, "Failed", "SandboxUnavailable", str(err))
                 return
+            content, stop = await self._after_call(block, given, outcome.content,
+                                                   outcome.is_error)  # fmt: skip
             self.log.append(
                 "agent.tool_result",
                 tool_use_id=block["id"],
-                content=outcome.content,
+                content=content,
                 is_error=outcome.is_error,
                 **extra,
             )
             self.say(f"   {_brief(outcome.content)}")
+            if stop is not None:
+                self._end(self._caught_up(), "Failed", "StoppedByHook", stop)
+                return
+
+    def _input(self, block: Obj) -> Any:
+        """A call's input as BeforeToolCall hooks left it (the model's own when none
+        rewrote it)."""
+        rewritten = self._caught_up().inputs.get(block["id"])
+        return rewritten if rewritten is not None else block.get("input", {})
+
+    async def _after_call(
+        self, block: Obj, given: Any, content: str, is_error: bool
+    ) -> tuple[str, str | None]:
+        """The result as the model reads it (with AfterToolCall hooks' notes, and a word when
+        its input was rewritten) and, when a hook stops the session, why."""
+        answers: list[Obj] = []
+        if self.governance is not None:
+            variables = {"tool": block["name"], "input": given,
+                         "result": {"content": content, "isError": is_error}}  # fmt: skip
+            answers = await self._hooks(await self.governance(), HookPoint.AFTER_TOOL_CALL,
+                                        block["id"], variables, block["name"])  # fmt: skip
+        rewrote = self._caught_up().rewritten_by.get(block["id"])
+        if rewrote:
+            content = f"[input rewritten by {rewrote}: {_brief(given, 400)}]\n{content}"
+        for answer in answers:
+            if answer.get("note"):
+                content += f"\n[{_by(answer)}] {answer['note']}"
+        refused = next((a for a in answers if not a["allowed"]), None)
+        if refused is None:
+            return content, None
+        why = refused["message"] or "no reason given"
+        return content, f"{_by(refused)} stopped the session after call {block['id']}: {why}"
+
+    def _variables(self, governance: Governance) -> Obj:
+        namespace, _, name = self.config.task.partition("/")
+        return {"agent": {"name": self.config.agent, "labels": dict(governance.agent_labels)},
+                "task": {"namespace": namespace, "name": name}}  # fmt: skip
+
+    async def _hooks(
+        self, governance: Governance, point: HookPoint, key: str, variables: Obj, tool: str = ""
+    ) -> list[Obj]:
+        """The logged answers of the hooks at ``point`` for ``key`` (a call id, a delivery),
+        in order, up to the first no. Each hook is asked at most once per key: its answer is
+        logged (``agent.hook``) before it counts, and a resumed session reads it back. A
+        BeforeToolCall rewrite is what the next hook sees."""
+        answers: list[Obj] = []
+        variables = {**self._variables(governance), **variables}
+        for policy, hook in governance.hooks(point, tool):
+            hook_id = f"{point.value}/{key}/{policy}/{hook.name}"
+            logged = self._caught_up().hooks.get(hook_id)
+            if logged is None:
+                answer = await self._ask_hook(hook_id, policy, hook, point, variables)
+                self.log.append("agent.hook", id=hook_id, key=key, point=point.value,
+                                policy=policy, hook=hook.name, **answer.to_event())  # fmt: skip
+                verdict = "yes" if answer.allowed else "no"
+                self.say(f"   hook {policy}/{hook.name} ({point.value}): {verdict}"
+                         + (f": {_brief(answer.message)}" if answer.message else "")
+                         + (" (input rewritten)" if answer.input is not None else ""))  # fmt: skip
+                logged = self._caught_up().hooks[hook_id]
+            answers.append(logged)
+            if not logged["allowed"]:
+                break
+            if logged.get("input") is not None:
+                variables = {**variables, "input": logged["input"]}
+        return answers
+
+    async def _ask_hook(
+        self, hook_id: str, policy: str, hook: Hook, point: HookPoint, variables: Obj
+    ) -> HookAnswer:
+        if hook.cel is not None:
+            return evaluate_cel(hook, point, variables)
+        if hook.command is not None:
+            # Its own call id, derived from the hook's: the sandbox runs it once however often
+            # a resumed harness asks.
+            call_id = "hook_" + hashlib.sha256(hook_id.encode()).hexdigest()[:40]
+            try:
+                outcome = await self.sandbox.call(
+                    call_id,
+                    "bash",
+                    {"command": hook.command.command, "timeout": hook.command.timeout_seconds},
+                )
+            except SandboxUnavailable as err:  # fmt: skip
+                why = f"hook {hook.name} could not run: {err}"
+                return HookAnswer(False, why, failure=why)
+            return command_answer(outcome.content, outcome.is_error)
+        request = review_request(f"{self.config.task}/{hook_id}", hook, policy, point, variables)
+        return await call_webhook(hook, request, point)
+
+    async def _before_delivery(self, state: State) -> State | None:
+        """Run BeforeDelivery hooks on a finished answer: None to deliver it, or the state
+        after the work was sent back (or the session ended, out of rounds)."""
+        if self.governance is None:
+            return None
+        governance = await self.governance()
+        key = f"delivery-{state.turns}"
+        answers = await self._hooks(governance, HookPoint.BEFORE_DELIVERY, key,
+                                    {"result": final_text(state)})  # fmt: skip
+        refused = next((a for a in answers if not a["allowed"]), None)
+        if refused is None:
+            return None
+        rounds = governance.max_delivery_rounds
+        if state.sent_back >= rounds:
+            return self._end(
+                state, "Failed", "DeliveryRefused",
+                f"{_by(refused)} still refused the result after {rounds} rounds: "
+                f"{_brief(refused['message'], 1000)}",
+            )  # fmt: skip
+        content = (
+            f"Your result was sent back by {_by(refused)} (round {state.sent_back + 1} of at "
+            f"most {rounds}); fix this and finish again:\n{refused['message']}"
+        )
+        self.log.append("user.hook_feedback", key=key, content=content)
+        self.say(content)
+        return self._caught_up()
+
+    async def _at_end(self, state: State) -> None:
+        """TaskEnd hooks: notices of how the session ended (answers change nothing)."""
+        if self.governance is None or state.outcome is None:
+            return
+        governance = await self.governance()
+        outcome = {"phase": state.outcome.get("outcome"), "reason": state.outcome.get("reason"),
+                   "message": state.outcome.get("message")}  # fmt: skip
+        await self._hooks(governance, HookPoint.TASK_END, "end",
+                          {"outcome": outcome, "result": final_text(state)})  # fmt: skip
+
+
+def _by(answer: Obj) -> str:
+    return f"Policy {answer['policy']}, hook {answer['hook']}"
 
 
 def _stamp(seconds: float) -> str:
