@@ -250,16 +250,33 @@ CASES = [
     Case(
         "webhook-not-https",
         "Policy",
-        put("spec.hooks", [{"name": "w", "on": "BeforeToolCall",
-                            "webhook": {"url": "http://hooks.example/check"}}]),
+        put(
+            "spec.hooks",
+            [
+                {
+                    "name": "w",
+                    "on": "BeforeToolCall",
+                    "webhook": {"url": "http://hooks.example/check"},
+                }
+            ],
+        ),
         "spec.hooks[0].webhook.url",
         "",
     ),
     Case(
         "hook-of-two-kinds",
         "Policy",
-        put("spec.hooks", [{"name": "w", "on": "BeforeToolCall", "cel": {"expression": "true"},
-                            "command": {"command": "true"}}]),
+        put(
+            "spec.hooks",
+            [
+                {
+                    "name": "w",
+                    "on": "BeforeToolCall",
+                    "cel": {"expression": "true"},
+                    "command": {"command": "true"},
+                }
+            ],
+        ),
         "spec.hooks[0]",
         "exactly one of cel, command or webhook",
     ),
@@ -273,8 +290,17 @@ CASES = [
     Case(
         "tools-before-delivery",
         "Policy",
-        put("spec.hooks", [{"name": "w", "on": "BeforeDelivery", "tools": ["bash"],
-                            "command": {"command": "true"}}]),
+        put(
+            "spec.hooks",
+            [
+                {
+                    "name": "w",
+                    "on": "BeforeDelivery",
+                    "tools": ["bash"],
+                    "command": {"command": "true"},
+                }
+            ],
+        ),
         "spec.hooks[0].tools",
         "only apply to",
     ),
