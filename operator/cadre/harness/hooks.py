@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import celpy
 from celpy import celtypes
 from celpy.adapter import CELJSONEncoder, json_to_cel
-from celpy.celparser import CELParseError
 
+from cadre.api.cel import CelCompileError, compile_rule
 from cadre.api.meta import GROUP, VERSION
 from cadre.api.policy import FailurePolicy, Hook, HookPoint, WebhookHook
 from cadre.api.types import Obj
@@ -52,37 +50,6 @@ class HookAnswer:
         return event
 
 
-class InvalidExpressionError(ValueError):
-    """A hook's CEL that does not compile."""
-
-
-@functools.cache
-def _program(expression: str) -> Any:
-    env = celpy.Environment()
-    try:
-        return env.program(env.compile(expression))
-    except CELParseError as err:
-        raise InvalidExpressionError(" ".join(str(err).split())) from err
-
-
-def check_expression(expression: str) -> str | None:
-    """Why the expression does not compile, or None (the operator reports it on the Policy)."""
-    try:
-        _program(expression)
-    except InvalidExpressionError as err:
-        return str(err)
-    return None
-
-
-def invalid_hooks(hooks: list[Hook]) -> list[str]:
-    """``spec.hooks[i].cel.expression: why`` for each hook whose CEL does not compile."""
-    return [
-        f"spec.hooks[{index}].cel.expression: {why}"
-        for index, hook in enumerate(hooks)
-        if hook.cel is not None and (why := check_expression(hook.cel.expression)) is not None
-    ]
-
-
 def _to_json(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=CELJSONEncoder))
 
@@ -94,10 +61,10 @@ def evaluate_cel(hook: Hook, point: HookPoint, variables: Obj) -> HookAnswer:
     assert hook.cel is not None
     message = hook.cel.message or f"hook {hook.name} said no"
     try:
-        result = _program(hook.cel.expression).evaluate(
+        result = compile_rule(hook.cel.expression).evaluate(
             {name: json_to_cel(value) for name, value in variables.items()}
         )
-    except InvalidExpressionError as err:
+    except CelCompileError as err:
         return HookAnswer(False, f"hook {hook.name} has an invalid expression: {err}",
                           failure=str(err))  # fmt: skip
     except Exception as err:  # celpy raises its own and Python's errors alike

@@ -99,7 +99,7 @@ class Governance:
             (name, hook)
             for name, spec in self.policies
             for hook in spec.hooks
-            if hook.on == point and (not hook.tools or tool in hook.tools or "*" in hook.tools)
+            if hook.at == point and (not hook.tools or tool in hook.tools or "*" in hook.tools)
         ]
 
     @property

@@ -1,7 +1,8 @@
 """Policies, seen from the operator: which Agents each one selects (its status, and a
 ``Selecting=False`` condition when it selects none, so a typo in a selector shows), and, for
 each Agent, which Policies govern it (``status.policies``, from a kopf index: no request).
-The harness, not the operator, enforces them (docs/control.md)."""
+A hook whose CEL does not compile shows as ``HooksValid=False`` naming the field. The harness,
+not the operator, enforces them (docs/control.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import kopf
 
 from cadre.api.conditions import merge_condition
 from cadre.api.meta import GROUP, VERSION
-from cadre.api.policy import LabelSelector
+from cadre.api.policy import LabelSelector, PolicySpec
 from cadre.operator import apply
 from cadre.operator.settings import BACKOFF
 
@@ -44,7 +45,8 @@ def refresh_policy_status(
     patch: kopf.Patch, **_: Any,
 ) -> None:  # fmt: skip
     assert namespace is not None  # Policies are namespaced
-    selector = LabelSelector.model_validate(dict(spec.get("agentSelector") or {}))
+    parsed = PolicySpec.model_validate(dict(spec))
+    selector = parsed.agent_selector
     selected = sorted(
         name for name, agent in apply.list_agents(namespace).items()
         if selector.matches(agent["metadata"].get("labels") or {})
@@ -52,17 +54,23 @@ def refresh_policy_status(
     ok = bool(selected)
     message = (f"selects {len(selected)} Agent(s)" if ok else
                "the agentSelector matches no Agent in this namespace")  # fmt: skip
+    invalid = parsed.invalid_hooks()
+    hooks_message = "; ".join(invalid)[:1024] if invalid else "every hook's expression compiles"
     current = list(status.get("conditions") or [])
-    old = next((c for c in current if c.get("type") == "Selecting"), None)
-    if (
-        status.get("selectedAgents") == selected
-        and old is not None
-        and (old.get("message") == message)
+    wanted = {"Selecting": message, "HooksValid": hooks_message}
+    if status.get("selectedAgents") == selected and all(
+        any(c.get("type") == kind and c.get("message") == text for c in current)
+        for kind, text in wanted.items()
     ):
         return
+    now, generation = datetime.now(UTC), meta.get("generation")
     patch.status["selectedAgents"] = selected
-    patch.status["observedGeneration"] = meta.get("generation")
-    patch.status["conditions"] = merge_condition(
+    patch.status["observedGeneration"] = generation
+    conditions = merge_condition(
         current, "Selecting", ok, "AgentsSelected" if ok else "NoAgentsSelected", message,
-        now=datetime.now(UTC), observed_generation=meta.get("generation"),
+        now=now, observed_generation=generation,
+    )  # fmt: skip
+    patch.status["conditions"] = merge_condition(
+        conditions, "HooksValid", not invalid, "InvalidExpression" if invalid else "Compiled",
+        hooks_message, now=now, observed_generation=generation,
     )  # fmt: skip
