@@ -9,6 +9,7 @@ from bench import (
     install_bench,
     long_session,
     operator_bench,
+    policy_bench,
     sandbox_overhead,
 )
 from bench.results import RESULTS, render_table, save
@@ -21,6 +22,7 @@ BENCHMARKS = [
     install_bench.measure,
     operator_bench.measure,
     first_token.measure,
+    policy_bench.measure,
     operator_bench.measure_scale,
 ]
 
