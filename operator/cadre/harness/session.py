@@ -45,7 +45,7 @@ from cadre.harness.hooks import (
     review_request,
 )
 from cadre.harness.model_errors import ModelFailure, classify
-from cadre.harness.permissions import Governance, ToolAnswer, ToolDecision
+from cadre.harness.permissions import Governance, ToolAnswer, ToolDecision, where
 from cadre.harness.pricing import Prices
 from cadre.harness.replay import (
     AWAITING_APPROVAL,
@@ -78,6 +78,23 @@ class HarnessTools(Protocol):
     def names(self) -> frozenset[str]: ...
 
     async def call(self, tool_use_id: str, name: str, input: Obj, state: State) -> ToolOutcome: ...
+
+
+class ToolSets:
+    """Several sets of harness-side tools as one (team tools, MCP tools)."""
+
+    def __init__(self, *sets: HarnessTools) -> None:
+        self._sets = sets
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset().union(*(s.names for s in self._sets))
+
+    async def call(self, tool_use_id: str, name: str, input: Obj, state: State) -> ToolOutcome:
+        for tools in self._sets:
+            if name in tools.names:
+                return await tools.call(tool_use_id, name, input, state)
+        return ToolOutcome(f"error: no tool {name!r} is offered", True)
 
 
 @dataclass(frozen=True)
@@ -333,7 +350,7 @@ class Session:
         if state.idle == AWAITING_APPROVAL:
             decided = state.decisions.get(state.awaiting) or {}
             call = next((b for b in state.pending if b["id"] == state.awaiting), {})
-            rule = f"{decided.get('policy')}, {decided.get('rule')}"
+            rule = where(str(decided.get("policy") or ""), str(decided.get("rule") or ""))
             paused["message"] = (
                 f"tool call {state.awaiting} ({call.get('name')}) waits for a human: {rule}"
             )
@@ -655,7 +672,7 @@ class Session:
             if refused is not None:
                 return f"This call is denied by {_by(refused)}: {refused['message']}"
             decided = governance.decide(block["name"], self._input(block))
-            if not decided.policy:
+            if not decided.policy and decided.decision == Decision.ALLOW:
                 return None  # no Policy governs this Agent: nothing to log
             self.log.append("agent.tool_decision", tool_use_id=call_id, **decided.to_event(),
                             timeout_seconds=decided.timeout_seconds,

@@ -39,7 +39,7 @@ from cadre.operator import apply, events, metrics
 from cadre.operator.agent_status import agent_counts, memory_size
 from cadre.operator.cancel import UNTAKEN_PHASES, cancelled_status
 from cadre.operator.harness_builders import AgentTarget, build_harness_objects
-from cadre.operator.model_access import REFUSALS, Refusal, refusal
+from cadre.operator.model_access import REFUSALS, Refusal, credential_refusal, refusal
 from cadre.operator.policy_handlers import policies_for
 from cadre.operator.sandbox_handlers import cache_of
 from cadre.operator.settings import BACKOFF, Settings
@@ -100,7 +100,17 @@ def _refusal(
     """The key's Secret, and the rule of ``model_access`` the Agent breaks, if any."""
     ref = spec.api_key_secret_ref
     secret = apply.get_secret(namespace, ref.name)
-    return secret, refusal(secret, ref, spec.base_url, settings.model_endpoints)
+    refused = refusal(secret, ref, spec.base_url, settings.model_endpoints)
+    for index, server in enumerate(spec.mcp_servers):
+        if refused is not None:
+            break
+        if server.credential is not None:
+            cred = server.credential.secret_ref
+            refused = credential_refusal(
+                apply.get_secret(namespace, cred.name), cred,
+                f"spec.mcpServers[{index}].credential.secretRef",
+            )  # fmt: skip
+    return secret, refused
 
 
 def _agent_readiness(

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from cadre.api.meta import GROUP, owner_reference
 from cadre.api.names import (
@@ -22,6 +23,7 @@ from cadre.api.names import (
     HARNESS_EVENTS_PORT,
     HARNESS_STATE_DIR,
     MANAGED_BY,
+    MCP_SERVERS_ENV,
     MEMORY_KEY,
     MODEL_BASE_URL_ENV,
     POD_IP_ENV,
@@ -29,6 +31,7 @@ from cadre.api.names import (
     harness_labels,
     harness_name,
     harness_selector,
+    mcp_credential_env,
     memory_name,
 )
 from cadre.sandbox import protocol
@@ -131,6 +134,32 @@ def config_hash(target: AgentTarget) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
+def _mcp_env(target: AgentTarget) -> list[dict[str, Any]]:
+    """The MCP servers the operator checked, and each credential from its Secret: the harness's
+    environment is the only place they are (the sandbox pod gets none of it)."""
+    servers = list(target.spec.get("mcpServers") or [])
+    if not servers:
+        return []
+    env: list[dict[str, Any]] = [{"name": MCP_SERVERS_ENV, "value": json.dumps(servers)}]
+    for server in servers:
+        ref = (server.get("credential") or {}).get("secretRef")
+        if ref:
+            env.append({
+                "name": mcp_credential_env(server["name"]),
+                "valueFrom": {"secretKeyRef": {"name": ref["name"],
+                                               "key": ref.get("key", "api-key")}},
+            })  # fmt: skip
+    return env
+
+
+def _mcp_ports(target: AgentTarget) -> tuple[int, ...]:
+    ports = set()
+    for server in target.spec.get("mcpServers") or []:
+        url = urlsplit(server["url"])
+        ports.add(url.port or (443 if url.scheme == "https" else 80))
+    return tuple(sorted(ports))
+
+
 def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) -> dict[str, Any]:
     name = harness_name(target.name)
     secret = target.spec["apiKeySecretRef"]
@@ -159,6 +188,7 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
             # The endpoint the operator checked against its allow-list: the harness uses this,
             # not the Agent's spec, which may have been changed to something refused since.
             {"name": MODEL_BASE_URL_ENV, "value": target.spec.get("baseURL") or ""},
+            *_mcp_env(target),
         ],
         # Session events for `cadre logs`, read through the API server's pod proxy.
         "ports": [{"name": "events", "containerPort": HARNESS_EVENTS_PORT, "protocol": "TCP"}],
@@ -265,6 +295,7 @@ def build_harness_network_policy(target: AgentTarget, defaults: HarnessDefaults)
                 {"ports": dns},
                 {"ports": _tcp(defaults.api_server_ports)},
                 {"ports": _tcp(defaults.model_ports)},
+                *([{"ports": _tcp(mcp)}] if (mcp := _mcp_ports(target)) else []),
                 {
                     "to": [{"podSelector": {"matchLabels": sandboxes}}],
                     "ports": [{"protocol": "TCP", "port": protocol.DEFAULT_PORT}],

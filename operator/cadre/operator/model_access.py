@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from cadre.api.meta import SecretKeyReference
-from cadre.api.names import MODEL_ENDPOINTS_ENV, MODEL_KEY_LABEL
+from cadre.api.names import MODEL_ENDPOINTS_ENV, MODEL_KEY_LABEL, TOOL_CREDENTIAL_LABEL
 from cadre.api.types import Obj
 
 DEFAULT_ENDPOINTS = "https://api.anthropic.com"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-REFUSALS = frozenset(
-    {"EndpointNotAllowed", "SecretMissing", "SecretNotModelKey", "SecretKeyMissing"}
-)
+REFUSALS = frozenset({
+    "EndpointNotAllowed", "SecretMissing", "SecretNotModelKey", "SecretKeyMissing",
+    "CredentialSecretMissing", "SecretNotToolCredential", "CredentialKeyMissing",
+})  # fmt: skip
 """The Ready reasons of a refused Agent: no harness may run while one holds."""
 
 
@@ -128,4 +129,25 @@ def refusal(
         )
     if ref.key not in (secret.get("data") or {}):
         return Refusal("SecretKeyMissing", f'the Secret "{ref.name}" has no key "{ref.key}"', False)
+    return None
+
+
+def credential_refusal(secret: Obj | None, ref: SecretKeyReference, field: str) -> Refusal | None:
+    """None when the Secret may be sent to a tool server (an MCP server's credential): its
+    owner labelled it ``cadre.dev/tool-credential: "true"``, a consent apart from the model
+    key's. ``field`` names the Agent's field that refers to it."""
+    if secret is None:
+        return Refusal("CredentialSecretMissing",
+                       f'{field}: the Secret "{ref.name}" does not exist', False)  # fmt: skip
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if labels.get(TOOL_CREDENTIAL_LABEL) != "true":
+        return Refusal(
+            "SecretNotToolCredential",
+            f'{field}: the Secret "{ref.name}" is not labelled {TOOL_CREDENTIAL_LABEL}: "true"; '
+            "only a Secret its owner labelled so can be sent to a tool server",
+            permanent=False,
+        )
+    if ref.key not in (secret.get("data") or {}):
+        missing = f'{field}: the Secret "{ref.name}" has no key "{ref.key}"'
+        return Refusal("CredentialKeyMissing", missing, False)
     return None
