@@ -8,6 +8,7 @@ from bench import (
     harness_bench,
     install_bench,
     long_session,
+    mcp_bench,
     operator_bench,
     policy_bench,
     sandbox_overhead,
@@ -23,6 +24,7 @@ BENCHMARKS = [
     operator_bench.measure,
     first_token.measure,
     policy_bench.measure,
+    mcp_bench.measure,
     operator_bench.measure_scale,
 ]
 

@@ -241,6 +241,32 @@ CASES = [
     ),
     Case("unknown-phase", "Task", put("status", {"phase": "Paused"}), "status.phase", ""),
     Case(
+        "mcp-credential-over-http",
+        "Agent",
+        put(
+            "spec.mcpServers",
+            [
+                {
+                    "name": "tickets",
+                    "url": "http://tickets.svc/mcp",
+                    "credential": {"secretRef": {"name": "t"}},
+                }
+            ],
+        ),
+        "spec.mcpServers[0].url",
+        "only sent over https",
+    ),
+    Case(
+        "duplicate-mcp-server",
+        "Agent",
+        put(
+            "spec.mcpServers",
+            [{"name": "a", "url": "https://a/mcp"}, {"name": "a", "url": "https://b/mcp"}],
+        ),
+        "spec.mcpServers[1]",
+        "duplicate",
+    ),
+    Case(
         "commands-on-read",
         "Policy",
         put("spec.toolRules", [{"tools": ["read"], "commands": ["x*"], "decision": "Deny"}]),

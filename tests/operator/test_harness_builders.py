@@ -4,6 +4,7 @@ and a roll when the Agent or its key changes. Each property its own test."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -184,3 +185,20 @@ def test_everything_is_owned_by_the_agent() -> None:
     for obj in build_harness_objects(target(), DEFAULTS):
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
         assert obj["metadata"]["ownerReferences"][0]["kind"] == "Agent"
+
+
+def test_mcp_credentials_go_only_into_the_harness_and_its_servers_ports_are_opened() -> None:
+    servers = [
+        {"name": "tickets", "url": "https://tickets.example:8443/mcp",
+         "credential": {"secretRef": {"name": "tickets", "key": "token"}}},
+        {"name": "docs", "url": "http://docs.svc/mcp"},
+    ]  # fmt: skip
+    agent = target(spec={**SPEC, "mcpServers": servers})
+    pod = build_harness_statefulset(agent, DEFAULTS)["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["CADRE_MCP_CREDENTIAL_TICKETS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "tickets", "key": "token"}  # fmt: skip
+    assert "CADRE_MCP_CREDENTIAL_DOCS" not in env
+    assert [s["name"] for s in json.loads(env["CADRE_MCP_SERVERS"]["value"])] == ["tickets", "docs"]
+    egress = build_harness_network_policy(agent, DEFAULTS)["spec"]["egress"]
+    assert {"ports": [{"protocol": "TCP", "port": 80}, {"protocol": "TCP", "port": 8443}]} in egress
