@@ -3,13 +3,16 @@ pod, scripted model): a Policy selects the Agent by label (the Agent's status na
 Policy's status names the Agent); a bash call it asks about waits, shown in the Task's status
 and ``kubectl get tasks``, holding no sandbox, until ``cadre approve --call``; a rejected call
 (answered with a plain merge patch, as GitOps tools would) reaches the model as an error; a
-Policy selecting no Agent says so. Hooks: a CEL rewrite, a refusing webhook and a
+Policy selecting no Agent says so; a harness killed while a call waits waits on, and the
+timeout answers. Hooks: a CEL rewrite, a refusing webhook and a
 BeforeDelivery command, end to end."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from cadre.harness.session import LESSON_REQUEST
 
 from tests.cli.test_commands import cadre
 from tests.harness.conftest import ModelFactory, until
@@ -171,3 +174,42 @@ async def test_hooks_rewrite_refuse_and_send_work_back_in_the_local_cluster(
     condition = await until(hooks_invalid)
     assert condition["reason"] == "InvalidExpression"
     assert condition["message"].startswith("spec.hooks[0].cel.expression: ")
+
+
+async def test_a_harness_killed_while_a_call_waits_resumes_waiting_until_the_timeout_answers(
+    cluster: Served, operator: asyncio.subprocess.Process, scripted: ModelFactory
+) -> None:
+    http = cluster.http
+    url, model = await scripted({"agents": {"engineer": STEPS}})
+    policy = _policy("slow", {})  # an empty selector: every Agent of the namespace
+    policy["spec"]["approval"] = {"timeout": "15s", "onTimeout": "Approve"}
+    assert http("POST", f"{CADRE}/policies", policy).ok
+    create_agent(http, url)
+    create_task(http, "late", "Please approve this.")
+
+    def waiting() -> dict[str, Any] | None:
+        status = http("GET", f"{CADRE}/tasks/late").json().get("status") or {}
+        return status if status.get("pendingToolCalls") else None
+
+    before = (await until(waiting))["pendingToolCalls"]
+    pods = f"/api/v1/namespaces/{NS}/pods"
+    old = http("GET", f"{pods}/harness-engineer-0").json()["metadata"]["uid"]
+    http("DELETE", f"{pods}/harness-engineer-0", {"gracePeriodSeconds": 0})
+
+    def restarted() -> bool:
+        pod = http("GET", f"{pods}/harness-engineer-0").json()
+        ready = any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in (pod.get("status") or {}).get("conditions") or [])  # fmt: skip
+        return pod.get("metadata", {}).get("uid") not in (None, old) and ready
+
+    await until(restarted)
+    # The new harness waits on the same call, with the same deadline, and asks nothing again.
+    still = waiting()
+    assert still is not None
+    assert still["pendingToolCalls"] == before
+    assert len(model.requests) == 1
+    done = await until(lambda: ended(http, "late"), within=90)
+    assert (done["status"]["phase"], done["status"]["result"]["summary"]) == (
+        "Succeeded", "Done: approved.")  # fmt: skip
+    turns = [r for r in model.requests if r["messages"][-1].get("content") != LESSON_REQUEST]
+    assert len(turns) == 2  # the call's turn and the one after: nothing repeated
