@@ -71,6 +71,13 @@ def test_about_matches_namespace_and_task() -> None:
          "agent: [compaction summary] So far."),
         ({"type": "span.model_request_error", "reason": "ModelOverloaded", "message": "529"},
          "model call failed (ModelOverloaded): 529"),
+        ({"type": "agent.tool_decision", "tool_use_id": "t1", "decision": "Ask", "policy": "",
+          "rule": "mcpDefault"}, "policy: Ask t1 (the default mcpDefault)"),
+        ({"type": "user.tool_confirmation", "tool_use_id": "t1", "approved": False,
+          "by": "alice", "reason": "not now"}, "rejected t1 by alice: not now"),
+        ({"type": "agent.hook", "policy": "p", "hook": "tests", "point": "BeforeDelivery",
+          "allowed": False, "message": "FAILED"}, "hook p/tests (BeforeDelivery): no: FAILED"),
+        ({"type": "user.hook_feedback", "content": "fix it"}, "sent back: fix it"),
     ],
 )  # fmt: skip
 def test_events_read_as_one_line(event: dict[str, Any], expected: str) -> None:

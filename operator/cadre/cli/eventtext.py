@@ -90,6 +90,22 @@ def describe(event: Event) -> str | None:
         body = f"model call failed ({event.get('reason')}): {_brief(event.get('message', ''))}"
     elif kind == "session.resumed":
         body = f"resumed after event {event.get('from_seq')}"
+    elif kind == "agent.tool_decision":
+        where = (f"Policy {event['policy']}, {event.get('rule')}" if event.get("policy")
+                 else f"the default {event.get('rule') or ''}".strip())  # fmt: skip
+        body = f"policy: {event.get('decision')} {event.get('tool_use_id')} ({where})"
+    elif kind == "user.tool_confirmation":
+        verdict = "approved" if event.get("approved") else "rejected"
+        body = f"{verdict} {event.get('tool_use_id')} by {event.get('by')}" + (
+            f": {_brief(event['reason'])}" if event.get("reason") else ""
+        )
+    elif kind == "agent.hook":
+        verdict = "yes" if event.get("allowed") else "no"
+        hook = f"{event.get('policy')}/{event.get('hook')} ({event.get('point')})"
+        why = f": {_brief(event['message'])}" if event.get("message") else ""
+        body = f"hook {hook}: {verdict}{why}"
+    elif kind == "user.hook_feedback":
+        body = "sent back: " + _brief(event.get("content", ""), 400)
     else:
         body = kind
     return head + body

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 TRANSCRIPT = logging.getLogger("cadre.harness.transcript")
 """What sessions say as they go (model text, tool calls, outcomes), one line each."""
@@ -29,3 +30,10 @@ def configure(level: int = logging.INFO) -> None:
     root.setLevel(level)
     # The kubernetes client's urllib3 says every retry at WARNING: the harness says it once.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+def brief(value: Any, limit: int = 160) -> str:
+    """A value on one transcript line, cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else str(value)
+    text = text.replace("\n", " | ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

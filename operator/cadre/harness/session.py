@@ -18,7 +18,6 @@ feedback). A paused session holds nothing but its log.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any, Protocol
 
 import anthropic
 
-from cadre.api.policy import Decision, Hook, HookPoint
+from cadre.api.policy import Decision, HookPoint
 from cadre.api.types import Obj
 from cadre.harness.context import (
     ContextPlan,
@@ -37,13 +36,8 @@ from cadre.harness.context import (
     summary_request,
     with_breakpoint,
 )
-from cadre.harness.hooks import (
-    HookAnswer,
-    call_webhook,
-    command_answer,
-    evaluate_cel,
-    review_request,
-)
+from cadre.harness.hook_runner import HookRunner
+from cadre.harness.logs import brief
 from cadre.harness.model_errors import ModelFailure, classify
 from cadre.harness.permissions import Governance, ToolAnswer, ToolDecision, where
 from cadre.harness.pricing import Prices
@@ -201,6 +195,8 @@ class Session:
         self.prices = prices
         self._say = transcript
         self._state = State()
+        self.hooks = HookRunner(config.task, config.agent, log, sandbox, self._caught_up,
+                                self.say)  # fmt: skip
 
     def _caught_up(self) -> State:
         """The state with every event logged since the last look folded in (no re-replay:
@@ -356,7 +352,7 @@ class Session:
             )
             paused["pending"] = {state.awaiting: {
                 "tool": str(call.get("name", "")),
-                "input": _brief(call.get("input", {}), 2048),
+                "input": brief(call.get("input", {}), 2048),
                 "policy": decided.get("policy") or None, "rule": decided.get("rule", ""),
                 "message": str(decided.get("message", ""))[:256],
                 "since": _stamp(float(decided.get("time", 0))),
@@ -653,7 +649,7 @@ class Session:
             if block.get("type") == "text" and block.get("text"):
                 self.say(f"{self.config.agent}: {block['text']}")
             elif block.get("type") == "tool_use":
-                self.say(f"{self.config.agent} -> {block['name']} {_brief(block.get('input'))}")
+                self.say(f"{self.config.agent} -> {block['name']} {brief(block.get('input'))}")
             elif block.get("type") == "compaction":
                 self.say("compacted by the model API")
 
@@ -666,7 +662,7 @@ class Session:
         if call_id not in state.decisions and self.governance is not None:
             governance = await self.governance()
             variables = {"tool": block["name"], "input": block.get("input", {})}
-            answers = await self._hooks(governance, HookPoint.BEFORE_TOOL_CALL, call_id,
+            answers = await self.hooks.run(governance, HookPoint.BEFORE_TOOL_CALL, call_id,
                                         variables, block["name"])  # fmt: skip
             refused = next((a for a in answers if not a["allowed"]), None)
             if refused is not None:
@@ -758,7 +754,7 @@ class Session:
                 is_error=outcome.is_error,
                 **extra,
             )
-            self.say(f"   {_brief(outcome.content)}")
+            self.say(f"   {brief(outcome.content)}")
             if stop is not None:
                 self._end(self._caught_up(), "Failed", "StoppedByHook", stop)
                 return
@@ -778,11 +774,11 @@ class Session:
         if self.governance is not None:
             variables = {"tool": block["name"], "input": given,
                          "result": {"content": content, "isError": is_error}}  # fmt: skip
-            answers = await self._hooks(await self.governance(), HookPoint.AFTER_TOOL_CALL,
+            answers = await self.hooks.run(await self.governance(), HookPoint.AFTER_TOOL_CALL,
                                         block["id"], variables, block["name"])  # fmt: skip
         rewrote = self._caught_up().rewritten_by.get(block["id"])
         if rewrote:
-            content = f"[input rewritten by {rewrote}: {_brief(given, 400)}]\n{content}"
+            content = f"[input rewritten by {rewrote}: {brief(given, 400)}]\n{content}"
         for answer in answers:
             if answer.get("note"):
                 content += f"\n[{_by(answer)}] {answer['note']}"
@@ -792,61 +788,6 @@ class Session:
         why = refused["message"] or "no reason given"
         return content, f"{_by(refused)} stopped the session after call {block['id']}: {why}"
 
-    def _variables(self, governance: Governance) -> Obj:
-        namespace, _, name = self.config.task.partition("/")
-        return {"agent": {"name": self.config.agent, "labels": dict(governance.agent_labels)},
-                "task": {"namespace": namespace, "name": name}}  # fmt: skip
-
-    async def _hooks(
-        self, governance: Governance, point: HookPoint, key: str, variables: Obj, tool: str = ""
-    ) -> list[Obj]:
-        """The logged answers of the hooks at ``point`` for ``key`` (a call id, a delivery),
-        in order, up to the first no. Each hook is asked at most once per key: its answer is
-        logged (``agent.hook``) before it counts, and a resumed session reads it back. A
-        BeforeToolCall rewrite is what the next hook sees."""
-        answers: list[Obj] = []
-        variables = {**self._variables(governance), **variables}
-        for policy, hook in governance.hooks(point, tool):
-            hook_id = f"{point.value}/{key}/{policy}/{hook.name}"
-            logged = self._caught_up().hooks.get(hook_id)
-            if logged is None:
-                answer = await self._ask_hook(hook_id, policy, hook, point, variables)
-                self.log.append("agent.hook", id=hook_id, key=key, point=point.value,
-                                policy=policy, hook=hook.name, **answer.to_event())  # fmt: skip
-                verdict = "yes" if answer.allowed else "no"
-                self.say(f"   hook {policy}/{hook.name} ({point.value}): {verdict}"
-                         + (f": {_brief(answer.message)}" if answer.message else "")
-                         + (" (input rewritten)" if answer.input is not None else ""))  # fmt: skip
-                logged = self._caught_up().hooks[hook_id]
-            answers.append(logged)
-            if not logged["allowed"]:
-                break
-            if logged.get("input") is not None:
-                variables = {**variables, "input": logged["input"]}
-        return answers
-
-    async def _ask_hook(
-        self, hook_id: str, policy: str, hook: Hook, point: HookPoint, variables: Obj
-    ) -> HookAnswer:
-        if hook.cel is not None:
-            return evaluate_cel(hook, point, variables)
-        if hook.command is not None:
-            # Its own call id, derived from the hook's: the sandbox runs it once however often
-            # a resumed harness asks.
-            call_id = "hook_" + hashlib.sha256(hook_id.encode()).hexdigest()[:40]
-            try:
-                outcome = await self.sandbox.call(
-                    call_id,
-                    "bash",
-                    {"command": hook.command.command, "timeout": hook.command.timeout_seconds},
-                )
-            except SandboxUnavailable as err:  # fmt: skip
-                why = f"hook {hook.name} could not run: {err}"
-                return HookAnswer(False, why, failure=why)
-            return command_answer(outcome.content, outcome.is_error)
-        request = review_request(f"{self.config.task}/{hook_id}", hook, policy, point, variables)
-        return await call_webhook(hook, request, point)
-
     async def _before_delivery(self, state: State) -> State | None:
         """Run BeforeDelivery hooks on a finished answer: None to deliver it, or the state
         after the work was sent back (or the session ended, out of rounds)."""
@@ -854,7 +795,7 @@ class Session:
             return None
         governance = await self.governance()
         key = f"delivery-{state.turns}"
-        answers = await self._hooks(governance, HookPoint.BEFORE_DELIVERY, key,
+        answers = await self.hooks.run(governance, HookPoint.BEFORE_DELIVERY, key,
                                     {"result": final_text(state)})  # fmt: skip
         refused = next((a for a in answers if not a["allowed"]), None)
         if refused is None:
@@ -864,7 +805,7 @@ class Session:
             return self._end(
                 state, "Failed", "DeliveryRefused",
                 f"{_by(refused)} still refused the result after {rounds} rounds: "
-                f"{_brief(refused['message'], 1000)}",
+                f"{brief(refused['message'], 1000)}",
             )  # fmt: skip
         content = (
             f"Your result was sent back by {_by(refused)} (round {state.sent_back + 1} of at "
@@ -881,7 +822,7 @@ class Session:
         governance = await self.governance()
         outcome = {"phase": state.outcome.get("outcome"), "reason": state.outcome.get("reason"),
                    "message": state.outcome.get("message")}  # fmt: skip
-        await self._hooks(governance, HookPoint.TASK_END, "end",
+        await self.hooks.run(governance, HookPoint.TASK_END, "end",
                           {"outcome": outcome, "result": final_text(state)})  # fmt: skip
 
 
@@ -891,9 +832,3 @@ def _by(answer: Obj) -> str:
 
 def _stamp(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def _brief(value: Any, limit: int = 160) -> str:
-    text = value if isinstance(value, str) else str(value)
-    text = text.replace("\n", " | ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
