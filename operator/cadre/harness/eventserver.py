@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from cadre.harness.sessionlog import Event
 
@@ -76,15 +77,29 @@ class EventServer:
     """``log_of(task)`` is the session log's path (None: no session here); ``active(task)`` is
     whether the session may still write (following stops once it may not and all is sent)."""
 
-    def __init__(self, log_of: Callable[[str], Path | None], active: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        log_of: Callable[[str], Path | None],
+        active: Callable[[str], bool],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.log_of = log_of
         self.active = active
+        self.registry = registry
+        """The harness's metrics, served on ``/metrics`` (Prometheus text format)."""
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v1/tasks/{task}/events", self._events)
         app.router.add_get("/healthz", self._health)
+        if self.registry is not None:
+            app.router.add_get("/metrics", self._metrics)
         return app
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        assert self.registry is not None
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.Response(text="ok")

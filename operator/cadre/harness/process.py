@@ -37,6 +37,7 @@ from cadre.harness.eventserver import EventServer
 from cadre.harness.logs import TRANSCRIPT
 from cadre.harness.mcp_tools import McpTools
 from cadre.harness.memory import MemoryStore, MemoryUnreadable, add, for_prompt, mark_used, render
+from cadre.harness.metrics import HarnessMetrics, SessionLabels
 from cadre.harness.permissions import Governance, answer_in
 from cadre.harness.pricing import Prices, prices_for
 from cadre.harness.replay import AWAITING_APPROVAL, AWAITING_REVIEW, WAITING, State
@@ -90,6 +91,8 @@ class HarnessProcess:
     wakes: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     """Per Task waiting on a human for a tool call: the wake-up at its deadline."""
     _governed: tuple[float, Governance] | None = None
+    metrics: HarnessMetrics = field(default_factory=HarnessMetrics)
+    """Live metrics, counted from what sessions write (``/metrics`` on the events port)."""
     mcp: McpTools = field(default_factory=lambda: McpTools([]))
     """The Agent's MCP servers' tools (their connections are shared by every session)."""
 
@@ -171,7 +174,8 @@ class HarnessProcess:
             phase = ((task or {}).get("status") or {}).get("phase")
             return name in self.running or (task is not None and phase not in FINAL_PHASES)
 
-        runner = web.AppRunner(EventServer(log_of, active).app(), access_log=None)
+        server = EventServer(log_of, active, self.metrics.registry)
+        runner = web.AppRunner(server.app(), access_log=None)
         await runner.setup()
         host, port = self.events_address
         await web.TCPSite(runner, host, port).start()
@@ -313,13 +317,7 @@ class HarnessProcess:
     async def _context(self, task: Obj, session_log: SessionLog) -> tuple[str, TeamTools]:
         """The session's team and memory context (from its log once it exists: a resumed
         session sends the same prefix) and its harness-side tools."""
-        # The label is there from creation on (a delegated Task can be taken before the
-        # operator has written status.team); a top-level Task names its Team in its spec.
-        team_name = (
-            (task.get("status") or {}).get("team")
-            or task["metadata"].get("labels", {}).get(TEAM_LABEL)
-            or task["spec"]["assignee"].get("team")
-        )
+        team_name = _team_of(task)
         team_obj = await self.api.team(team_name) if team_name else None
         team = TeamSpec.model_validate(team_obj["spec"]) if team_obj else None
         member = next((m for m in team.members if m.agent == self.agent), None) if team else None
@@ -367,6 +365,9 @@ class HarnessProcess:
                 "(text files, 64 KiB in all)."
             )
         context, team_tools = await self._context(task, session_log)
+        labels = SessionLabels(self.api.namespace, _team_of(task) or "", self.agent,
+                               self.spec.model)  # fmt: skip
+        session_log.observers.append(self.metrics.observer(labels, self.prices))
         review = spec.get("review") or {}
         limits = Limits.model_validate(spec.get("limits") or {})
         config = SessionConfig(
@@ -593,3 +594,15 @@ class HarnessProcess:
                 status["session"] = {"lastActivityTime": now_stamp()}
                 with contextlib.suppress(kubernetes.client.ApiException):
                     await self.api.patch_status(name, status)
+
+
+def _team_of(task: Obj) -> str | None:
+    """The Task's Team. The label is there from creation on (a delegated Task can be taken
+    before the operator has written status.team); a top-level Task names its Team in its
+    spec."""
+    team = (
+        (task.get("status") or {}).get("team")
+        or task["metadata"].get("labels", {}).get(TEAM_LABEL)
+        or task["spec"]["assignee"].get("team")
+    )
+    return str(team) if team else None

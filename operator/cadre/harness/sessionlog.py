@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,9 @@ class SessionLog:
         self.path = path
         self.events = events
         self._fd = fd
+        self.observers: list[Callable[[list[Event]], None]] = []
+        """Told of each batch of events once it is on disk (the harness's metrics): only
+        what is written now, never what was read back."""
 
     @classmethod
     def open(cls, path: Path) -> SessionLog:
@@ -126,6 +130,8 @@ class SessionLog:
             written += os.write(self._fd, data[written:])
         os.fsync(self._fd)
         self.events.extend(events)
+        for observe in self.observers:
+            observe(events)
         return events
 
     def close(self) -> None:
