@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import httpx2
-from cadre.harness.mcp_tools import _ssl
 from cadre.harness.replay import State
+from cadre.harness.tls import trusting
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -28,17 +28,19 @@ BLOCK = 20
 async def _measure(server: McpServerProcess) -> tuple[float, float]:
     tools = _tools(server)
     await tools.definitions()
-    spec = next(iter(tools._connections.values())).endpoint.server
     # Configured as the harness configures its own, so only what the harness adds differs.
-    timeout = httpx2.Timeout(spec.timeout_seconds)
+    seconds = 60  # the default McpServer.timeoutSeconds
+    timeout = httpx2.Timeout(seconds)
     headers = {"Authorization": f"Bearer {server.token}"}
     harness, direct = [], []
     async with (
-        httpx2.AsyncClient(headers=headers, verify=_ssl(spec), timeout=timeout) as http,
+        httpx2.AsyncClient(
+            headers=headers, verify=trusting(server.ca_bundle), timeout=timeout
+        ) as http,
         Client(
             streamable_http_client(server.url, http_client=http),
             cache=None,
-            read_timeout_seconds=spec.timeout_seconds,
+            read_timeout_seconds=seconds,
         ) as client,  # fmt: skip
     ):
         await client.list_tools()  # as the harness did: a 2026-07-28 call names a listed tool

@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from cadre.harness.permissions import where
+
 Event = dict[str, Any]
 _QUIET = ("span.model_request_start", "span.model_request_end", "span.compaction_start")
 _COMPACTION_REASONS = {
@@ -91,9 +93,8 @@ def describe(event: Event) -> str | None:
     elif kind == "session.resumed":
         body = f"resumed after event {event.get('from_seq')}"
     elif kind == "agent.tool_decision":
-        where = (f"Policy {event['policy']}, {event.get('rule')}" if event.get("policy")
-                 else f"the default {event.get('rule') or ''}".strip())  # fmt: skip
-        body = f"policy: {event.get('decision')} {event.get('tool_use_id')} ({where})"
+        decided_by = where(str(event.get("policy") or ""), str(event.get("rule") or ""))
+        body = f"policy: {event.get('decision')} {event.get('tool_use_id')} ({decided_by})"
     elif kind == "user.tool_confirmation":
         verdict = "approved" if event.get("approved") else "rejected"
         body = f"{verdict} {event.get('tool_use_id')} by {event.get('by')}" + (

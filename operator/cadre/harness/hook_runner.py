@@ -24,6 +24,11 @@ from cadre.harness.sandbox_client import SandboxClient, SandboxUnavailable
 from cadre.harness.sessionlog import SessionLog
 
 
+def refusal(answers: list[Obj]) -> Obj | None:
+    """The answer that said no, if one did (``HookRunner.run`` stops at the first)."""
+    return answers[-1] if answers and not answers[-1]["allowed"] else None
+
+
 class HookRunner:
     def __init__(
         self,

@@ -5,10 +5,7 @@ logs each answer (``agent.hook``) before acting on it, so a resumed session neve
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +15,9 @@ from celpy.adapter import CELJSONEncoder, json_to_cel
 
 from cadre.api.cel import CelCompileError, compile_rule
 from cadre.api.meta import GROUP, VERSION
-from cadre.api.policy import FailurePolicy, Hook, HookPoint, WebhookHook
+from cadre.api.policy import FailurePolicy, Hook, HookPoint
 from cadre.api.types import Obj
+from cadre.harness.tls import trusting  # a bad caBundle raises a ValueError: a failure
 
 MAX_MESSAGE = 4096
 """What a hook's message may add to the conversation (the tail of a command's output)."""
@@ -137,16 +135,6 @@ def read_review(body: Any, uid: str, point: HookPoint) -> HookAnswer:
     return HookAnswer(allowed, message, new_input if allowed else None, note or "")
 
 
-def _ssl_context(webhook: WebhookHook) -> ssl.SSLContext:
-    if not webhook.ca_bundle:
-        return ssl.create_default_context()
-    try:
-        pem = base64.b64decode(webhook.ca_bundle, validate=True).decode()
-        return ssl.create_default_context(cadata=pem)
-    except (binascii.Error, UnicodeDecodeError, ssl.SSLError) as err:
-        raise WebhookError(f"webhook.caBundle is not base64 PEM certificates: {err}") from err
-
-
 async def call_webhook(hook: Hook, request: Obj, point: HookPoint) -> HookAnswer:
     """POST the request and read the answer; a failure is a no under ``Fail`` and a yes under
     ``Ignore``, with why either way."""
@@ -160,14 +148,20 @@ async def call_webhook(hook: Hook, request: Obj, point: HookPoint) -> HookAnswer
         async with (
             aiohttp.ClientSession(timeout=timeout) as client,
             client.post(
-                webhook.url, json=request, ssl=_ssl_context(webhook), allow_redirects=False
+                webhook.url, json=request, ssl=trusting(webhook.ca_bundle), allow_redirects=False
             ) as reply,  # fmt: skip
         ):
             if reply.status != 200:
                 raise WebhookError(f"HTTP {reply.status}")
             body = await reply.json(content_type=None)
         return read_review(body, uid, point)
-    except (WebhookError, aiohttp.ClientError, TimeoutError, ValueError, OSError) as err:
+    except (
+        WebhookError,
+        aiohttp.ClientError,
+        TimeoutError,
+        ValueError,
+        OSError,
+    ) as err:
         why = f"webhook {hook.name} failed: {type(err).__name__}: {err}"[:MAX_MESSAGE]
         if webhook.failure_policy == FailurePolicy.IGNORE:
             return HookAnswer(True, failure=why)

@@ -13,10 +13,8 @@ server deduplicates."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -31,6 +29,7 @@ from cadre.api.names import MCP_SERVERS_ENV, MCP_TOOL_PREFIX, mcp_credential_env
 from cadre.api.types import Obj
 from cadre.harness.replay import State
 from cadre.harness.sandbox_client import ToolOutcome
+from cadre.harness.tls import trusting
 
 PREFIX = MCP_TOOL_PREFIX
 MAX_RESULT_CHARS = 30_000
@@ -76,13 +75,6 @@ def endpoints_from_env(env: Mapping[str, str]) -> list[Endpoint]:
     return endpoints
 
 
-def _ssl(server: McpServer) -> ssl.SSLContext:
-    if not server.ca_bundle:
-        return ssl.create_default_context()
-    pem = base64.b64decode(server.ca_bundle, validate=True).decode()
-    return ssl.create_default_context(cadata=pem)
-
-
 def _text(result: Any) -> str:
     parts = []
     for block in result.content or []:
@@ -118,7 +110,7 @@ class _Connection:
         try:
             async with httpx2.AsyncClient(
                 headers=self.endpoint.headers(),
-                verify=_ssl(server),
+                verify=trusting(server.ca_bundle),
                 timeout=httpx2.Timeout(server.timeout_seconds),
             ) as http:
                 transport = streamable_http_client(server.url, http_client=http)

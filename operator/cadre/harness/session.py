@@ -36,7 +36,7 @@ from cadre.harness.context import (
     summary_request,
     with_breakpoint,
 )
-from cadre.harness.hook_runner import HookRunner
+from cadre.harness.hook_runner import HookRunner, refusal
 from cadre.harness.logs import brief
 from cadre.harness.model_errors import ModelFailure, classify
 from cadre.harness.permissions import Governance, ToolAnswer, ToolDecision, where
@@ -663,8 +663,8 @@ class Session:
             governance = await self.governance()
             variables = {"tool": block["name"], "input": block.get("input", {})}
             answers = await self.hooks.run(governance, HookPoint.BEFORE_TOOL_CALL, call_id,
-                                        variables, block["name"])  # fmt: skip
-            refused = next((a for a in answers if not a["allowed"]), None)
+                                           variables, block["name"])  # fmt: skip
+            refused = refusal(answers)
             if refused is not None:
                 return f"This call is denied by {_by(refused)}: {refused['message']}"
             decided = governance.decide(block["name"], self._input(block))
@@ -775,14 +775,14 @@ class Session:
             variables = {"tool": block["name"], "input": given,
                          "result": {"content": content, "isError": is_error}}  # fmt: skip
             answers = await self.hooks.run(await self.governance(), HookPoint.AFTER_TOOL_CALL,
-                                        block["id"], variables, block["name"])  # fmt: skip
+                                           block["id"], variables, block["name"])  # fmt: skip
         rewrote = self._caught_up().rewritten_by.get(block["id"])
         if rewrote:
             content = f"[input rewritten by {rewrote}: {brief(given, 400)}]\n{content}"
         for answer in answers:
             if answer.get("note"):
                 content += f"\n[{_by(answer)}] {answer['note']}"
-        refused = next((a for a in answers if not a["allowed"]), None)
+        refused = refusal(answers)
         if refused is None:
             return content, None
         why = refused["message"] or "no reason given"
@@ -796,8 +796,8 @@ class Session:
         governance = await self.governance()
         key = f"delivery-{state.turns}"
         answers = await self.hooks.run(governance, HookPoint.BEFORE_DELIVERY, key,
-                                    {"result": final_text(state)})  # fmt: skip
-        refused = next((a for a in answers if not a["allowed"]), None)
+                                       {"result": final_text(state)})  # fmt: skip
+        refused = refusal(answers)
         if refused is None:
             return None
         rounds = governance.max_delivery_rounds
