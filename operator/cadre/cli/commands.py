@@ -261,6 +261,50 @@ def logs(
             ) from err
 
 
-COMMANDS = [run, tree, approve, reject, memory, logs]
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8070, show_default=True, help="Port to listen on (0: any).")
+@click.option("-n", "--namespace", default=None,
+              help="Show only this namespace (default: all the credentials may read).")  # fmt: skip
+@click.option("--read-only", is_flag=True, help="Offer no Approve / Reject buttons.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="HOST:PORT",
+              help="Host header values served (default on loopback: its own).")  # fmt: skip
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="KUBECONFIG", help="Default: $KUBECONFIG, then ~/.kube/config.")  # fmt: skip
+@click.option("--context", default=None, help="The kubeconfig context to use.")
+def console(
+    host: str, port: int, namespace: str | None, read_only: bool, allowed_hosts: tuple[str, ...],
+    kubeconfig: Path | None, context: str | None,
+) -> None:  # fmt: skip
+    """Serve the web console: the organization, live Task trees, transcripts, approvals,
+    memory and spend, read through the Kubernetes API with your own credentials.
+
+    In a pod with no kubeconfig it uses the pod's ServiceAccount (the chart's console).
+    """
+    import asyncio
+    import signal
+
+    from cadre.cli.console.run import serve
+    from cadre.cli.console.server import ConsoleSettings
+
+    settings = ConsoleSettings(
+        namespace=namespace, can_decide=not read_only, allowed_hosts=frozenset(allowed_hosts)
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(kubeconfig, context, settings, host, port,
+                    lambda url: click.echo(f"console at {url}", err=True), stop)  # fmt: skip
+
+    try:
+        asyncio.run(main())
+    except OSError as err:
+        raise click.ClickException(f"cannot serve the console on {host}:{port}: {err}") from err
+
+
+COMMANDS = [run, tree, approve, reject, memory, logs, console]
 """Registered on ``cadre``; they import the Kubernetes client only when they run, so
 ``cadre --help`` and ``cadre crds`` stay quick."""

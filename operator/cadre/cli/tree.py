@@ -89,7 +89,7 @@ def _indent(row: Row) -> str:
     return trunk + ("└─ " if row.last[-1] else "├─ ")
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     minutes, rest = divmod(round(seconds), 60)
@@ -111,7 +111,7 @@ def render_tree(rows: list[Row]) -> str:
     table = [COLUMNS] + [
         (
             _indent(r) + r.name, r.agent, r.phase, str(r.turns), f"{r.tokens:,}",
-            f"${r.cost:.4f}", _duration(r.seconds), str(r.reviews),
+            f"${r.cost:.4f}", duration(r.seconds), str(r.reviews),
         )
         for r in [*rows, total(rows)]
     ]  # fmt: skip

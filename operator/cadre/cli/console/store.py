@@ -1,0 +1,83 @@
+"""What the console knows: the Agents, Teams and Tasks its watches have delivered, kept in
+memory (no database: a restart lists them again), and a version that moves with every change
+so pages and live streams know when to redraw. Used from one event loop only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from cadre.api.types import Obj
+
+KINDS = ("agents", "teams", "tasks")
+Key = tuple[str, str]
+
+
+def key_of(obj: Obj) -> Key:
+    return (str(obj["metadata"].get("namespace") or ""), str(obj["metadata"]["name"]))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The objects at one version; pages render from it (lists, never changed afterwards)."""
+
+    version: int
+    agents: list[Obj]
+    teams: list[Obj]
+    tasks: list[Obj]
+    problems: dict[str, str]
+    """Per kind, why the console cannot read it (a refusal by RBAC, an unreachable server)."""
+    synced: bool
+    """Every kind has been listed at least once."""
+
+
+class Store:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[Key, Obj]] = {kind: {} for kind in KINDS}
+        self.listed: set[str] = set()
+        self.problems: dict[str, str] = {}
+        self.version = 0
+        self._changed = asyncio.Event()
+
+    def _bump(self) -> None:
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def replace(self, kind: str, items: list[Obj]) -> None:
+        """A fresh list of ``kind`` (after a start, a lost watch or 410 Gone)."""
+        self.objects[kind] = {key_of(o): o for o in items}
+        self.listed.add(kind)
+        self.problems.pop(kind, None)
+        self._bump()
+
+    def apply(self, kind: str, event: str, obj: Obj) -> None:
+        """A watch event: ADDED, MODIFIED or DELETED."""
+        if event == "DELETED":
+            self.objects[kind].pop(key_of(obj), None)
+        else:
+            self.objects[kind][key_of(obj)] = obj
+        self._bump()
+
+    def trouble(self, kind: str, message: str) -> None:
+        if self.problems.get(kind) != message:
+            self.problems[kind] = message
+            self._bump()
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            version=self.version,
+            agents=list(self.objects["agents"].values()),
+            teams=list(self.objects["teams"].values()),
+            tasks=list(self.objects["tasks"].values()),
+            problems=dict(self.problems),
+            synced=self.listed >= set(KINDS),
+        )
+
+    async def changed_since(self, version: int, patience: float) -> int:
+        """The version once it is past ``version`` (or as it is after ``patience`` seconds)."""
+        if self.version == version:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), patience)
+        return self.version
