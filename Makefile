@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-crowded lint typecheck unit crds manifests demo bench clean
+.PHONY: test test-crowded lint typecheck unit browser crds manifests demo bench clean
 
 # Create the virtualenv and install Cadre with its dev extras; redone when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -26,8 +26,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(BIN)/pytest
+
+# The console's browser tests drive Debian's headless Chromium; install it where missing (as
+# root, or with sudo without a password). Otherwise those tests are skipped, saying why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; \
+	    else echo "chromium/chromedriver missing and cannot install: browser tests skip"; exit 0; fi; \
+	    $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 # The suite beside a second local cluster and two busy loops (tools/crowded.py).
 test-crowded: $(STAMP)

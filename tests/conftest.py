@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import browser
 from tests.harness.mcp_server import McpServerProcess, serve_mcp
 from tests.harness.webhooks import Webhook, serve_webhook
 
 REPO = Path(__file__).resolve().parent.parent
+__all__ = ["browser"]
 
 
 @pytest.fixture(scope="session")

@@ -38,16 +38,18 @@ def test_the_organization_page_shows_teams_agents_and_spend(org: Org) -> None:
     assert 'aria-current="page"' in html
     assert re.search(r"<strong>lead</strong>.*lead.*Ready", html, re.S)
     assert "Not ready: SecretNotModelKey" in html  # the reviewer
-    assert "Agents in no Team" in html and "analyst" in html
+    assert "Agents in no Team" in html
+    assert "analyst" in html
     assert "$0.0570" in html  # spend today: 0.0150 + 0.0420, both counted today
     assert "2 memories" in html
 
 
 def test_task_trees_roll_up_cost_and_tokens(org: Org) -> None:
     html = synced(org, "/tasks", "ship-it")
-    tree = html[html.index("ship-it"):]
+    tree = html[html.index("ship-it") :]
     assert tree.index(">ship-it<") < tree.index(">build<")
-    assert "InReview" in tree and "Running" in tree
+    assert "InReview" in tree
+    assert "Running" in tree
     assert "$0.0570" in tree  # the tree's total row
     assert "4,900" in tree  # tokens: 1,200 + 3,700
 
@@ -59,8 +61,8 @@ def test_a_change_is_announced_and_the_fragment_shows_it(org: Org) -> None:
     version = first.headers["X-Console-Version"]
     with page(org, f"/changes?version={version}", stream=True) as stream:
         assert stream.headers["Content-Type"].startswith("text/event-stream")
-        set_status(org.http, "tasks", "build", {"phase": "Succeeded",
-                                                "completionTime": "2026-12-06T10:05:00Z"})  # fmt: skip
+        done = {"phase": "Succeeded", "completionTime": "2026-12-06T10:05:00Z"}
+        set_status(org.http, "tasks", "build", done)
         lines = stream.iter_lines(decode_unicode=True)
         assert next(line for line in lines if line.startswith("event:")) == "event: change"
     after = synced(org, "/tasks?fragment=1", 'data-phase="Succeeded"')
@@ -88,7 +90,8 @@ def _form(org: Org) -> tuple[str, dict[str, str]]:
 
 def test_approving_a_deliverable_writes_the_verdict_cadre_approve_writes(org: Org) -> None:
     html, form = _form(org)
-    assert "Deliverable of" in html and "slugify is ready" in html
+    assert "Deliverable of" in html
+    assert "slugify is ready" in html
     answer = requests.post(org.console.url + "decide", data={
         **form, "task": "ship-it", "call": "", "decision": "approve", "feedback": "Well done"},
         timeout=10, allow_redirects=False)  # fmt: skip
@@ -100,14 +103,20 @@ def test_approving_a_deliverable_writes_the_verdict_cadre_approve_writes(org: Or
 
 def test_rejecting_a_tool_call_answers_that_call(org: Org) -> None:
     html, form = _form(org)
-    assert "pip install slugify-extra" in html and "ask-installs" in html
+    assert "pip install slugify-extra" in html
+    assert "ask-installs" in html
     answer = requests.post(org.console.url + "decide", data={
         **form, "task": "build", "call": "toolu_01", "decision": "reject",
         "feedback": "No new packages"}, timeout=10, allow_redirects=False)  # fmt: skip
     assert answer.status_code == 303
-    assert "Rejected tool call toolu_01 of Task build." in page(org, answer.headers["Location"]).text
+    assert (
+        "Rejected tool call toolu_01 of Task build." in page(org, answer.headers["Location"]).text
+    )
     spec = org.http("GET", f"{CADRE}/tasks/build").json()["spec"]
-    assert spec["toolApprovals"]["toolu_01"] == {"decision": "Rejected", "reason": "No new packages"}
+    assert spec["toolApprovals"]["toolu_01"] == {
+        "decision": "Rejected",
+        "reason": "No new packages",
+    }
     # Answered: it leaves the list (the watch delivers the change), and a second answer is refused.
     synced(org, "/waiting", "slugify is ready")
     eventually(lambda: "toolu_01" not in page(org, "/waiting").text)
@@ -135,14 +144,18 @@ def test_an_agent_page_shows_its_memory_and_tasks(org: Org) -> None:
         "  uses: 4\n  task: ship-0\n")}}  # fmt: skip
     assert org.http("POST", "/api/v1/namespaces/default/configmaps", memory).status_code == 201
     html = synced(org, "/agents/default/lead", "ship-it")
-    assert "Run the tests before delivering." in html and "<td>4</td>" in html
+    assert "Run the tests before delivering." in html
+    assert "<td>4</td>" in html
     missing = page(org, "/agents/default/nobody")
     assert "No Agent nobody in namespace default." in missing.text
 
 
 def test_spend_by_agent_team_and_namespace(org: Org) -> None:
     html = synced(org, "/spend", "default/engineer")
-    assert "By Agent" in html and "By Team" in html and "By namespace" in html
-    team = html[html.index("By Team"):html.index("By namespace")]
-    assert "default/platform" in team and "$0.0570" in team  # the whole tree, both Tasks
+    assert "By Agent" in html
+    assert "By Team" in html
+    assert "By namespace" in html
+    team = html[html.index("By Team") : html.index("By namespace")]
+    assert "default/platform" in team
+    assert "$0.0570" in team
     assert page(org, "/spend?days=x").status_code == 400

@@ -57,9 +57,10 @@ async def serve(
         for watch in watches:
             watch.cancel()
         await asyncio.gather(*watches, return_exceptions=True)
+        store.close()  # live pages' streams end
+        await api.close()  # and so do transcripts being relayed
         if runner is not None:
             await runner.cleanup()
-        await api.close()
 
 
 @dataclass

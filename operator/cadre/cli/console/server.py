@@ -199,12 +199,13 @@ class Console:
         except ValueError:
             raise web.HTTPBadRequest(text="version: not a number\n") from None
         async with sse_response(request) as sse:
-            while sse.is_connected():
-                now = await self.store.changed_since(version, KEEPALIVE_SECONDS)
-                if now != version:
-                    version = now
-                    await sse.send(str(version), event="change")
-                    await asyncio.sleep(CHANGE_BATCH_SECONDS)
+            with contextlib.suppress(ConnectionResetError):  # the page went away
+                while sse.is_connected() and not self.store.closed:
+                    now = await self.store.changed_since(version, KEEPALIVE_SECONDS)
+                    if now != version:
+                        version = now
+                        await sse.send(str(version), event="change")
+                        await asyncio.sleep(CHANGE_BATCH_SECONDS)
         return sse
 
     async def transcript(self, request: web.Request) -> web.StreamResponse:
@@ -236,7 +237,10 @@ class Console:
                 await sse.send("The session is over (its log is complete).", event="end")
             except KubeApiError as err:
                 message = f"cannot read the session from pod {pod}: {err.message}"
-                await sse.send(message, event="problem")
+                with contextlib.suppress(ConnectionResetError):
+                    await sse.send(message, event="problem")
+            except ConnectionResetError:
+                pass  # the page went away
         return sse
 
     # -- decisions ---------------------------------------------------------------------------

@@ -38,7 +38,13 @@ class Store:
         self.listed: set[str] = set()
         self.problems: dict[str, str] = {}
         self.version = 0
+        self.closed = False
         self._changed = asyncio.Event()
+
+    def close(self) -> None:
+        """Wake every waiter for good: the console is stopping."""
+        self.closed = True
+        self._changed.set()
 
     def _bump(self) -> None:
         self.version += 1
@@ -77,7 +83,7 @@ class Store:
 
     async def changed_since(self, version: int, patience: float) -> int:
         """The version once it is past ``version`` (or as it is after ``patience`` seconds)."""
-        if self.version == version:
+        if self.version == version and not self.closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), patience)
         return self.version

@@ -211,13 +211,15 @@ class Waiting:
 
 
 def waiting(snap: Snapshot) -> list[Waiting]:
-    """Deliverables awaiting approval (``spec.review.humanApproval``, phase InReview) and tool
-    calls a Policy asked a person about and nobody has answered yet; oldest first."""
+    """Deliverables awaiting approval (``spec.review.humanApproval``, phase InReview, no
+    ``spec.approval`` yet) and tool calls a Policy asked a person about and nobody has answered
+    yet; oldest first."""
     found = []
     for task in snap.tasks:
         meta, spec, status = task["metadata"], task["spec"], _status(task)
         ns, name = str(meta.get("namespace") or ""), str(meta["name"])
-        if (spec.get("review") or {}).get("humanApproval") and status.get("phase") == "InReview":
+        asked = (spec.get("review") or {}).get("humanApproval") and not spec.get("approval")
+        if asked and status.get("phase") == "InReview":  # answered: the harness acts on it
             result = status.get("result") or {}
             found.append(Waiting(
                 namespace=ns, task=name, agent=agent_of(task), kind="deliverable",

@@ -9,6 +9,7 @@
   const live = document.getElementById("live");
   const connection = document.getElementById("connection");
   let busy = false, again = false, typing = false;
+  const streams = [];
 
   function say(text) { if (connection) connection.textContent = text; }
 
@@ -52,6 +53,7 @@
     changes.onopen = () => say("Live");
     changes.onerror = () => say("Reconnecting…");
     live.addEventListener("focusout", () => { if (typing) { typing = false; setTimeout(refresh, 0); } });
+    streams.push(changes);
   }
 
   const transcript = document.getElementById("transcript");
@@ -69,5 +71,11 @@
     events.addEventListener("following", () => { state.textContent = "Following the session live…"; });
     events.addEventListener("end", (e) => { state.textContent = e.data; events.close(); });
     events.addEventListener("problem", (e) => { state.textContent = e.data; events.close(); });
+    streams.push(events);
   }
+
+  // A page left for another must let go of its streams: a browser opens at most six
+  // connections to one host, and a page kept in the back-forward cache would hold them.
+  window.addEventListener("pagehide", () => streams.forEach((s) => s.close()));
+  window.addEventListener("pageshow", (e) => { if (e.persisted) window.location.reload(); });
 })();
