@@ -18,7 +18,7 @@ RELEASE = "cadre"
 ORDER = ["Namespace", "CustomResourceDefinition", "ValidatingAdmissionPolicy",
          "ValidatingAdmissionPolicyBinding", "ServiceAccount", "ClusterRole",
          "ClusterRoleBinding", "Role", "RoleBinding", "NetworkPolicy", "Service", "Deployment",
-         "ServiceMonitor"]  # fmt: skip
+         "Ingress", "ServiceMonitor"]  # fmt: skip
 HEADER = (
     "# Cadre for `kubectl apply --server-side -f`: the CRDs and the operator in namespace"
     f" {NAMESPACE}.\n# Generated from charts/cadre by `make manifests`; do not edit by hand.\n"

@@ -33,6 +33,10 @@ NON_DEFAULT: dict[str, Any] = {
     "harness": {"stateSize": "5Gi", "resources": {"requests": {"cpu": "100m"}}},
     "sandbox": {"limits": {"cpu": "2", "memory": "2Gi"}, "tmpSize": "1Gi",
                 "releaseAfterSeconds": 30},
+    "console": {"enabled": True, "approvals": True, "memory": False,
+                "allowedHosts": ["console.example.com"],
+                "ingress": {"enabled": True, "className": "nginx", "host": "console.example.com",
+                            "tls": [{"hosts": ["console.example.com"], "secretName": "tls"}]}},
 }  # fmt: skip
 
 
@@ -62,6 +66,48 @@ def test_every_rendered_object_validates_against_the_kubernetes_schemas(
     assert by_kind(objects)["Deployment"][0]["spec"]["strategy"] == {"type": "Recreate"}
 
 
+def _rules(role: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(resource, verb) for rule in role["rules"] for resource in rule["resources"]
+            for verb in rule["verbs"]}  # fmt: skip
+
+
+def test_the_console_is_off_by_default_and_read_only_when_on() -> None:
+    assert not [o for o in render() if "console" in o["metadata"]["name"]]
+    kinds = by_kind(render({"console": {"enabled": True}}))
+    console = next(d for d in kinds["Deployment"] if d["metadata"]["name"] == "cadre-console")
+    pod = console["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["cadre", "console"]
+    assert "--read-only" in container["args"]
+    assert "--host=$(POD_IP)" in container["args"]
+    assert pod["serviceAccountName"] == "cadre-console"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    role = next(r for r in kinds["ClusterRole"] if r["metadata"]["name"] == "cadre-console")
+    # What it shows, nothing more: no write of any kind, no Secret.
+    assert _rules(role) == {
+        ("agents", "get"), ("agents", "list"), ("agents", "watch"), ("teams", "get"),
+        ("teams", "list"), ("teams", "watch"), ("tasks", "get"), ("tasks", "list"),
+        ("tasks", "watch"), ("configmaps", "get"), ("pods/proxy", "get")}  # fmt: skip
+    assert "Ingress" not in kinds
+
+
+def test_console_values_reach_its_objects() -> None:
+    kinds = by_kind(render(NON_DEFAULT))
+    console = next(d for d in kinds["Deployment"] if d["metadata"]["name"] == "cadre-console")
+    args = console["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--read-only" not in args
+    assert args.count("--namespace=team-a") == 1
+    assert "--allowed-host=console.example.com" in args
+    roles = [r for r in kinds["Role"] if r["metadata"]["name"] == "cadre-console"]
+    assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
+    assert ("tasks", "patch") in _rules(roles[0])  # approvals on
+    assert ("configmaps", "get") not in _rules(roles[0])  # memory off
+    (ingress,) = kinds["Ingress"]
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["rules"][0]["host"] == "console.example.com"
+
+
 def test_defaults_serve_the_whole_cluster_as_a_restricted_pod() -> None:
     kinds = by_kind(render())
     (deployment,) = kinds["Deployment"]
@@ -89,7 +135,7 @@ def test_defaults_serve_the_whole_cluster_as_a_restricted_pod() -> None:
 
 def test_non_default_values_reach_the_objects() -> None:
     kinds = by_kind(render(NON_DEFAULT))
-    (deployment,) = kinds["Deployment"]
+    deployment, _ = kinds["Deployment"]  # the operator, the console
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "registry.example.com/cadre:1.2.3"
@@ -108,13 +154,15 @@ def test_non_default_values_reach_the_objects() -> None:
     assert env["CADRE_LOG_LEVEL"] == "debug"
     assert env["CADRE_USER_NAMESPACES"] == "true"
     assert env["CADRE_API_SERVER_PORTS"] == "443,6443"
-    (policy,) = kinds["NetworkPolicy"]
+    policy, console_policy = kinds["NetworkPolicy"]
     assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == {8081, 9090}
+    assert [p["port"] for p in console_policy["spec"]["ingress"][0]["ports"]] == [8070]
     assert env["CADRE_MODEL_ENDPOINTS"] == (
         "https://api.anthropic.com,https://llm-gateway.internal/anthropic")  # fmt: skip
     # Namespaced: a Role per namespace, nothing cluster-wide but discovery.
     assert {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in kinds["Role"]} == {
-        ("team-a", "cadre"), ("team-b", "cadre")}  # fmt: skip
+        ("team-a", "cadre"), ("team-b", "cadre"),
+        ("team-a", "cadre-console"), ("team-b", "cadre-console")}  # fmt: skip
     assert [r["metadata"]["name"] for r in kinds["ClusterRole"]] == ["cadre-discovery"]
     (monitor,) = kinds["ServiceMonitor"]
     assert monitor["metadata"]["labels"]["release"] == "kp"
@@ -124,7 +172,7 @@ def test_the_operator_settings_accept_what_the_chart_renders() -> None:
     from cadre.operator.settings import from_env
 
     for values in ({}, NON_DEFAULT):
-        (deployment,) = by_kind(render(values))["Deployment"]
+        deployment = by_kind(render(values))["Deployment"][0]  # the operator's
         env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]
                ["containers"][0]["env"] if "value" in e}  # fmt: skip
         from_env(env)  # raises, naming the variable, if the chart and the operator disagree
@@ -143,6 +191,8 @@ def test_the_operator_settings_accept_what_the_chart_renders() -> None:
         ({"modelEndpoints": []}, "/modelEndpoints"),
         ({"modelEndpoints": ["https://a.example,https://b.example"]}, "/modelEndpoints/0"),
         ({"replicas": 2}, "replicas"),
+        ({"console": {"ingress": {"host": "Bad_Host"}}}, "/console/ingress/host"),
+        ({"console": {"approve": True}}, "approve"),
     ],
 )
 def test_values_that_break_the_schema_are_refused_naming_the_value(

@@ -70,27 +70,29 @@ async def test_the_rendered_chart_installs_and_its_operator_works_a_task(
     values = {
         "metrics": {"port": free_port()}, "liveness": {"port": free_port()},
         "modelEndpoints": [SCRIPTED_ENDPOINTS],
+        "console": {"enabled": True, "approvals": True},
     }  # fmt: skip
     objects = render(values, namespace=SYSTEM)
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM}}
     manifests = "---\n".join(yaml.safe_dump(o) for o in [namespace, *objects])
     await asyncio.to_thread(kubectl, kubeconfig, cache, "apply", "-f", "-", input=manifests)
 
-    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
-    template = deployment["spec"]["template"]
-    pod: dict[str, Any] = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "cadre-operator", "labels": template["metadata"]["labels"]},
-        "spec": template["spec"],
-    }  # fmt: skip
-    assert http("POST", f"/api/v1/namespaces/{SYSTEM}/pods", pod).status_code == 201
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    for name, pod_name in (("cadre", "cadre-operator"), ("cadre-console", "cadre-console")):
+        template = deployments[name]["spec"]["template"]
+        pod: dict[str, Any] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "labels": template["metadata"]["labels"]},
+            "spec": template["spec"],
+        }  # fmt: skip
+        assert http("POST", f"/api/v1/namespaces/{SYSTEM}/pods", pod).status_code == 201
 
-    def running() -> bool:
-        found = http("GET", f"/api/v1/namespaces/{SYSTEM}/pods/cadre-operator").json()
+    def running(name: str) -> bool:
+        found = http("GET", f"/api/v1/namespaces/{SYSTEM}/pods/{name}").json()
         statuses = (found.get("status") or {}).get("containerStatuses") or [{}]
         return statuses[0].get("ready") is True or "running" in statuses[0].get("state", {})
 
-    await until(running, within=60)
+    await until(lambda: running("cadre-operator"), within=60)
 
     url, _ = await scripted({"agents": {"engineer": STEPS}})
     secret = model_key_secret("anthropic", "sk-test")
@@ -119,3 +121,23 @@ async def test_the_rendered_chart_installs_and_its_operator_works_a_task(
     said = "\n".join(re.sub(r"^\[[^\]]*\]", "", line) for line in logs.splitlines())
     assert "403" not in said
     assert "Forbidden" not in said
+    await _the_console_shows_it_with_the_charts_rbac(http)
+
+
+async def _the_console_shows_it_with_the_charts_rbac(http: Any) -> None:
+    """The chart's console, under its own ServiceAccount and nothing else, read through the
+    API server's pod proxy as a user would port-forward to it: the Task, the Agent's memory and
+    the session's transcript, with no refusal."""
+    proxy = f"/api/v1/namespaces/{SYSTEM}/pods/cadre-console:8070/proxy"
+    ready = await until(lambda: (r := http("GET", f"{proxy}/healthz")).ok and r.text == "ok",
+                        within=60)  # fmt: skip
+    assert ready
+    page = await until(lambda: (r := http("GET", f"{proxy}/tasks")).ok and "first" in r.text
+                       and 'data-phase="Succeeded"' in r.text and r.text)  # fmt: skip
+    assert "cannot read" not in page
+    agent = http("GET", f"{proxy}/agents/{NS}/engineer").text
+    assert "Memory (" in agent
+    assert "cannot read the memory" not in agent
+    transcript = http("GET", f"{proxy}/tasks/{NS}/first/transcript").text
+    assert "Installed by the chart, and working." in transcript
+    assert "event: end" in transcript

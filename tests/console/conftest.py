@@ -93,7 +93,7 @@ def populate(http: Http) -> None:
 def org(tmp_path: Path) -> Iterator[Org]:
     with serving(tmp_path, crd_dir=REPO / "crds") as served:
         populate(served.http)
-        running = start_in_thread(served.kubeconfig, ConsoleSettings(namespace=None))
+        running = start_in_thread(served.kubeconfig, ConsoleSettings())
         try:
             yield Org(served, running)
         finally:

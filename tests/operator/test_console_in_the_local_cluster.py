@@ -51,7 +51,7 @@ async def test_a_transcript_is_replayed_then_followed_across_an_approval(
                 .get("pendingToolCalls"), within=90)  # fmt: skip
 
     console = await asyncio.to_thread(start_in_thread, cluster.kubeconfig,
-                                      ConsoleSettings(namespace=None))  # fmt: skip
+                                      ConsoleSettings())  # fmt: skip
     try:
         await _in_browser(lambda: browser.get(console.url + "tasks/default/live"))
         await until(lambda: "Writing it." in browser.execute_script(TEXT)
@@ -66,7 +66,7 @@ async def test_a_transcript_is_replayed_then_followed_across_an_approval(
         await _in_browser(approve)
         button = await until(
             lambda: browser.find_elements(By.CSS_SELECTOR, "button[id^=approve-default-live-]")
-        )  # noqa: E501
+        )
         await _in_browser(button[0].click)
         await until(lambda: "Approved tool call" in browser.page_source)
         await _in_browser(lambda: browser.switch_to.window(first))

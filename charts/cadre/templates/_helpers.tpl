@@ -69,3 +69,33 @@ app.kubernetes.io/component: operator
   resources: [events]
   verbs: [get, create, patch]
 {{- end -}}
+
+{{- define "cadre.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: console
+{{- end -}}
+
+{{/* What the console may do where it looks: read what it shows; answer approvals (a spec
+patch of Tasks) only with console.approvals; read memory ConfigMaps and harness transcripts
+(pods/proxy) only with console.memory / console.transcripts. */}}
+{{- define "cadre.consoleRules" -}}
+- apiGroups: [cadre.dev]
+  resources: [agents, teams, tasks]
+  verbs: [get, list, watch]
+{{- if .Values.console.approvals }}
+- apiGroups: [cadre.dev]
+  resources: [tasks]
+  verbs: [patch]
+{{- end }}
+{{- if .Values.console.memory }}
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
+{{- end }}
+{{- if .Values.console.transcripts }}
+- apiGroups: [""]
+  resources: [pods/proxy]
+  verbs: [get]
+{{- end }}
+{{- end -}}

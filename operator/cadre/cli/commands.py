@@ -264,8 +264,8 @@ def logs(
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8070, show_default=True, help="Port to listen on (0: any).")
-@click.option("-n", "--namespace", default=None,
-              help="Show only this namespace (default: all the credentials may read).")  # fmt: skip
+@click.option("-n", "--namespace", "namespaces", multiple=True,
+              help="Show only this namespace; repeat for more (default: all).")  # fmt: skip
 @click.option("--read-only", is_flag=True, help="Offer no Approve / Reject buttons.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="HOST:PORT",
               help="Host header values served (default on loopback: its own).")  # fmt: skip
@@ -273,8 +273,8 @@ def logs(
               envvar="KUBECONFIG", help="Default: $KUBECONFIG, then ~/.kube/config.")  # fmt: skip
 @click.option("--context", default=None, help="The kubeconfig context to use.")
 def console(
-    host: str, port: int, namespace: str | None, read_only: bool, allowed_hosts: tuple[str, ...],
-    kubeconfig: Path | None, context: str | None,
+    host: str, port: int, namespaces: tuple[str, ...], read_only: bool,
+    allowed_hosts: tuple[str, ...], kubeconfig: Path | None, context: str | None,
 ) -> None:  # fmt: skip
     """Serve the web console: the organization, live Task trees, transcripts, approvals,
     memory and spend, read through the Kubernetes API with your own credentials.
@@ -288,7 +288,7 @@ def console(
     from cadre.cli.console.server import ConsoleSettings
 
     settings = ConsoleSettings(
-        namespace=namespace, can_decide=not read_only, allowed_hosts=frozenset(allowed_hosts)
+        namespaces=namespaces, can_decide=not read_only, allowed_hosts=frozenset(allowed_hosts)
     )
 
     async def main() -> None:

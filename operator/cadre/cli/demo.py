@@ -23,6 +23,8 @@ from cadre.api.crd import build_all_crds, crd_file_name, render_crd_yaml
 from cadre.api.names import MODEL_ENDPOINTS_ENV
 from cadre.api.types import Obj
 from cadre.cli import highlights
+from cadre.cli.console.run import Running, start_in_thread
+from cadre.cli.console.server import ConsoleSettings
 from cadre.cli.follow import follow_task
 from cadre.cli.kube import ApplyError, Kube
 from cadre.cli.manifests import (
@@ -93,6 +95,18 @@ def _clear(state_dir: Path) -> None:
             target.unlink()
 
 
+def _start_console(options: DemoOptions) -> Running | None:
+    """The web console on the demo's cluster, on a free port, for as long as the demo runs."""
+    settings = ConsoleSettings(namespaces=(options.namespace,))
+    try:
+        console = start_in_thread(options.state_dir / "cluster" / "kubeconfig", settings)
+    except OSError as err:  # the demo goes on without it
+        _say(f"(the web console did not start: {err})", dim=True)
+        return None
+    _say(f"web console at {console.url} while the demo runs", fg="cyan")
+    return console
+
+
 def run_demo(options: DemoOptions) -> bool:
     """Run the demo; True when the Task succeeded. Every process started is stopped."""
     objects = load_manifests(options.example)
@@ -129,6 +143,7 @@ def run_demo(options: DemoOptions) -> bool:
         )  # fmt: skip
         _say(f"local cluster {ready}")
         kube = Kube(options.state_dir / "cluster" / "kubeconfig")
+        console = _start_console(options)
         try:
             adapted = for_model(objects, base_url)
             secrets = [
@@ -149,6 +164,8 @@ def run_demo(options: DemoOptions) -> bool:
             _report(kube, options, finished, transcript)
         finally:
             kube.close()
+            if console is not None:
+                console.stop()
         phase = (finished.get("status") or {}).get("phase")
         succeeded = phase == "Succeeded"
         _say(f"\nTask {root} {phase}.", fg="green" if succeeded else "red", bold=True)

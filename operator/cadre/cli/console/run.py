@@ -38,8 +38,8 @@ async def serve(
     """Serve until ``stop`` is set; ``started`` gets the console's URL once it listens."""
     configuration = await asyncio.to_thread(load_configuration, kubeconfig, context)
     api = KubeApi(configuration)
-    store = Store()
-    watches = start_watches(api, store, settings.namespace)
+    store = Store(settings.namespaces)
+    watches = start_watches(api, store, settings.namespaces)
     runner: web.AppRunner | None = None
     try:
         console = Console(api, store, settings)

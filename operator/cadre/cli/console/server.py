@@ -51,8 +51,8 @@ HEADERS = {
 
 @dataclass
 class ConsoleSettings:
-    namespace: str | None
-    """Only this namespace (None: all namespaces the credentials may read)."""
+    namespaces: tuple[str, ...] = ()
+    """Only these namespaces (none: all, which needs the right to list them cluster-wide)."""
     can_decide: bool = True
     """Offer Approve / Reject (the chart's read-only console does not)."""
     allowed_hosts: frozenset[str] = frozenset()
@@ -108,11 +108,11 @@ class Console:
                 **context: Any) -> web.Response:  # fmt: skip
         snap = context.pop("snap", None) or self.store.snapshot()
         said = self._said.pop(request.query.get("said", ""), ("", ""))
-        ns = self.settings.namespace
+        only = self.settings.namespaces
         text = pages.page(
             body, fragment=request.query.get("fragment") == "1", title=title, page=page,
             version=snap.version, problems=snap.problems, synced=snap.synced,
-            scope=f"namespace {ns}" if ns else "all namespaces",
+            scope=f"namespace {', '.join(only)}" if only else "all namespaces",
             notice=said[1] if said[0] == "notice" else "",
             error=said[1] if said[0] == "error" else "", **context,
         )  # fmt: skip

@@ -27,15 +27,18 @@ class Snapshot:
     teams: list[Obj]
     tasks: list[Obj]
     problems: dict[str, str]
-    """Per kind, why the console cannot read it (a refusal by RBAC, an unreachable server)."""
+    """Per kind and namespace, why the console cannot read it (a refusal by RBAC, an
+    unreachable server)."""
     synced: bool
     """Every kind has been listed at least once."""
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, namespaces: tuple[str, ...] = ()) -> None:
+        """``namespaces``: those watched (none: all namespaces at once)."""
         self.objects: dict[str, dict[Key, Obj]] = {kind: {} for kind in KINDS}
-        self.listed: set[str] = set()
+        self.expected = {(k, n) for k in KINDS for n in (namespaces or (None,))}
+        self.listed: set[tuple[str, str | None]] = set()
         self.problems: dict[str, str] = {}
         self.version = 0
         self.closed = False
@@ -51,11 +54,13 @@ class Store:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def replace(self, kind: str, items: list[Obj]) -> None:
-        """A fresh list of ``kind`` (after a start, a lost watch or 410 Gone)."""
-        self.objects[kind] = {key_of(o): o for o in items}
-        self.listed.add(kind)
-        self.problems.pop(kind, None)
+    def replace(self, kind: str, items: list[Obj], namespace: str | None) -> None:
+        """A fresh list of ``kind`` in ``namespace`` (None: all), after a start, a lost watch
+        or 410 Gone: what it no longer holds is gone."""
+        kept = {k: o for k, o in self.objects[kind].items() if namespace and k[0] != namespace}
+        self.objects[kind] = kept | {key_of(o): o for o in items}
+        self.listed.add((kind, namespace))
+        self.problems.pop(f"{kind} {namespace}", None)
         self._bump()
 
     def apply(self, kind: str, event: str, obj: Obj) -> None:
@@ -66,9 +71,9 @@ class Store:
             self.objects[kind][key_of(obj)] = obj
         self._bump()
 
-    def trouble(self, kind: str, message: str) -> None:
-        if self.problems.get(kind) != message:
-            self.problems[kind] = message
+    def trouble(self, kind: str, namespace: str | None, message: str) -> None:
+        if self.problems.get(f"{kind} {namespace}") != message:
+            self.problems[f"{kind} {namespace}"] = message
             self._bump()
 
     def snapshot(self) -> Snapshot:
@@ -78,7 +83,7 @@ class Store:
             teams=list(self.objects["teams"].values()),
             tasks=list(self.objects["tasks"].values()),
             problems=dict(self.problems),
-            synced=self.listed >= set(KINDS),
+            synced=self.listed >= self.expected,
         )
 
     async def changed_since(self, version: int, patience: float) -> int:

@@ -62,7 +62,7 @@ async def keep_current(api: KubeApi, store: Store, kind: str, namespace: str | N
     while True:
         try:
             listed = await api.get(path)
-            store.replace(kind, listed.get("items") or [])
+            store.replace(kind, listed.get("items") or [], namespace)
             version = str(listed["metadata"]["resourceVersion"])
             pause = 0.5
             while True:
@@ -71,14 +71,18 @@ async def keep_current(api: KubeApi, store: Store, kind: str, namespace: str | N
             continue
         except (KubeApiError, aiohttp.ClientError, OSError, ValueError) as err:
             where = f"namespace {namespace}" if namespace else "all namespaces"
-            store.trouble(kind, f"cannot read {kind} in {where}: {err}")
+            store.trouble(kind, namespace, f"cannot read {kind} in {where}: {err}")
             log.warning("reading %s: %s (again in %.1fs)", kind, err, pause)
         await asyncio.sleep(pause)
         pause = min(pause * 2, MAX_PAUSE)
 
 
-def start_watches(api: KubeApi, store: Store, namespace: str | None) -> list[asyncio.Task[None]]:
+def start_watches(
+    api: KubeApi, store: Store, namespaces: tuple[str, ...]
+) -> list[asyncio.Task[None]]:
+    """One list-and-watch per kind and namespace (none given: one per kind, cluster-wide)."""
     return [
-        asyncio.create_task(keep_current(api, store, kind, namespace), name=f"watch {kind}")
+        asyncio.create_task(keep_current(api, store, kind, ns), name=f"watch {kind} {ns}")
         for kind in KINDS
+        for ns in namespaces or (None,)
     ]
