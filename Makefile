@@ -56,7 +56,7 @@ manifests: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cadre demo
 
-bench: $(STAMP)
+bench: $(STAMP) browser
 	$(BIN)/python -m bench
 
 clean:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench import (
+    console_bench,
     dev_cluster_startup,
     first_token,
     harness_bench,
@@ -25,6 +26,7 @@ BENCHMARKS = [
     first_token.measure,
     policy_bench.measure,
     mcp_bench.measure,
+    console_bench.measure,
     operator_bench.measure_scale,
 ]
 
