@@ -68,6 +68,10 @@ async def test_tokens_cost_and_tool_calls_are_counted_live(
                   gen_ai_provider_name="anthropic") == 2  # fmt: skip
     assert _value(live, "gen_ai_client_token_usage_count", gen_ai_token_type="input") == 2
     assert _value(live, "cadre_build_info", component="harness") == 1
+    # The session waits for a person: counted as such, and each call's first token was timed.
+    assert _value(live, "cadre_sessions", state="idle", reason="AwaitingToolApproval") == 1
+    assert _value(live, "cadre_sessions", state="running") == 0
+    assert _value(live, "cadre_model_time_to_first_token_seconds_count", **who) == 2
 
     ((call, _),) = status["pendingToolCalls"].items()
     answer = {"spec": {"toolApprovals": {call: {"decision": "Approved"}}}}
@@ -78,3 +82,6 @@ async def test_tokens_cost_and_tool_calls_are_counted_live(
     final = await until(lambda: (m := _metrics(http)) and _value(
         m, "cadre_tool_calls_total", tool="bash", outcome="ok") == 1 and m)  # fmt: skip
     assert _value(final, "gen_ai_client_operation_duration_seconds_count") >= 3
+    ended_metrics = await until(lambda: (m := _metrics(http)) and _value(m, "cadre_sessions") == 0
+                                and m)  # fmt: skip
+    assert _value(ended_metrics, "cadre_limit_hits_total") == 0

@@ -88,12 +88,15 @@ async def test_a_task_runs_to_succeeded_through_the_harness_and_a_sandbox(
             for sample in family.samples
         }
 
-    succeeded = ("cadre_tasks", (("namespace", NS), ("phase", "Succeeded")))
+    succeeded = ("cadre_tasks", (("agent", "engineer"), ("namespace", NS), ("phase", "Succeeded"),
+                                 ("team", "")))  # fmt: skip
     samples = await until(lambda: (found := scraped()).get(succeeded) == 1 and found)
     tokens = {labels: v for (name, labels), v in samples.items() if name == "cadre_tokens_total"}
     assert sum(tokens.values()) > 0
     assert all(dict(labels)["model"] == "claude-sonnet-4-6" for labels in tokens)
     assert samples[("cadre_sandbox_start_seconds_count", ())] == 1
+    # The queue drained: nothing Pending for the Agent.
+    assert samples[("cadre_queue_depth", (("agent", "engineer"), ("namespace", NS)))] == 0
     duration = (
         "cadre_task_duration_seconds_count",
         (("agent", "engineer"), ("outcome", "Succeeded")),

@@ -367,7 +367,7 @@ class HarnessProcess:
         context, team_tools = await self._context(task, session_log)
         labels = SessionLabels(self.api.namespace, _team_of(task) or "", self.agent,
                                self.spec.model)  # fmt: skip
-        session_log.observers.append(self.metrics.observer(labels, self.prices))
+        session_log.observers.append(self.metrics.observer(labels, self.prices, name))
         review = spec.get("review") or {}
         limits = Limits.model_validate(spec.get("limits") or {})
         config = SessionConfig(

@@ -190,6 +190,8 @@ class Session:
         caps its whole tree, so a parent stops once its own spend and this reach it."""
         self.config = config
         self.log = log
+        self._first_token: float | None = None
+        """Seconds from the current model call's request to its first streamed event."""
         self.client = client
         self.sandbox = sandbox
         self.prices = prices
@@ -575,9 +577,14 @@ class Session:
             remaining = max(
                 self.config.limits.timeout_seconds - (time.time() - state.started_at), 0.001
             )
+        self._first_token = None
         try:
             async with asyncio.timeout(remaining):
+                asked = time.monotonic()
                 async with self.client.beta.messages.stream(**request) as stream:
+                    async for _ in stream:  # the first streamed event: time to first token
+                        self._first_token = time.monotonic() - asked
+                        break
                     return await stream.get_final_message()
         except TimeoutError:
             limit = self.config.limits.timeout_seconds or 0
@@ -628,6 +635,8 @@ class Session:
             "stop_reason": message.stop_reason,
             "message_id": message.id,
         }
+        if self._first_token is not None:
+            end["first_token_seconds"] = round(self._first_token, 4)
         applied = getattr(message.context_management, "applied_edits", None) or []
         if applied:  # the API cleared old tool results (it does again on every request)
             end["applied_edits"] = [edit.model_dump(exclude_none=True) for edit in applied]

@@ -15,11 +15,20 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from cadre.api.names import TEAM_LABEL
 from cadre.api.task import FINAL_PHASES
 
 REGISTRY = CollectorRegistry()
 
-TASKS = Gauge("cadre_tasks", "Tasks by phase.", ["namespace", "phase"], registry=REGISTRY)
+TASKS = Gauge(
+    "cadre_tasks", "Tasks by phase, Agent and Team (the Team whose tree a Task is in).",
+    ["namespace", "team", "agent", "phase"], registry=REGISTRY,
+)  # fmt: skip
+QUEUE_DEPTH = Gauge(
+    "cadre_queue_depth",
+    "Tasks accepted for an Agent that no session has taken up yet (phase Pending).",
+    ["namespace", "agent"], registry=REGISTRY,
+)  # fmt: skip
 TASK_DURATION = Histogram(
     "cadre_task_duration_seconds",
     "From a Task's creation to its end.",
@@ -74,7 +83,7 @@ RECONCILE_ERRORS = Counter(
     registry=REGISTRY,
 )
 
-_phases: dict[str, tuple[str, str]] = {}  # uid -> (namespace, phase)
+_phases: dict[str, tuple[str, str, str, str]] = {}  # uid -> (namespace, team, agent, phase)
 _ended: set[str] = set()
 _started: set[str] = set()
 _resumes: dict[str, int] = {}
@@ -108,13 +117,19 @@ def observe_task(
     meta, status = body["metadata"], body.get("status") or {}
     uid, namespace = meta["uid"], meta["namespace"]
     agent = status.get("agent") or body.get("spec", {}).get("assignee", {}).get("agent") or ""
+    team = (body.get("spec", {}).get("assignee", {}).get("team")
+            or (meta.get("labels") or {}).get(TEAM_LABEL) or "")  # fmt: skip
     previous = _phases.pop(uid, None)
     if previous is not None:
         TASKS.labels(*previous).dec()
+        if previous[3] == "Pending":
+            QUEUE_DEPTH.labels(previous[0], previous[2]).dec()
     if deleted:
         return
-    _phases[uid] = (namespace, status.get("phase") or "Pending")
+    _phases[uid] = (namespace, team, agent, status.get("phase") or "Pending")
     TASKS.labels(*_phases[uid]).inc()
+    if _phases[uid][3] == "Pending":
+        QUEUE_DEPTH.labels(namespace, agent).inc()
     resumes = int((status.get("session") or {}).get("resumes") or 0)
     if resumes > _resumes.get(uid, 0):
         RESUMES.labels(agent).inc(resumes - _resumes.get(uid, 0))
