@@ -17,8 +17,8 @@ NAMESPACE = "cadre-system"
 RELEASE = "cadre"
 ORDER = ["Namespace", "CustomResourceDefinition", "ValidatingAdmissionPolicy",
          "ValidatingAdmissionPolicyBinding", "ServiceAccount", "ClusterRole",
-         "ClusterRoleBinding", "Role", "RoleBinding", "NetworkPolicy", "Service", "Deployment",
-         "Ingress", "ServiceMonitor"]  # fmt: skip
+         "ClusterRoleBinding", "Role", "RoleBinding", "NetworkPolicy", "ConfigMap", "Service",
+         "Deployment", "Ingress", "ServiceMonitor", "PodMonitor", "PrometheusRule"]  # fmt: skip
 HEADER = (
     "# Cadre for `kubectl apply --server-side -f`: the CRDs and the operator in namespace"
     f" {NAMESPACE}.\n# Generated from charts/cadre by `make manifests`; do not edit by hand.\n"

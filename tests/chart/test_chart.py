@@ -59,8 +59,11 @@ def test_every_rendered_object_validates_against_the_kubernetes_schemas(
 ) -> None:
     objects = render(values)
     for obj in objects:
-        if obj["kind"] == "ServiceMonitor":  # the Prometheus Operator's CRD, not Kubernetes
+        if obj["kind"] == "ServiceMonitor":  # the Prometheus Operator's CRDs, not Kubernetes
             assert set(obj["spec"]) == {"selector", "endpoints"}
+            continue
+        if obj["kind"] == "PodMonitor":
+            assert set(obj["spec"]) == {"namespaceSelector", "selector", "podMetricsEndpoints"}
             continue
         kubernetes_validate.validate(obj, "1.32", strict=True)
     assert by_kind(objects)["Deployment"][0]["spec"]["strategy"] == {"type": "Recreate"}
