@@ -233,9 +233,15 @@ def apiserver(host: str, port: int, kubeconfig: Path, crd_dir: Path | None) -> N
     is_flag=True,
     help="Do not start Cadre's operator (run your own, or none).",
 )
+@click.option(
+    "--metrics",
+    is_flag=True,
+    help="Serve the operator's metrics on loopback and keep a Prometheus file_sd file of "
+    "every target (the operator and each harness pod).",
+)
 def up(
     host: str, port: int, state_dir: Path, crd_dir: Path | None, simulate: bool,
-    allow_unconfined: bool, no_operator: bool,
+    allow_unconfined: bool, no_operator: bool, metrics: bool,
 ) -> None:  # fmt: skip
     """Run the local cluster (API server, process kubelet, Cadre's operator) in the foreground.
 
@@ -256,6 +262,7 @@ def up(
             simulate=simulate,
             allow_unconfined=allow_unconfined,
             operator=not no_operator,
+            metrics=metrics,
         )
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,18 +14,28 @@ from pathlib import Path
 from cadre.localcluster.controlplane import LocalApiServer
 from cadre.localcluster.node.kubelet import Kubelet
 from cadre.localcluster.runner import write_kubeconfig
+from cadre.localcluster.scrape import keep_targets
 
 
-async def _start_operator(state_dir: Path, kubeconfig: Path) -> asyncio.subprocess.Process:
+async def _start_operator(
+    state_dir: Path, kubeconfig: Path, metrics_port: int
+) -> asyncio.subprocess.Process:
     log = (state_dir / "operator.log").open("ab")
+    extra = ["--metrics-port", str(metrics_port)] if metrics_port else []
     try:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cadre.cli.main", "operator",
+            sys.executable, "-m", "cadre.cli.main", "operator", *extra,
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
             stdout=log, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
     finally:
         log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def run_dev_cluster(
@@ -36,6 +47,7 @@ async def run_dev_cluster(
     simulate: bool = False,
     allow_unconfined: bool = False,
     operator: bool = True,
+    metrics: bool = False,
 ) -> None:
     """Start everything, print ``ready``, serve until SIGINT/SIGTERM, then stop every pod.
     ``state_dir`` must be absolute (the CLI resolves it)."""
@@ -48,18 +60,33 @@ async def run_dev_cluster(
     await kubelet.start()
     kubeconfig = state_dir / "kubeconfig"
     write_kubeconfig(kubeconfig, server.kubeconfig())
-    operator_process = await _start_operator(state_dir, kubeconfig) if operator else None
+    metrics_port = _free_port() if metrics and operator else 0
+    operator_process = (
+        await _start_operator(state_dir, kubeconfig, metrics_port) if operator else None
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    targets = None
+    if metrics:
+        operator_at = f"127.0.0.1:{metrics_port}"
+        targets = asyncio.create_task(keep_targets(
+            server.url, server.ca_pem, server.admin_token, state_dir / "prometheus-targets.json",
+            operator_at, stop))  # fmt: skip
     elapsed = time.monotonic() - began
     running = f", operator pid {operator_process.pid}" if operator_process else ", no operator"
     print(
         f"ready in {elapsed:.2f}s: API server {server.url}, kubeconfig {kubeconfig}{running}",
         flush=True,
     )
+    if metrics:
+        print(f"metrics: operator http://127.0.0.1:{metrics_port}/metrics; every target "
+              f"(operator and harnesses) in {state_dir / 'prometheus-targets.json'} "
+              "(Prometheus file_sd_configs)", flush=True)  # fmt: skip
     await stop.wait()
+    if targets is not None:
+        await targets
     if operator_process is not None and operator_process.returncode is None:
         operator_process.terminate()
         try:

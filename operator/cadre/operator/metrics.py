@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from cadre import __version__
 from cadre.api.names import TEAM_LABEL
 from cadre.api.task import FINAL_PHASES
 
@@ -76,6 +77,9 @@ SANDBOX_START = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, float("inf")),
     registry=REGISTRY,
 )
+BUILD = Gauge("cadre_build_info", "Cadre's version.", ["version", "component"],
+              registry=REGISTRY)  # fmt: skip
+BUILD.labels(__version__, "operator").set(1)
 RECONCILE_ERRORS = Counter(
     "cadre_reconcile_errors",
     "Handler failures, by handler and reason.",

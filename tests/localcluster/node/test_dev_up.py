@@ -5,12 +5,16 @@ processes)."""
 from __future__ import annotations
 
 import base64
+import json
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -77,3 +81,55 @@ def test_simulate_mode_marks_pods_running_without_processes(
     http("DELETE", "/api/v1/namespaces/default/pods/ghost")
     eventually(lambda: http("GET", "/api/v1/namespaces/default/pods/ghost").status_code == 404)
     assert time.monotonic() - started < 5
+
+
+def test_dev_up_with_metrics_serves_the_operators_and_lists_every_target(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cadre.cli.main", "dev", "up", "--port", "0", "--metrics",
+         "--state-dir", str(tmp_path / "dev"), "--crds", str(REPO / "crds")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("ready")
+        said = proc.stdout.readline()
+        match = re.search(r"operator (http://127\.0\.0\.1:\d+/metrics)", said)
+        assert match, said
+        targets = tmp_path / "dev" / "prometheus-targets.json"
+        eventually(targets.exists)
+        groups = json.loads(targets.read_text())
+        assert groups[0]["labels"]["job"] == "cadre-operator"
+        assert match[1] == f"http://{groups[0]['targets'][0]}/metrics"
+        # The operator's metrics come up once it has started (kopf's startup handlers).
+        served = eventually(lambda: _get(match[1]), timeout=60)
+        assert 'cadre_build_info{component="operator"' in served
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - loopback http
+            return str(answer.read().decode())
+    except OSError:
+        return None
+
+
+def test_scrape_targets_are_the_running_harness_pods() -> None:
+    from cadre.localcluster.scrape import file_sd
+
+    def pod(name: str, phase: str, ip: str | None) -> dict[str, Any]:
+        return {"metadata": {"namespace": "default", "name": name,
+                             "labels": {"cadre.dev/agent": name.removeprefix("harness-")[:-2]}},
+                "status": {"phase": phase, **({"podIP": ip} if ip else {})}}  # fmt: skip
+
+    groups = file_sd([pod("harness-b-0", "Running", "127.1.0.3"),
+                      pod("harness-a-0", "Running", "127.1.0.2"),
+                      pod("harness-c-0", "Pending", None)], "127.0.0.1:9000")  # fmt: skip
+    assert [g["targets"] for g in groups] == [["127.0.0.1:9000"], ["127.1.0.2:8090"],
+                                              ["127.1.0.3:8090"]]  # fmt: skip
+    assert groups[1]["labels"] == {"job": "cadre-harness", "namespace": "default",
+                                   "pod": "harness-a-0", "agent": "a"}  # fmt: skip
