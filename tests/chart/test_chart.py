@@ -33,6 +33,7 @@ NON_DEFAULT: dict[str, Any] = {
     "harness": {"stateSize": "5Gi", "resources": {"requests": {"cpu": "100m"}}},
     "sandbox": {"limits": {"cpu": "2", "memory": "2Gi"}, "tmpSize": "1Gi",
                 "releaseAfterSeconds": 30},
+    "tracing": {"otlpEndpoint": "http://otel-collector.observability:4318"},
     "console": {"enabled": True, "approvals": True, "memory": False,
                 "allowedHosts": ["console.example.com"],
                 "ingress": {"enabled": True, "className": "nginx", "host": "console.example.com",
@@ -157,6 +158,7 @@ def test_non_default_values_reach_the_objects() -> None:
     assert env["CADRE_LOG_LEVEL"] == "debug"
     assert env["CADRE_USER_NAMESPACES"] == "true"
     assert env["CADRE_API_SERVER_PORTS"] == "443,6443"
+    assert env["CADRE_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
     policy, console_policy = kinds["NetworkPolicy"]
     assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == {8081, 9090}
     assert [p["port"] for p in console_policy["spec"]["ingress"][0]["ports"]] == [8070]
@@ -194,6 +196,7 @@ def test_the_operator_settings_accept_what_the_chart_renders() -> None:
         ({"modelEndpoints": []}, "/modelEndpoints"),
         ({"modelEndpoints": ["https://a.example,https://b.example"]}, "/modelEndpoints/0"),
         ({"replicas": 2}, "replicas"),
+        ({"tracing": {"otlpEndpoint": "otel:4318"}}, "/tracing/otlpEndpoint"),
         ({"console": {"ingress": {"host": "Bad_Host"}}}, "/console/ingress/host"),
         ({"console": {"approve": True}}, "approve"),
     ],

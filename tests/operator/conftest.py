@@ -4,6 +4,7 @@ Tasks in it; the scripted model comes from the harness's fixtures."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sys
@@ -71,10 +72,14 @@ def apply_client(
     api_client.close()
 
 
-@pytest.fixture
-async def operator(cluster: Served, tmp_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+@contextlib.asynccontextmanager
+async def operating(
+    cluster: Served, folder: Path, **extra_env: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A ``cadre operator`` process on the cluster (``extra_env`` added to its settings),
+    stopped by its PID after."""
     kubeconfig = cluster.kubeconfig
-    log = (tmp_path / "operator.log").open("wb")
+    log = (folder / "operator.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -93,14 +98,23 @@ async def operator(cluster: Served, tmp_path: Path) -> AsyncIterator[asyncio.sub
             "CADRE_SANDBOX_IMAGE": "ghcr.io/cadre-dev/sandbox:test",
             "CADRE_SANDBOX_RELEASE_SECONDS": "1",
             MODEL_ENDPOINTS_ENV: SCRIPTED_ENDPOINTS,
+            **extra_env,
         },
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
     )
-    yield proc
-    proc.terminate()
-    await proc.wait()
-    log.close()
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        await proc.wait()
+        log.close()
+
+
+@pytest.fixture
+async def operator(cluster: Served, tmp_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    async with operating(cluster, tmp_path) as proc:
+        yield proc
 
 
 CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"

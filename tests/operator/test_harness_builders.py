@@ -202,3 +202,15 @@ def test_mcp_credentials_go_only_into_the_harness_and_its_servers_ports_are_open
     assert [s["name"] for s in json.loads(env["CADRE_MCP_SERVERS"]["value"])] == ["tickets", "docs"]
     egress = build_harness_network_policy(agent, DEFAULTS)["spec"]["egress"]
     assert {"ports": [{"protocol": "TCP", "port": 80}, {"protocol": "TCP", "port": 8443}]} in egress
+
+
+def test_traces_go_where_the_operator_says_and_the_network_policy_lets_them() -> None:
+    assert not [e for e in build_harness_statefulset(target(), DEFAULTS)["spec"]["template"]
+                ["spec"]["containers"][0]["env"] if e["name"].startswith("OTEL_")]  # fmt: skip
+    traced = dataclasses.replace(DEFAULTS, otlp_endpoint="http://collector.observability:4318")
+    container = build_harness_statefulset(target(), traced)["spec"]["template"]["spec"][
+        "containers"][0]  # fmt: skip
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.observability:4318"
+    egress = build_harness_network_policy(target(), traced)["spec"]["egress"]
+    assert {"ports": [{"protocol": "TCP", "port": 4318}]} in egress

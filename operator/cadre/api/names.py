@@ -22,6 +22,8 @@ DEPTH_ANNOTATION = "cadre.dev/depth"
 DELEGATION_ANNOTATION = "cadre.dev/delegation-id"
 """The parent session's tool call that asked for the Task (what makes its creation idempotent)."""
 COMPONENT_LABEL = "app.kubernetes.io/component"
+TRACE_PARENT_ANNOTATION = "cadre.dev/trace-parent"
+"""On a delegated or review Task: the W3C traceparent of the Task it works for (api/tracing.py)."""
 CONFIG_HASH_ANNOTATION = "cadre.dev/config-hash"
 """On a harness pod template: a digest of what it was built from (a change rolls the pod)."""
 FINALIZER = "cadre.dev/operator"
@@ -58,6 +60,9 @@ MODEL_ENDPOINTS_ENV = "CADRE_MODEL_ENDPOINTS"
 """The operator's allow-list of model endpoints (comma-separated URLs; Helm value
 ``modelEndpoints``). An Agent's ``baseURL`` outside it is refused."""
 MODEL_BASE_URL_ENV = "CADRE_MODEL_BASE_URL"
+OTLP_ENDPOINT_ENV = "CADRE_OTLP_ENDPOINT"
+"""The operator's OTLP/HTTP endpoint for traces (Helm value ``tracing.otlpEndpoint``); the
+harness gets it as ``OTEL_EXPORTER_OTLP_ENDPOINT``. Unset: no traces."""
 """The model endpoint the operator approved for a harness (empty: the Anthropic API). The
 harness reads this, never the Agent's live spec, which may have changed since."""
 API_KEY_ENV = "ANTHROPIC_API_KEY"

@@ -84,6 +84,7 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
     from cadre.harness.mcp_tools import McpTools, endpoints_from_env
     from cadre.harness.process import HarnessProcess
     from cadre.harness.taskapi import TaskApi
+    from cadre.harness.tracing import from_env as tracing_from_env
 
     logs.configure()
     api_key = os.environ.get(API_KEY_ENV)
@@ -103,6 +104,7 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
                 agent, TaskApi(client, namespace), state_dir, api_key,
                 base_url=os.environ.get(MODEL_BASE_URL_ENV) or None, events_address=address,
                 mcp=McpTools(endpoints_from_env(os.environ)),
+                tracing=tracing_from_env(os.environ, agent, namespace),
             )  # fmt: skip
             await harness.run(stop)
 
@@ -239,9 +241,15 @@ def apiserver(host: str, port: int, kubeconfig: Path, crd_dir: Path | None) -> N
     help="Serve the operator's metrics on loopback and keep a Prometheus file_sd file of "
     "every target (the operator and each harness pod).",
 )
+@click.option(
+    "--traces",
+    is_flag=True,
+    help="Run an in-memory OTLP receiver and have every harness send it its spans "
+    "(read them at its /v1/spans).",
+)
 def up(
     host: str, port: int, state_dir: Path, crd_dir: Path | None, simulate: bool,
-    allow_unconfined: bool, no_operator: bool, metrics: bool,
+    allow_unconfined: bool, no_operator: bool, metrics: bool, traces: bool,
 ) -> None:  # fmt: skip
     """Run the local cluster (API server, process kubelet, Cadre's operator) in the foreground.
 
@@ -263,6 +271,7 @@ def up(
             allow_unconfined=allow_unconfined,
             operator=not no_operator,
             metrics=metrics,
+            traces=traces,
         )
     )
 

@@ -59,6 +59,7 @@ from cadre.harness.task_status import (
 from cadre.harness.taskapi import TaskApi
 from cadre.harness.team_tools import TeamTools, team_context
 from cadre.harness.tokens import load_or_create_key, session_token
+from cadre.harness.tracing import Tracing
 
 log = logging.getLogger(__name__)
 REPORT_SECONDS = 5.0
@@ -95,6 +96,8 @@ class HarnessProcess:
     """Live metrics, counted from what sessions write (``/metrics`` on the events port)."""
     mcp: McpTools = field(default_factory=lambda: McpTools([]))
     """The Agent's MCP servers' tools (their connections are shared by every session)."""
+    tracing: Tracing | None = None
+    """OpenTelemetry traces of the sessions (None: not configured)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         agent = await self.api.agent(self.agent)
@@ -158,6 +161,8 @@ class HarnessProcess:
             await asyncio.gather(*self.running.values(), return_exceptions=True)
             await self.mcp.close()
             await self.client.close()
+            if self.tracing is not None:
+                await asyncio.to_thread(self.tracing.shutdown)  # what is queued is sent
             if runner is not None:
                 await runner.cleanup()
 
@@ -368,6 +373,8 @@ class HarnessProcess:
         labels = SessionLabels(self.api.namespace, _team_of(task) or "", self.agent,
                                self.spec.model)  # fmt: skip
         session_log.observers.append(self.metrics.observer(labels, self.prices, name))
+        if self.tracing is not None:
+            session_log.observers.append(self.tracing.observer(task, self.agent, self.spec.model))
         review = spec.get("review") or {}
         limits = Limits.model_validate(spec.get("limits") or {})
         config = SessionConfig(

@@ -11,21 +11,25 @@ import sys
 import time
 from pathlib import Path
 
+from aiohttp import web
+
+from cadre.api.names import OTLP_ENDPOINT_ENV
 from cadre.localcluster.controlplane import LocalApiServer
 from cadre.localcluster.node.kubelet import Kubelet
 from cadre.localcluster.runner import write_kubeconfig
 from cadre.localcluster.scrape import keep_targets
+from cadre.localcluster.traces import TraceCollector
 
 
 async def _start_operator(
-    state_dir: Path, kubeconfig: Path, metrics_port: int
+    state_dir: Path, kubeconfig: Path, metrics_port: int, env: dict[str, str]
 ) -> asyncio.subprocess.Process:
     log = (state_dir / "operator.log").open("ab")
     extra = ["--metrics-port", str(metrics_port)] if metrics_port else []
     try:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cadre.cli.main", "operator", *extra,
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            env={**os.environ, "KUBECONFIG": str(kubeconfig), **env},
             stdout=log, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
     finally:
@@ -48,6 +52,7 @@ async def run_dev_cluster(
     allow_unconfined: bool = False,
     operator: bool = True,
     metrics: bool = False,
+    traces: bool = False,
 ) -> None:
     """Start everything, print ``ready``, serve until SIGINT/SIGTERM, then stop every pod.
     ``state_dir`` must be absolute (the CLI resolves it)."""
@@ -61,9 +66,17 @@ async def run_dev_cluster(
     kubeconfig = state_dir / "kubeconfig"
     write_kubeconfig(kubeconfig, server.kubeconfig())
     metrics_port = _free_port() if metrics and operator else 0
+    collector: web.AppRunner | None = None
+    operator_env: dict[str, str] = {}
+    if traces:
+        collector = web.AppRunner(TraceCollector().app(), access_log=None)
+        await collector.setup()
+        await web.TCPSite(collector, "127.0.0.1", 0).start()
+        operator_env[OTLP_ENDPOINT_ENV] = f"http://127.0.0.1:{collector.addresses[0][1]}"
     operator_process = (
-        await _start_operator(state_dir, kubeconfig, metrics_port) if operator else None
-    )
+        await _start_operator(state_dir, kubeconfig, metrics_port, operator_env)
+        if operator else None
+    )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -84,9 +97,14 @@ async def run_dev_cluster(
         print(f"metrics: operator http://127.0.0.1:{metrics_port}/metrics; every target "
               f"(operator and harnesses) in {state_dir / 'prometheus-targets.json'} "
               "(Prometheus file_sd_configs)", flush=True)  # fmt: skip
+    if collector is not None:
+        print(f"traces: harnesses send spans to {operator_env[OTLP_ENDPOINT_ENV]}; read them at "
+              f"{operator_env[OTLP_ENDPOINT_ENV]}/v1/spans", flush=True)  # fmt: skip
     await stop.wait()
     if targets is not None:
         await targets
+    if collector is not None:
+        await collector.cleanup()
     if operator_process is not None and operator_process.returncode is None:
         operator_process.terminate()
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from cadre.api.meta import API_VERSION
@@ -45,6 +45,8 @@ class ParentView:
     remaining_usd: Decimal | None = None
     """What the parent's tree may still spend (its maxCostUSD less its tree's cost); None when
     it has no cap. A child gets at most this as its own maxCostUSD."""
+    trace: dict[str, str] = field(default_factory=dict)
+    """The annotation carrying the parent's span to its children (api/tracing.py)."""
 
 
 def refusal(team: TeamSpec | None, parent: ParentView, request: DelegationRequest) -> str | None:
@@ -158,6 +160,7 @@ def build_child_task(
             "annotations": {
                 DEPTH_ANNOTATION: str(parent.depth + 1),
                 DELEGATION_ANNOTATION: request_id,
+                **parent.trace,
             },
             "ownerReferences": [
                 {

@@ -52,6 +52,8 @@ class HarnessDefaults:
     API server's address differs per cluster)."""
     model_ports: tuple[int, ...] | None = (443,)
     """Ports of the allowed model endpoints; None when one allows any port."""
+    otlp_endpoint: str = ""
+    """Where harnesses send traces (OTLP/HTTP); empty: they trace nothing."""
     events_from: tuple[dict[str, Any], ...] = ()
     """NetworkPolicy peers allowed to the events port besides the node (the API server's pod
     proxy reaches it from the node, which CNIs let through; a peer here can add, for example,
@@ -189,6 +191,11 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
             # not the Agent's spec, which may have been changed to something refused since.
             {"name": MODEL_BASE_URL_ENV, "value": target.spec.get("baseURL") or ""},
             *_mcp_env(target),
+            *(
+                [{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": defaults.otlp_endpoint}]
+                if defaults.otlp_endpoint
+                else []
+            ),
         ],
         # Session events for `cadre logs`, read through the API server's pod proxy.
         "ports": [{"name": "events", "containerPort": HARNESS_EVENTS_PORT, "protocol": "TCP"}],
@@ -267,6 +274,11 @@ def build_memory_config_map(target: AgentTarget) -> dict[str, Any]:
     }
 
 
+def _port_of(url: str) -> int:
+    parsed = urlsplit(url)
+    return parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
 def _tcp(ports: tuple[int, ...] | None) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": p} for p in ports] if ports else [{"protocol": "TCP"}]
 
@@ -296,6 +308,11 @@ def build_harness_network_policy(target: AgentTarget, defaults: HarnessDefaults)
                 {"ports": _tcp(defaults.api_server_ports)},
                 {"ports": _tcp(defaults.model_ports)},
                 *([{"ports": _tcp(mcp)}] if (mcp := _mcp_ports(target)) else []),
+                *(
+                    [{"ports": _tcp((_port_of(defaults.otlp_endpoint),))}]
+                    if defaults.otlp_endpoint
+                    else []
+                ),
                 {
                     "to": [{"podSelector": {"matchLabels": sandboxes}}],
                     "ports": [{"protocol": "TCP", "port": protocol.DEFAULT_PORT}],

@@ -16,6 +16,7 @@ from cadre.api.meta import API_VERSION
 from cadre.api.names import MANAGED_BY, REVIEW_OF_LABEL, TEAM_LABEL
 from cadre.api.task import MAX_TASK_NAME
 from cadre.api.team import TeamSpec
+from cadre.api.tracing import child_annotation
 from cadre.api.types import Obj
 
 PROMPT_BUDGET = 60_000
@@ -86,6 +87,7 @@ def build_review_task(task: Obj, delivery: int, team: str) -> Obj:
             "name": review_task_name(meta["name"], delivery),
             "namespace": meta["namespace"],
             "labels": {**MANAGED_BY, TEAM_LABEL: team, REVIEW_OF_LABEL: meta["name"]},
+            "annotations": child_annotation(task),
             "ownerReferences": [
                 {
                     "apiVersion": API_VERSION,

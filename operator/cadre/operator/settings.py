@@ -10,9 +10,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from cadre import __version__
-from cadre.api.names import MODEL_ENDPOINTS_ENV
+from cadre.api.names import MODEL_ENDPOINTS_ENV, OTLP_ENDPOINT_ENV
 from cadre.operator.harness_builders import HarnessDefaults
 from cadre.operator.model_access import DEFAULT_ENDPOINTS, Endpoint, parse_endpoints
 from cadre.operator.sandbox_builders import SandboxDefaults
@@ -105,6 +106,13 @@ def _peers(env: Mapping[str, str], name: str) -> tuple[dict[str, object], ...]:
     return tuple(found)
 
 
+def _otlp(env: Mapping[str, str]) -> str:
+    url = env.get(OTLP_ENDPOINT_ENV, "")
+    if url and urlsplit(url).scheme not in ("http", "https"):
+        raise SettingsError(f"{OTLP_ENDPOINT_ENV}={url!r} is not an http(s) URL")
+    return url
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """The operator's defaults: images, sandbox limits and sizes, harness resources."""
     try:
@@ -122,6 +130,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         api_server_ports=_ports(env, "CADRE_API_SERVER_PORTS", "443,6443"),
         model_ports=model_ports,
         events_from=_peers(env, "CADRE_HARNESS_EVENTS_FROM"),
+        otlp_endpoint=_otlp(env),
     )
     sandbox_limits = _resources(env, "CADRE_SANDBOX_LIMITS")
     base = SandboxDefaults(

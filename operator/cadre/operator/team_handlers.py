@@ -22,6 +22,7 @@ from cadre.api.names import TEAM_LABEL
 from cadre.api.review import awaiting_screening
 from cadre.api.task import FINAL_PHASES, DelegationRequest, parent_of, tree_cost
 from cadre.api.team import TeamSpec
+from cadre.api.tracing import child_annotation
 from cadre.api.types import Obj
 from cadre.operator import apply, events
 from cadre.operator.delegation import (
@@ -168,7 +169,7 @@ def reconcile_delegations(task: Obj) -> None:
             depth = int(status.get("depth") or 0)
             view = ParentView(
                 namespace, name, meta["uid"], _agent_of(task), team_name, depth, ancestors,
-                len(existing), active, remaining, budget,
+                len(existing), active, remaining, budget, child_annotation(task),
             )  # fmt: skip
             why = refusal(team, view, request)
             if why is not None:

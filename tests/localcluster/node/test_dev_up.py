@@ -83,10 +83,10 @@ def test_simulate_mode_marks_pods_running_without_processes(
     assert time.monotonic() - started < 5
 
 
-def test_dev_up_with_metrics_serves_the_operators_and_lists_every_target(tmp_path: Path) -> None:
+def test_dev_up_with_metrics_and_traces_serves_them_locally(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "cadre.cli.main", "dev", "up", "--port", "0", "--metrics",
-         "--state-dir", str(tmp_path / "dev"), "--crds", str(REPO / "crds")],
+         "--traces", "--state-dir", str(tmp_path / "dev"), "--crds", str(REPO / "crds")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
     )  # fmt: skip
     try:
@@ -103,6 +103,11 @@ def test_dev_up_with_metrics_serves_the_operators_and_lists_every_target(tmp_pat
         # The operator's metrics come up once it has started (kopf's startup handlers).
         served = eventually(lambda: _get(match[1]), timeout=60)
         assert 'cadre_build_info{component="operator"' in served
+        # --traces: the in-memory OTLP receiver the operator hands to every harness.
+        said_traces = proc.stdout.readline()
+        traces = re.search(r"read them at (http://127\.0\.0\.1:\d+/v1/spans)", said_traces)
+        assert traces, "no traces line"
+        assert json.loads(_get(traces[1]) or "null") == []
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
