@@ -109,7 +109,8 @@ async def test_a_task_tree_is_one_trace_across_harnesses(
     assert all(s["parent_span_id"] in session_ids for s in chats)
     for chat in chats:
         assert chat["attributes"]["gen_ai.provider.name"] == "anthropic"
-        assert chat["attributes"]["gen_ai.usage.input_tokens"] > 0
+        assert chat["attributes"]["gen_ai.usage.output_tokens"] > 0, chat
+        assert chat["attributes"]["gen_ai.usage.input_tokens"] > 0, chat
         assert chat["attributes"]["gen_ai.response.id"]
     tools = {(s["name"], session_ids[s["parent_span_id"]]) for s in spans
              if s["name"].startswith("execute_tool ")}  # fmt: skip

@@ -158,9 +158,14 @@ class _SessionSpans:
         elif kind == "span.model_request_end":
             span = self.calls.pop(int(event["turn"]), None)
             if span is not None:
-                usage = event.get("usage") or {}
+                usage = {k: int(v or 0) for k, v in (event.get("usage") or {}).items()}
+                cached = usage.get("cache_read_input_tokens", 0)
+                written = usage.get("cache_creation_input_tokens", 0)
                 span.set_attributes({
-                    "gen_ai.usage.input_tokens": int(usage.get("input_tokens") or 0),
+                    # The conventions count cached input in input_tokens; Anthropic does not.
+                    "gen_ai.usage.input_tokens": usage.get("input_tokens", 0) + cached + written,
+                    "gen_ai.usage.cache_read.input_tokens": cached,
+                    "gen_ai.usage.cache_creation.input_tokens": written,
                     "gen_ai.usage.output_tokens": int(usage.get("output_tokens") or 0),
                     "gen_ai.response.id": str(event.get("message_id") or ""),
                     "gen_ai.response.finish_reasons": [str(event.get("stop_reason") or "")],
