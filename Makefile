@@ -26,8 +26,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) browser
+unit: $(STAMP) browser $(AXE)
 	$(BIN)/pytest
+
+# axe-core (npm) checks the console's pages for accessibility in the browser tests.
+AXE := build/axe/node_modules/axe-core/axe.min.js
+$(AXE):
+	@command -v npm >/dev/null && npm install --no-audit --no-fund --silent --prefix build/axe axe-core@4 || \
+	  echo "npm missing or unreachable: the accessibility checks skip"
 
 # The console's browser tests drive Debian's headless Chromium; install it where missing (as
 # root, or with sudo without a password). Otherwise those tests are skipped, saying why.

@@ -24,6 +24,26 @@ SCREENSHOTS = Path(os.environ.get("CADRE_SCREENSHOTS") or REPO / "build" / "cons
 """Where the tests leave a picture of each page (docs/console.md shows copies of them)."""
 
 
+AXE = REPO / "build" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+"""axe-core, the accessibility engine (installed from npm by ``make test``)."""
+
+
+def accessibility_violations(driver: webdriver.Chrome) -> list[dict[str, Any]]:
+    """What axe-core finds on the page against WCAG 2.1 A and AA (contrast, names, labels,
+    landmarks...), as its result objects."""
+    if not AXE.exists():
+        pytest.skip(f"{AXE} is not installed (make test installs it with npm)")
+    driver.execute_script(AXE.read_text())
+    result = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a',"
+        " 'wcag21aa']}}).then(r => done(r.violations), e => done([{id: 'axe-error',"
+        " help: String(e), nodes: []}]));"
+    )
+    found: list[dict[str, Any]] = result
+    return found
+
+
 def missing() -> str | None:
     for path in (CHROMIUM, CHROMEDRIVER):
         if not Path(path).exists():

@@ -8,7 +8,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.browser import screenshot, wait_for
+from tests.browser import accessibility_violations, screenshot, wait_for
 from tests.console.conftest import CADRE, Org, set_status
 
 LIVE_TEXT = "return document.getElementById('live').innerText"
@@ -29,6 +29,9 @@ def test_every_page_renders_and_is_pictured(browser: webdriver.Chrome, org: Org)
         _open(browser, org, path, needle)
         assert browser.title.endswith("Cadre console")
         assert screenshot(browser, name).stat().st_size > 10_000
+        problems = [(v["id"], v["help"], [n.get("target") for n in v["nodes"]][:3])
+                    for v in accessibility_violations(browser)]  # fmt: skip
+        assert not problems, (name, problems)
     # The organization page's Agents link to their pages.
     _open(browser, org, "/", "Team platform")
     browser.find_element(By.LINK_TEXT, "analyst").click()
@@ -81,3 +84,11 @@ def test_the_keyboard_reaches_the_content_and_the_buttons(
         seen.append(browser.switch_to.active_element.get_attribute("id"))
     assert "approve-default-ship-it" in seen
     assert "reject-default-ship-it" in seen
+
+
+def test_the_accessibility_check_does_find_problems(browser: webdriver.Chrome) -> None:
+    """So that its silence on the console's pages means something."""
+    browser.get("data:text/html,<html><body><img src='x.png'>"
+                "<p style='color:%23ccc'>faint</p><button></button></body></html>")  # fmt: skip
+    found = {v["id"] for v in accessibility_violations(browser)}
+    assert {"image-alt", "color-contrast", "button-name", "html-has-lang"} <= found
