@@ -6,6 +6,7 @@ tool and outcome; model call durations under the OpenTelemetry GenAI names."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from typing import Any
 
 from cadre.api.names import HARNESS_EVENTS_PORT
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.conftest import ModelFactory, until
 from tests.localcluster.conftest import Http, Served
-from tests.operator.conftest import CADRE, NS, create_agent, create_task, ended
+from tests.operator.conftest import CADRE, METRICS_PORT, NS, create_agent, create_task, ended
 
 SCENARIO = {"agents": {"engineer": [
     {"text": "Writing it.", "tool_uses": [
@@ -30,6 +31,17 @@ def _metrics(http: Http) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def _operator_metrics() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
 
@@ -72,6 +84,10 @@ async def test_tokens_cost_and_tool_calls_are_counted_live(
     assert _value(live, "cadre_sessions", state="idle", reason="AwaitingToolApproval") == 1
     assert _value(live, "cadre_sessions", state="running") == 0
     assert _value(live, "cadre_model_time_to_first_token_seconds_count", **who) == 2
+    # The operator counts the live sandbox the paused session holds.
+    sandboxes = await until(lambda: _value(_operator_metrics(), "cadre_sandboxes",
+                                           agent="engineer") or None)  # fmt: skip
+    assert sandboxes == 1
 
     ((call, _),) = status["pendingToolCalls"].items()
     answer = {"spec": {"toolApprovals": {call: {"decision": "Approved"}}}}
@@ -85,3 +101,4 @@ async def test_tokens_cost_and_tool_calls_are_counted_live(
     ended_metrics = await until(lambda: (m := _metrics(http)) and _value(m, "cadre_sessions") == 0
                                 and m)  # fmt: skip
     assert _value(ended_metrics, "cadre_limit_hits_total") == 0
+    await until(lambda: _value(_operator_metrics(), "cadre_sandboxes", agent="engineer") == 0)

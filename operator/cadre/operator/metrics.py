@@ -25,6 +25,17 @@ TASKS = Gauge(
     "cadre_tasks", "Tasks by phase, Agent and Team (the Team whose tree a Task is in).",
     ["namespace", "team", "agent", "phase"], registry=REGISTRY,
 )  # fmt: skip
+SANDBOXES = Gauge(
+    "cadre_sandboxes",
+    "Live sandboxes (ready, of a Task not ended), per Agent.",
+    ["namespace", "agent"], registry=REGISTRY,
+)  # fmt: skip
+BUDGET_SPENT = Counter(
+    "cadre_budget_spent",
+    "Tasks cancelled because the tree they work for has spent its maxCostUSD (by the Agent "
+    "whose tree it is).",
+    ["namespace", "agent"], registry=REGISTRY,
+)  # fmt: skip
 QUEUE_DEPTH = Gauge(
     "cadre_queue_depth",
     "Tasks accepted for an Agent that no session has taken up yet (phase Pending).",
@@ -89,6 +100,7 @@ RECONCILE_ERRORS = Counter(
 
 _phases: dict[str, tuple[str, str, str, str]] = {}  # uid -> (namespace, team, agent, phase)
 _ended: set[str] = set()
+_sandboxes: dict[str, tuple[str, str]] = {}  # uid -> (namespace, agent) of a live sandbox
 _started: set[str] = set()
 _resumes: dict[str, int] = {}
 _sandbox_requested: dict[str, float] = {}  # "namespace/task" -> when asked
@@ -123,6 +135,14 @@ def observe_task(
     agent = status.get("agent") or body.get("spec", {}).get("assignee", {}).get("agent") or ""
     team = (body.get("spec", {}).get("assignee", {}).get("team")
             or (meta.get("labels") or {}).get(TEAM_LABEL) or "")  # fmt: skip
+    sandbox = _sandboxes.pop(uid, None)
+    if sandbox is not None:
+        SANDBOXES.labels(*sandbox).dec()
+    session = status.get("session") or {}
+    live = session.get("sandboxReady") and status.get("phase") not in FINAL_PHASES
+    if live and not deleted:
+        _sandboxes[uid] = (namespace, agent)
+        SANDBOXES.labels(namespace, agent).inc()
     previous = _phases.pop(uid, None)
     if previous is not None:
         TASKS.labels(*previous).dec()

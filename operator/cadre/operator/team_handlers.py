@@ -24,7 +24,7 @@ from cadre.api.task import FINAL_PHASES, DelegationRequest, parent_of, tree_cost
 from cadre.api.team import TeamSpec
 from cadre.api.tracing import child_annotation
 from cadre.api.types import Obj
-from cadre.operator import apply, events
+from cadre.operator import apply, events, metrics
 from cadre.operator.delegation import (
     ParentView,
     build_child_task,
@@ -229,6 +229,7 @@ def stop_when_spent(task: Obj) -> bool:
         if (below.get("status") or {}).get("phase") in FINAL_PHASES or below["spec"].get("cancel"):
             continue
         apply.cancel_task(namespace, below["metadata"]["name"])
+        metrics.BUDGET_SPENT.labels(namespace, _agent_of(task)).inc()
         events.warn(
             _ref(task), reason="BudgetSpent",
             message=f"{below['metadata']['name']} cancelled: the tree of {name} has cost "
