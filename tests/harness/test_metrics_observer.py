@@ -42,6 +42,20 @@ def test_a_sessions_life_is_counted_as_it_goes() -> None:
     assert _value(metrics, "cadre_limit_hits_total", **WHO, reason="MaxTurnsReached") == 1
 
 
+def test_a_refusal_counts_as_a_model_error_of_its_own_kind() -> None:
+    metrics = HarnessMetrics()
+    observe = metrics.observer(SessionLabels("default", "platform", "engineer", "m"),
+                               Prices.of("3", "15"))  # fmt: skip
+    observe([{"type": "span.model_request_start", "turn": 1, "time": 1.0},
+             {"type": "span.model_request_end", "turn": 1, "time": 2.0, "stop_reason": "refusal",
+              "usage": {"input_tokens": 3, "output_tokens": 1}},
+             {"type": "span.model_request_error", "turn": 2, "time": 3.0,
+              "reason": "ModelRateLimited"}])  # fmt: skip
+    errors = "cadre_model_errors_total"
+    assert _value(metrics, errors, **WHO, model="m", error_type="Refusal") == 1
+    assert _value(metrics, errors, **WHO, model="m", error_type="ModelRateLimited") == 1
+
+
 def test_an_ending_that_is_not_a_limit_is_not_counted_as_one() -> None:
     metrics = HarnessMetrics()
     prices = Prices.of("3", "15")

@@ -170,6 +170,8 @@ class _Observer:
             start = self.started.pop(int(event["turn"]), None)
             if start is not None:
                 m.duration.labels(*gen_ai, "").observe(max(0.0, float(event["time"]) - start))
+            if event.get("stop_reason") == "refusal":  # answered, but declined: a model error
+                m.errors.labels(*self.labels.who(), "Refusal").inc()
             if event.get("first_token_seconds") is not None:
                 m.first_token.labels(*self.labels.who()).observe(
                     float(event["first_token_seconds"])
