@@ -31,7 +31,8 @@ from cadre.localcluster.apiserver.status import ApiError
 from cadre.localcluster.apiserver.store import Subscription
 from cadre.localcluster.controllers.deployments import DeploymentControllers
 from cadre.localcluster.controllers.workloads import WorkloadControllers
-from cadre.localcluster.node import namespaces, podfs
+from cadre.localcluster.node import cgroups, namespaces, podfs
+from cadre.localcluster.node.cgroups import Cgroups
 from cadre.localcluster.node.images import (
     Runtime,
     detect_runtime,
@@ -40,6 +41,8 @@ from cadre.localcluster.node.podworker import PodWorker, iso_now
 from cadre.localcluster.node.slots import Slots
 
 log = logging.getLogger(__name__)
+DEFAULT_POD_PIDS_LIMIT = 1024
+"""As a node's podPidsLimit: a fork bomb in a pod stays in it."""
 NODE_NAME = "local"
 
 
@@ -56,6 +59,7 @@ class Kubelet:
         tick: float = 0.1,
         start_delay: dict[str, float] | None = None,
         allow_unconfined: bool = False,
+        pod_pids_limit: int | None = DEFAULT_POD_PIDS_LIMIT,
     ) -> None:
         self.server = server
         self.start_delay = start_delay or {}
@@ -72,6 +76,10 @@ class Kubelet:
         self.namespaces = False
         """Every container in its own PID and mount namespaces (``namespaces.py``); set at
         start, where this machine allows it."""
+        self.cgroups: Cgroups | None = None
+        """Memory, CPU and pids limits (``cgroups.py``); set at start, where allowed."""
+        self.pod_pids_limit = pod_pids_limit
+        """Processes and threads a pod's containers may have together (None: no limit)."""
         self.workers: dict[str, PodWorker] = {}
         self.background: set[asyncio.Task[Any]] = set()
         # Simulated pods bind no address and run nothing: their slots need no reservation.
@@ -189,6 +197,13 @@ class Kubelet:
                     " the real model API will not start%s.", missing,
                     " (--allow-unconfined was given: they will)" if self.allow_unconfined else "",
                 )  # fmt: skip
+        if not self.simulate:
+            self.cgroups, said = cgroups.probe(f"{os.getpid()}-{id(self):x}")
+            if self.cgroups is None:
+                log.warning("LOCAL PODS HAVE NO RESOURCE LIMITS (%s): a pod's memory, CPU and"
+                            " processes are not bounded.", said)  # fmt: skip
+            else:
+                log.info("local pods: %s", said)
         if not self.isolate:
             reason = (
                 "it does not run as root"
@@ -231,6 +246,10 @@ class Kubelet:
                 worker.task.cancel()
         await asyncio.gather(*(w.task for w in workers if w.task), return_exceptions=True)
         self._slots.release_all()
+        if self.cgroups is not None:
+            for worker in workers:
+                self.cgroups.remove(worker.pod["metadata"]["uid"])
+            self.cgroups.close()
         self.server.log_source = None
 
     def _register_node(self) -> None:
@@ -347,6 +366,8 @@ class Kubelet:
         """The pod's processes are gone: delete it for good (grace 0), free its address."""
         self.workers.pop(worker.pod["metadata"]["uid"], None)
         self._slots.release(worker.slot)
+        if self.cgroups is not None:
+            self.cgroups.remove(worker.pod["metadata"]["uid"])
         if worker.stopping is not None:
             self._delete_now(worker.pod)
         shutil.rmtree(worker.root / "volumes", ignore_errors=True)

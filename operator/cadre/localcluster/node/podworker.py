@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from cadre.api.types import Obj
 from cadre.localcluster.apiserver.metadata import now
-from cadre.localcluster.node import namespaces, podfs
+from cadre.localcluster.node import cgroups, namespaces, podfs
+from cadre.localcluster.node.cgroups import Cgroups
 from cadre.localcluster.node.images import Image, Runtime, find_image, pythonpath_env
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ class Node(Protocol):
     runtime: Runtime
     isolate: bool
     namespaces: bool
+    cgroups: Cgroups | None
+    pod_pids_limit: int | None
     background: set[asyncio.Task[Any]]
 
     @property
@@ -78,6 +81,8 @@ class ContainerState:
     a container must never run twice at once."""
     killed: bool = False
     """The kubelet sent SIGKILL (unshare reports a signalled child as exit code 1)."""
+    oom_kills: int = 0
+    """Its memory cgroup's OOM kills when this run started (more at its end: OOMKilled)."""
 
     @property
     def name(self) -> str:
@@ -272,6 +277,15 @@ class PodWorker:
         log_path = self.root / "logs" / f"{container.name}-{container.restart_count}.log"
         if self.kubelet.namespaces:
             argv = namespaces.wrap(argv)
+        if self.kubelet.cgroups is not None:
+            # Started as root by a shell that joins the cgroups, then becomes the pod's user.
+            limits = cgroups.container_limits(container.spec, self.kubelet.pod_pids_limit)
+            procs = self.kubelet.cgroups.prepare(self.pod["metadata"]["uid"], container.name,
+                                                 limits)  # fmt: skip
+            argv = cgroups.joining(procs, uid, gid, argv)
+            uid = gid = None
+            container.oom_kills = self.kubelet.cgroups.oom_kills(self.pod["metadata"]["uid"],
+                                                                 container.name)  # fmt: skip
         container.killed = False
         # Readable only by the kubelet (and so by the API server's log subresource): one
         # pod's transcript is not another pod's to read.
@@ -319,10 +333,15 @@ class PodWorker:
             code = 128 - code if code < 0 else code  # killed by a signal: 128 + signal, as runc
             if container.killed and self.kubelet.namespaces and code == 1:
                 code = 128 + signal.SIGKILL
+            reason = "Completed" if code == 0 else "Error"
+            cg = self.kubelet.cgroups
+            if code != 0 and cg is not None and cg.oom_kills(
+                self.pod["metadata"]["uid"], container.name) > container.oom_kills:  # fmt: skip
+                code, reason = 128 + signal.SIGKILL, "OOMKilled"
             container.process = None
             container.ready = False
             terminated = {
-                "exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                "exitCode": code, "reason": reason,
                 "startedAt": container.started_at, "finishedAt": iso_now(),
             }  # fmt: skip
             restart = policy == "Always" or (policy == "OnFailure" and code != 0)
