@@ -76,6 +76,7 @@ def test_pages_answer_only_their_own_host(org: Org) -> None:
     rebound = page(org, "/", headers={"Host": f"attacker.example:{port}"})
     assert rebound.status_code == 421
     assert "Team platform" not in rebound.text
+    assert "frame-ancestors 'none'" in rebound.headers["Content-Security-Policy"]
     shown = page(org, "/")
     assert "script-src 'self'" in shown.headers["Content-Security-Policy"]
     assert shown.headers["X-Content-Type-Options"] == "nosniff"
@@ -136,6 +137,11 @@ def test_a_decision_without_the_token_or_from_another_site_is_refused(org: Org) 
                           headers={"Origin": "https://attacker.example"})  # fmt: skip
     assert cross.status_code == 403
     assert "approval" not in org.http("GET", f"{CADRE}/tasks/ship-it").json()["spec"]
+    # Its own host under https (a TLS-terminating Ingress in front) is its own origin.
+    own = f"https://{urlsplit(org.console.url).netloc}"
+    behind = requests.post(org.console.url + "decide", data=fields, timeout=10,
+                           headers={"Origin": own}, allow_redirects=False)  # fmt: skip
+    assert behind.status_code == 303
 
 
 def test_an_agent_page_shows_its_memory_and_tasks(org: Org) -> None:

@@ -18,7 +18,6 @@ from cadre.localcluster.controlplane import LocalApiServer
 from cadre.localcluster.node.kubelet import Kubelet
 from cadre.localcluster.runner import write_kubeconfig
 from cadre.localcluster.scrape import keep_targets
-from cadre.localcluster.traces import TraceCollector
 
 
 async def _start_operator(
@@ -69,6 +68,9 @@ async def run_dev_cluster(
     collector: web.AppRunner | None = None
     operator_env: dict[str, str] = {}
     if traces:
+        # Imported only when asked for: protobuf and OpenTelemetry's types take a while to load.
+        from cadre.localcluster.traces import TraceCollector
+
         collector = web.AppRunner(TraceCollector().app(), access_log=None)
         await collector.setup()
         await web.TCPSite(collector, "127.0.0.1", 0).start()

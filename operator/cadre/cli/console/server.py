@@ -23,6 +23,7 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp_sse import sse_response
@@ -72,6 +73,7 @@ class Console:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
+        app.on_response_prepare.append(_security_headers)  # every answer, errors and streams
         routes = [
             web.get("/", self.organization),
             web.get("/tasks", self.tasks),
@@ -94,10 +96,7 @@ class Console:
         allowed = self.settings.allowed_hosts
         if allowed and request.host not in allowed and request.path != "/healthz":
             return web.Response(status=421, text=f"this console does not serve {request.host}\n")
-        response = await handler(request)
-        for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+        return await handler(request)
 
     async def health(self, _: web.Request) -> web.Response:
         return web.Response(text="ok" if self.store.snapshot().synced else "listing")
@@ -258,7 +257,8 @@ class Console:
         if not self.settings.can_decide:
             raise web.HTTPForbidden(text="this console is read-only\n")
         origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
+        # The host, not the scheme: behind a TLS-terminating Ingress the console sees http.
+        if origin is not None and urlsplit(origin).netloc != request.host:
             raise web.HTTPForbidden(text=f"a decision from another site ({origin}) is refused\n")
         form = await request.post()
         if not hmac.compare_digest(str(form.get("csrf", "")), self.settings.csrf):
@@ -285,6 +285,11 @@ class Console:
         else:
             said = self._say("notice", f"{'Approved' if approved else 'Rejected'} {what}.")
         raise web.HTTPSeeOther(f"/waiting?said={said}")
+
+
+async def _security_headers(_: web.Request, response: web.StreamResponse) -> None:
+    for name, value in HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 async def _relay(sse: Any, line: bytes, after: int) -> int:
