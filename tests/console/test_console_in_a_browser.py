@@ -61,7 +61,10 @@ def test_approve_and_reject_are_clicked_through(browser: webdriver.Chrome, org: 
     answers = org.http("GET", f"{CADRE}/tasks/build").json()["spec"]["toolApprovals"]
     assert answers["toolu_01"] == {"decision": "Rejected", "reason": "No new packages"}
 
-    browser.find_element(By.ID, "approve-default-ship-it").click()
+    # Clicked by a script that finds it: the watch bringing the rejection redraws the list, and
+    # an element found before that would be stale.
+    click = "const b = document.getElementById(arguments[0]); if (b) b.click(); return !!b;"
+    wait_for(lambda: browser.execute_script(click, "approve-default-ship-it"))
     wait_for(lambda: "Approved Task ship-it." in browser.page_source)
     assert org.http("GET", f"{CADRE}/tasks/ship-it").json()["spec"]["approval"] == {
         "decision": "Approved", "feedback": ""}  # fmt: skip

@@ -13,7 +13,6 @@ from typing import Any
 from cadre.cli.console.run import start_in_thread
 from cadre.cli.console.server import ConsoleSettings
 from selenium import webdriver
-from selenium.webdriver.common.by import By
 
 from tests.browser import screenshot
 from tests.harness.conftest import ModelFactory, until
@@ -26,9 +25,13 @@ SCENARIO = {"agents": {"engineer": [
     {"text": "Checking it.", "tool_uses": [{"name": "bash", "input": {"command": "cat a.txt"}}]},
     {"text": "Done: a.txt holds a."},
 ]}}  # fmt: skip
+CLICK_APPROVE = """const b = document.querySelector('button[id^=approve-default-live-]');
+if (b) { b.click(); return true; } return false;"""
 SEQS = "return Array.from(document.querySelectorAll('#transcript li')).map(li => li.dataset.seq)"
-TEXT = "return document.getElementById('transcript').innerText"
-STATE = "return document.getElementById('transcript-state').innerText"
+# Asked as scripts that tolerate a page still being drawn (the console may not have read the
+# cluster yet when the page is first asked for; it then redraws itself).
+TEXT = "return (document.getElementById('transcript') || {}).innerText || ''"
+STATE = "return (document.getElementById('transcript-state') || {}).innerText || ''"
 
 
 async def _in_browser(step: Callable[[], Any]) -> Any:
@@ -64,10 +67,9 @@ async def test_a_transcript_is_replayed_then_followed_across_an_approval(
             browser.get(console.url + "waiting")
 
         await _in_browser(approve)
-        button = await until(
-            lambda: browser.find_elements(By.CSS_SELECTOR, "button[id^=approve-default-live-]")
-        )
-        await _in_browser(button[0].click)
+        # Found and clicked in one script: live updates replace the list (a found element
+        # would go stale between finding and clicking).
+        await until(lambda: browser.execute_script(CLICK_APPROVE))
         await until(lambda: "Approved tool call" in browser.page_source)
         await _in_browser(lambda: browser.switch_to.window(first))
 

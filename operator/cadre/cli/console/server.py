@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 from aiohttp_sse import sse_response
 
 from cadre.api.names import HARNESS_EVENTS_PORT, harness_pod_name, memory_name
-from cadre.api.task import parent_of
+from cadre.api.task import FINAL_PHASES, parent_of
+from cadre.api.types import Obj
 from cadre.cli import approval
 from cadre.cli.console import pages, views
 from cadre.cli.console.kubeapi import KubeApi, KubeApiError
@@ -229,18 +231,44 @@ class Console:
                     async for line in logged:
                         after = await _relay(sse, line, after)
                 await sse.send("following", event="following")
-                followed = self.api.lines(path, after=str(after), follow="true")
-                async with contextlib.aclosing(followed):  # the browser left: the read ends too
-                    async for line in followed:
-                        after = await _relay(sse, line, after)
+                while True:
+                    followed = self.api.lines(path, after=str(after), follow="true")
+                    async with contextlib.aclosing(followed):  # the browser left: so does this
+                        async for line in followed:
+                            after = await _relay(sse, line, after)
+                    # The harness stops following a session that pauses (delegated work, a
+                    # review, a person's answer): wait for the Task to move, then go on.
+                    if not await self._moves_on(ns, name):
+                        break
                 await sse.send("The session is over (its log is complete).", event="end")
             except KubeApiError as err:
                 message = f"cannot read the session from pod {pod}: {err.message}"
                 with contextlib.suppress(ConnectionResetError):
                     await sse.send(message, event="problem")
-            except ConnectionResetError:
-                pass  # the page went away
+            except (ConnectionResetError, aiohttp.ClientError):
+                # The page went away, or the harness did (restarted: its log remains); the
+                # browser reconnects with Last-Event-ID and goes on from there.
+                pass
         return sse
+
+    async def _moves_on(self, namespace: str, name: str) -> bool:
+        """False once the Task has ended (or is gone, or the console stops); True when it
+        changes while paused, so its session may write again."""
+
+        def seen() -> Obj | None:
+            return views.find(self.store.snapshot().tasks, namespace, name)
+
+        before = seen()
+        while not self.store.closed:
+            if before is None or (before.get("status") or {}).get("phase") in FINAL_PHASES:
+                return False
+            await self.store.changed_since(self.store.version, KEEPALIVE_SECONDS)
+            now = seen()
+            if now is None or now["metadata"].get("resourceVersion") != before["metadata"].get(
+                "resourceVersion"
+            ):
+                return now is not None
+        return False
 
     # -- decisions ---------------------------------------------------------------------------
 

@@ -31,6 +31,11 @@
         const html = await answer.text();
         const focused = document.activeElement && document.activeElement.id;
         if (html !== live.innerHTML) live.innerHTML = html;
+        // A session began after the page was drawn: draw it again, with its transcript.
+        if (!document.getElementById("transcript") && live.querySelector("[data-session-stream]")) {
+          window.location.reload();
+          return;
+        }
         if (focused && document.activeElement === document.body) {
           const again_ = document.getElementById(focused);
           if (again_) again_.focus();
