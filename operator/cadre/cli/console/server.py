@@ -43,6 +43,8 @@ CHANGE_BATCH_SECONDS = 0.1
 """After telling a page of a change, wait this long before the next: a burst of watch events
 costs one redraw, not one each."""
 KEEPALIVE_SECONDS = 15.0
+SYNC_PATIENCE_SECONDS = 10.0
+"""How long a transcript asked for just after the console started waits for its first lists."""
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' "
     "'unsafe-inline'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -217,6 +219,12 @@ class Console:
             after = int(request.headers.get("Last-Event-ID") or 0)
         except ValueError:
             after = 0
+        deadline = asyncio.get_running_loop().time() + SYNC_PATIENCE_SECONDS
+        while not self.store.snapshot().synced and not self.store.closed:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await self.store.changed_since(self.store.version, left)  # first lists arrive
         task = views.find(self.store.snapshot().tasks, ns, name)
         agent = ((task or {}).get("status") or {}).get("agent")
         async with sse_response(request) as sse:
