@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+AXE := build/axe/node_modules/axe-core/axe.min.js
 
 .PHONY: test test-crowded lint typecheck unit browser crds manifests demo bench clean
 
@@ -30,7 +31,6 @@ unit: $(STAMP) browser $(AXE)
 	$(BIN)/pytest
 
 # axe-core (npm) checks the console's pages for accessibility in the browser tests.
-AXE := build/axe/node_modules/axe-core/axe.min.js
 $(AXE):
 	@command -v npm >/dev/null && npm install --no-audit --no-fund --silent --prefix build/axe axe-core@4 || \
 	  echo "npm missing or unreachable: the accessibility checks skip"
