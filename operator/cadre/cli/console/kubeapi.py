@@ -79,6 +79,11 @@ class KubeApi:
         )
 
     async def close(self) -> None:
+        # Pooled TLS connections are dropped, not said goodbye to: a graceful TLS shutdown
+        # needs round trips a stopping loop (a busy machine) may not give it.
+        connector = self.session.connector
+        if connector is not None:
+            await connector.close(abort_ssl=True)
         await self.session.close()
         # A stream left mid-way aborted its connection itself, not through the pool: the
         # socket is closed on the loop's next turns.
