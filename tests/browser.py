@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from tests.localcluster.conftest import REPO
+from tests.localcluster.node.conftest import eventually
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -69,13 +69,8 @@ def chromium(profile: Path) -> Iterator[webdriver.Chrome]:
 
 
 def wait_for(check: Callable[[], Any], within: float = 30.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
+    """``eventually``, with the patience a browser on a loaded machine needs."""
+    return eventually(check, timeout=within)
 
 
 def screenshot(driver: webdriver.Chrome, name: str) -> Path:

@@ -5,24 +5,13 @@ needs (Host, Origin, token), and Approve / Reject writing what ``cadre approve``
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from tests.console.conftest import CADRE, Org, set_status
-
-
-def eventually(check: Callable[[], Any], within: float = 30.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
+from tests.localcluster.node.conftest import eventually
 
 
 def page(org: Org, path: str, **options: Any) -> requests.Response:
@@ -30,7 +19,9 @@ def page(org: Org, path: str, **options: Any) -> requests.Response:
 
 
 def synced(org: Org, path: str, needle: str) -> str:
-    return str(eventually(lambda: (r := page(org, path)).ok and needle in r.text and r.text))
+    return str(
+        eventually(lambda: (r := page(org, path)).ok and needle in r.text and r.text, timeout=30)
+    )
 
 
 def test_the_organization_page_shows_teams_agents_and_spend(org: Org) -> None:
@@ -120,7 +111,7 @@ def test_rejecting_a_tool_call_answers_that_call(org: Org) -> None:
     }
     # Answered: it leaves the list (the watch delivers the change), and a second answer is refused.
     synced(org, "/waiting", "slugify is ready")
-    eventually(lambda: "toolu_01" not in page(org, "/waiting").text)
+    eventually(lambda: "toolu_01" not in page(org, "/waiting").text, timeout=30)
     again = requests.post(org.console.url + "decide", data={
         **form, "task": "build", "call": "toolu_01", "decision": "approve"},
         timeout=10)  # fmt: skip

@@ -48,6 +48,16 @@ def check_call_waiting(task: Obj, call: str) -> None:
         )
 
 
+def verdict_patch(task: Obj, call: str | None, approved: bool, feedback: str) -> Obj:
+    """The ``spec`` patch answering the Task (or, with ``call``, one of its tool calls), once
+    it is checked that it waits for that answer (NotAwaitingApprovalError otherwise)."""
+    if call:
+        check_call_waiting(task, call)
+        return tool_approval_patch(call, approved, feedback)
+    check_awaiting(task)
+    return approval_patch(approved, feedback)
+
+
 def tool_approval_patch(call: str, approved: bool, reason: str) -> Obj:
     """The ``spec`` merge patch answering one tool call (validated as the API server will)."""
     decision = ApprovalDecision.APPROVED if approved else ApprovalDecision.REJECTED

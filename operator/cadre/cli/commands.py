@@ -110,12 +110,7 @@ def _verdict(task: str, approved: bool, feedback: str, namespace: str,
     with connected(kubeconfig, context) as kube:
         current = kube.get_task(namespace, task)
         try:
-            if call:
-                approval.check_call_waiting(current, call)
-                patch = approval.tool_approval_patch(call, approved, feedback)
-            else:
-                approval.check_awaiting(current)
-                patch = approval.approval_patch(approved, feedback)
+            patch = approval.verdict_patch(current, call, approved, feedback)
         except approval.NotAwaitingApprovalError as err:
             raise click.ClickException(str(err)) from err
         kube.patch_task_spec(namespace, task, patch)

@@ -100,26 +100,25 @@ class KubeApi:
             headers["Content-Type"] = content_type
         return headers
 
-    async def get(self, path: str, **query: str) -> Obj:
-        async with self.session.get(
-            self.host + path, params=query, headers=self._headers(),
-            timeout=aiohttp.ClientTimeout(total=30),
+    async def _json(self, method: str, path: str, *, body: Obj | None = None,
+                    content_type: str | None = None, query: dict[str, str] | None = None,
+                    ) -> Obj:  # fmt: skip
+        async with self.session.request(
+            method, self.host + path, params=query or {},
+            data=json.dumps(body) if body is not None else None,
+            headers=self._headers(content_type), timeout=aiohttp.ClientTimeout(total=30),
         ) as response:  # fmt: skip
             if response.status >= 400:
                 raise await _refusal(response)
             found: Obj = await response.json()
             return found
 
+    async def get(self, path: str, **query: str) -> Obj:
+        return await self._json("GET", path, query=query)
+
     async def merge_patch(self, path: str, body: Obj) -> Obj:
-        async with self.session.patch(
-            self.host + path, data=json.dumps(body),
-            headers=self._headers("application/merge-patch+json"),
-            timeout=aiohttp.ClientTimeout(total=30),
-        ) as response:  # fmt: skip
-            if response.status >= 400:
-                raise await _refusal(response)
-            patched: Obj = await response.json()
-            return patched
+        return await self._json("PATCH", path, body=body,
+                                content_type="application/merge-patch+json")  # fmt: skip
 
     async def lines(self, path: str, **query: str) -> AsyncGenerator[bytes, None]:
         """The lines of a streamed answer (a watch, a pod's events through the pod proxy), as

@@ -309,12 +309,7 @@ class Console:
         what = f"tool call {call} of Task {name}" if call else f"Task {name}"
         try:
             current = await self.api.get(path)
-            if call:
-                approval.check_call_waiting(current, call)
-                patch = approval.tool_approval_patch(call, approved, feedback)
-            else:
-                approval.check_awaiting(current)
-                patch = approval.approval_patch(approved, feedback)
+            patch = approval.verdict_patch(current, call or None, approved, feedback)
             await self.api.merge_patch(path, {"spec": patch})
         except (approval.NotAwaitingApprovalError, KubeApiError) as err:
             said = self._say("error", f"{what}: {getattr(err, 'message', None) or err}")
