@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.harness.conftest import ModelFactory, scripted, until
-from tests.localcluster.conftest import Served, serving
+from tests.localcluster.conftest import Served, for_pods, serving
 from tests.operator.conftest import SCRIPTED_ENDPOINTS, model_key_secret
 from tools.manifests import render
 
@@ -98,7 +98,7 @@ async def test_the_rendered_chart_installs_and_its_operator_works_a_task(
     secret = model_key_secret("anthropic", "sk-test")
     assert http("POST", f"/api/v1/namespaces/{NS}/secrets", secret).status_code == 201
     agent = {"apiVersion": "cadre.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "engineer"},
-             "spec": {"role": "r", "model": "claude-sonnet-4-6", "baseURL": url,
+             "spec": {"role": "r", "model": "claude-sonnet-4-6", "baseURL": for_pods(url),
                       "apiKeySecretRef": {"name": "anthropic"}}}  # fmt: skip
     task = {"apiVersion": "cadre.dev/v1alpha1", "kind": "Task", "metadata": {"name": "first"},
             "spec": {"assignee": {"agent": "engineer"}, "prompt": "Write a.txt."}}  # fmt: skip

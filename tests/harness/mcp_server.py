@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cadre.localcluster.node.network import NODE_IP
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -149,7 +151,8 @@ def serve_mcp(folder: Path) -> Iterator[McpServerProcess]:
     ca = trustme.CA()
     tls = folder / "mcp-tls"
     tls.mkdir()
-    issued = ca.issue_cert("127.0.0.1")
+    # Also valid at the node's address, where pods with a network of their own reach it.
+    issued = ca.issue_cert("127.0.0.1", NODE_IP)
     issued.cert_chain_pems[0].write_to_path(str(tls / "cert.pem"))
     issued.private_key_pem.write_to_path(str(tls / "key.pem"))
     server = McpServerProcess(

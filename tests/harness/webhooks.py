@@ -13,6 +13,7 @@ from typing import Any
 
 import trustme
 from aiohttp import web
+from cadre.localcluster.node.network import NODE_IP
 
 
 @dataclass
@@ -30,7 +31,8 @@ class Webhook:
 async def serve_webhook() -> AsyncIterator[Webhook]:
     ca = trustme.CA()
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(served)
+    # Also valid at the node's address, where pods with a network of their own reach it.
+    ca.issue_cert("127.0.0.1", NODE_IP).configure_cert(served)
     state: dict[str, Webhook] = {}
 
     async def review(request: web.Request) -> web.Response:

@@ -25,7 +25,8 @@ import yaml
 
 from tests.chart.test_argocd_health import health
 from tests.harness.conftest import ModelFactory, scripted, until  # noqa: F401 - fixture
-from tests.localcluster.conftest import REPO, Http
+from tests.localcluster.conftest import REPO, Http, for_pods
+from tests.operator.conftest import SCRIPTED_ENDPOINTS
 
 NAMESPACE = "cadre-system"
 WORK = "work"
@@ -90,7 +91,7 @@ def _work(model_url: str, task: str) -> str:
          "labels": {"cadre.dev/model-api-key": "true"}}, "stringData": {"api-key": "sk-test"}},
         {"apiVersion": "cadre.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "lead",
          "namespace": WORK}, "spec": {"role": "Does the work", "model": "claude-sonnet-4-6",
-         "baseURL": model_url, "apiKeySecretRef": {"name": "model"}, "tools": ["bash"]}},
+         "baseURL": for_pods(model_url), "apiKeySecretRef": {"name": "model"}, "tools": ["bash"]}},
         {"apiVersion": "cadre.dev/v1alpha1", "kind": "Team", "metadata": {"name": "crew",
          "namespace": WORK}, "spec": {"lead": "lead", "members": [{"agent": "lead"}]}},
         {"apiVersion": "cadre.dev/v1alpha1", "kind": "Task", "metadata": {"name": task,
@@ -122,7 +123,7 @@ async def test_helm_installs_upgrades_and_uninstalls_the_chart(
 ) -> None:
     url, model = await scripted(_scenario())
     config = helm.Config(kubeconfig_path=dev.kubeconfig, namespace=NAMESPACE)
-    values = {"modelEndpoints": ["http://127.0.0.1:*"]}
+    values = {"modelEndpoints": SCRIPTED_ENDPOINTS.split(", ")}
     try:
         release = await asyncio.to_thread(config.install, str(REPO / "charts" / "cadre"), "cadre",
                                           values, namespace=NAMESPACE, create_namespace=True,
@@ -176,7 +177,7 @@ async def test_kubectl_applies_the_manifests_server_side_and_again_without_a_wri
     assert after == before  # no object written again
     # The scripted model's endpoint is allowed as a user would: `kubectl set env`.
     await asyncio.to_thread(dev.kubectl, "set", "env", "deployment/cadre", "-n", NAMESPACE,
-                            "CADRE_MODEL_ENDPOINTS=http://127.0.0.1:*")  # fmt: skip
+                            f"CADRE_MODEL_ENDPOINTS={SCRIPTED_ENDPOINTS}")  # fmt: skip
     assert "successfully rolled out" in await asyncio.to_thread(_rollout, dev)
     await _task_succeeds(dev, url, "applied")
 
@@ -192,7 +193,7 @@ async def test_argocd_syncs_server_side_and_its_health_checks_read_the_live_obje
             "-f", manifests)  # fmt: skip
     await asyncio.to_thread(dev.kubectl, *sync)
     await asyncio.to_thread(dev.kubectl, "set", "env", "deployment/cadre", "-n", NAMESPACE,
-                            "CADRE_MODEL_ENDPOINTS=http://127.0.0.1:*")  # fmt: skip
+                            f"CADRE_MODEL_ENDPOINTS={SCRIPTED_ENDPOINTS}")  # fmt: skip
     await asyncio.to_thread(_rollout, dev)
     await _task_succeeds(dev, url, "synced")
     for kind, name in (("Agent", "lead"), ("Team", "crew"), ("Task", "synced")):

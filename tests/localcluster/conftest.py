@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any
 import kubernetes
 import pytest
 import requests
+from cadre.localcluster.node import network
 from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,6 +135,18 @@ API_PATHS = {
     "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
 }
 """Where to POST each kind the operator's builders make."""
+
+
+@functools.cache
+def pod_node_ip() -> str:
+    """Where the pods of the tests' local clusters reach the host's loopback services: the
+    node's address when each pod has a network of its own (root, nftables), else loopback."""
+    return network.NODE_IP if network.probe() is None else "127.0.0.1"
+
+
+def for_pods(url: str) -> str:
+    """A test server's loopback ``url`` as a pod reaches it."""
+    return network.as_seen_by_pods(url, pod_node_ip())
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ import kubernetes
 import pytest
 from cadre.api.names import MODEL_ENDPOINTS_ENV, MODEL_KEY_LABEL
 from cadre.api.task import FINAL_PHASES
+from cadre.localcluster.node import network
 from cadre.operator import apply
 
 from tests.harness.conftest import scripted
-from tests.localcluster.conftest import REPO, Http, Served, serving
+from tests.localcluster.conftest import REPO, Http, Served, for_pods, serving
 from tools.manifests import render
 
 __all__ = ["scripted"]
@@ -118,8 +119,9 @@ async def operator(cluster: Served, tmp_path: Path) -> AsyncIterator[asyncio.sub
 
 
 CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
-SCRIPTED_ENDPOINTS = "http://127.0.0.1:*"
-"""The operator's model allow-list in tests: the scripted models listen there, on any port."""
+SCRIPTED_ENDPOINTS = f"http://127.0.0.1:*, http://{network.NODE_IP}:*"
+"""The operator's model allow-list in tests: the scripted models listen on loopback, on any
+port, which pods with a network of their own reach at the node's address."""
 
 
 def model_key_secret(name: str, key: str, *, labelled: bool = True) -> dict[str, Any]:
@@ -138,7 +140,7 @@ def create_agent(http: Http, url: str | None, name: str = "engineer", **extra: A
         **extra,
     }
     if url is not None:
-        spec["baseURL"] = url
+        spec["baseURL"] = for_pods(url)
     agent = {
         "apiVersion": "cadre.dev/v1alpha1",
         "kind": "Agent",

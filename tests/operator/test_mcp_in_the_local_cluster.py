@@ -13,7 +13,7 @@ from cadre.api.names import TOOL_CREDENTIAL_LABEL
 
 from tests.harness.conftest import ModelFactory, until
 from tests.harness.mcp_server import McpServerProcess
-from tests.localcluster.conftest import Served
+from tests.localcluster.conftest import Served, for_pods
 from tests.operator.conftest import CADRE, NS, create_agent, create_task, ended
 
 CREATE = "mcp__tickets__create_ticket"
@@ -51,7 +51,7 @@ async def test_an_mcp_tool_runs_brain_side_with_a_credential_the_sandbox_never_s
               "spec": {"toolRules": [{"tools": [CREATE], "decision": "Allow"}]}}  # fmt: skip
     assert http("POST", f"{CADRE}/policies", policy).ok
     create_agent(http, url, mcpServers=[{
-        "name": "tickets", "url": mcp_server.url, "tools": ["create_ticket"],
+        "name": "tickets", "url": for_pods(mcp_server.url), "tools": ["create_ticket"],
         "caBundle": mcp_server.ca_bundle,
         "credential": {"secretRef": {"name": "tickets", "key": "token"}},
     }])  # fmt: skip

@@ -10,7 +10,7 @@ from typing import Any
 from cadre.api.names import MODEL_KEY_LABEL
 
 from tests.harness.conftest import ModelFactory, until
-from tests.localcluster.conftest import Http, Served
+from tests.localcluster.conftest import Http, Served, for_pods
 from tests.operator.conftest import CADRE, NS, model_key_secret
 
 STEPS = {"agents": {"thief": [{"text": "Nothing to do."}]}}
@@ -20,7 +20,7 @@ HARNESS = f"/apis/apps/v1/namespaces/{NS}/statefulsets/harness-thief"
 def _agent(http: Http, secret: str, base_url: str) -> None:
     agent = {
         "apiVersion": "cadre.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "thief"},
-        "spec": {"role": "r", "model": "claude-sonnet-4-6", "baseURL": base_url,
+        "spec": {"role": "r", "model": "claude-sonnet-4-6", "baseURL": for_pods(base_url),
                  "apiKeySecretRef": {"name": secret}},
     }  # fmt: skip
     assert http("POST", f"{CADRE}/agents", agent).status_code == 201
@@ -88,8 +88,8 @@ async def test_a_base_url_the_operator_does_not_allow_gets_no_harness(
     assert await until(lambda: _warned(http, "EndpointNotAllowed"))
 
     # Fixing the spec is enough: the refusal was final only for that spec.
-    patch = {"spec": {"baseURL": url}}
+    patch = {"spec": {"baseURL": for_pods(url)}}
     http("PATCH", f"{CADRE}/agents/thief", patch, "application/merge-patch+json")
     await until(lambda: (c := _ready(http)) and c["status"] == "True")
     env = http("GET", HARNESS).json()["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {"name": "CADRE_MODEL_BASE_URL", "value": url} in env
+    assert {"name": "CADRE_MODEL_BASE_URL", "value": for_pods(url)} in env

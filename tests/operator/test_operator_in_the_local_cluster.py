@@ -16,7 +16,7 @@ from cadre.api.names import MODEL_ENDPOINTS_ENV
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.conftest import ModelFactory, until, work_requests
-from tests.localcluster.conftest import Served
+from tests.localcluster.conftest import Served, for_pods
 from tests.operator.conftest import (
     LIVENESS_PORT,
     METRICS_PORT,
@@ -279,7 +279,7 @@ async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_o
     spec = {
         "role": "r",
         "model": "claude-sonnet-4-6",
-        "baseURL": url,
+        "baseURL": for_pods(url),
         "apiKeySecretRef": {"name": "anthropic"},
         "maxConcurrentTasks": count,
         "sandbox": {"workspace": {"retention": "Retain"}},  # kept, so the test can read them

@@ -17,7 +17,7 @@ from cadre.harness.session import LESSON_REQUEST
 from tests.cli.test_commands import cadre
 from tests.harness.conftest import ModelFactory, until
 from tests.harness.webhooks import Webhook
-from tests.localcluster.conftest import Served
+from tests.localcluster.conftest import Served, for_pods
 from tests.operator.conftest import NS, create_agent, create_task, ended
 
 CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
@@ -132,7 +132,7 @@ async def test_hooks_rewrite_refuse_and_send_work_back_in_the_local_cluster(
         {"name": "reviewed-drafts", "at": "BeforeToolCall", "tools": ["bash"],
          "cel": {"expression": rewrite}},
         {"name": "change-board", "at": "BeforeToolCall", "tools": ["bash"],
-         "webhook": {"url": webhook.url, "caBundle": webhook.ca_bundle}},
+         "webhook": {"url": for_pods(webhook.url), "caBundle": webhook.ca_bundle}},
         {"name": "tests", "at": "BeforeDelivery", "command": {
             "command": "grep -q reviewed draft.txt && test -f tests-pass || "
                        "{ echo 'FAILED: tests-pass missing'; exit 1; }"}},

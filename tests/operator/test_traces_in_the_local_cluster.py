@@ -18,7 +18,7 @@ from cadre.api.tracing import root_trace_id, task_span_id
 from cadre.localcluster.traces import TraceCollector
 
 from tests.harness.conftest import ModelFactory, until
-from tests.localcluster.conftest import Served
+from tests.localcluster.conftest import Served, for_pods
 from tests.operator.conftest import CADRE, agent_ready, create_agent, create_task, operating
 
 
@@ -64,7 +64,7 @@ async def test_a_task_tree_is_one_trace_across_harnesses(
     http = cluster.http
     endpoint, received = collector
     url, _ = await scripted(SCENARIO)
-    async with operating(cluster, tmp_path, **{OTLP_ENDPOINT_ENV: endpoint}):
+    async with operating(cluster, tmp_path, **{OTLP_ENDPOINT_ENV: for_pods(endpoint)}):
         create_agent(http, url, "lead", tools=[])
         create_agent(http, url, "engineer")
         assert http("POST", f"{CADRE}/teams", TEAM).status_code == 201

@@ -36,6 +36,7 @@ from cadre.cli.manifests import (
 )
 from cadre.cli.processes import Processes
 from cadre.cli.tree import render_tree, task_tree
+from cadre.localcluster.node.network import NODE_IP, as_seen_by_pods
 
 SCRIPTED_KEY = "sk-scripted-demo"  # the scripted model checks that a key is sent, not which
 
@@ -130,7 +131,7 @@ def run_demo(options: DemoOptions) -> bool:
             )  # fmt: skip
             base_url = line.removeprefix("listening on ").strip()
             # The operator (a child of `dev up`) sends keys only to endpoints it allows.
-            env[MODEL_ENDPOINTS_ENV] = base_url
+            env[MODEL_ENDPOINTS_ENV] = f"{base_url}, {as_seen_by_pods(base_url, NODE_IP)}"
             _say(f"scripted model at {base_url} (set ANTHROPIC_API_KEY to use the real model)")
         else:
             _say("real model: ANTHROPIC_API_KEY is set (this run costs money)", fg="yellow")
@@ -145,6 +146,10 @@ def run_demo(options: DemoOptions) -> bool:
         kube = Kube(options.state_dir / "cluster" / "kubeconfig")
         console = _start_console(options)
         try:
+            if base_url is not None:
+                # The scripted model listens on loopback; pods with a network of their own
+                # reach it at their node's address.
+                base_url = as_seen_by_pods(base_url, kube.node_address() or "127.0.0.1")
             adapted = for_model(objects, base_url)
             secrets = [
                 api_key_secret(secret, key, options.api_key or SCRIPTED_KEY)

@@ -151,6 +151,14 @@ class Kube:
             raise
         return pod.status.phase if pod.status else None
 
+    def node_address(self) -> str | None:
+        """The first node's InternalIP: where pods reach services of the host it runs on."""
+        for node in self.core.list_node().items:
+            for address in (node.status.addresses if node.status else None) or []:
+                if address.type == "InternalIP":
+                    return str(address.address)
+        return None
+
     def list_pods(self, namespace: str, selector: str) -> list[Obj]:
         # As the API server sends it (camelCase), not the client's snake_case models.
         found: Any = self.core.list_namespaced_pod(

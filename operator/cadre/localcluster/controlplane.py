@@ -4,14 +4,22 @@ every client of a real cluster takes for granted. The kubelet adds the node's ow
 
 from __future__ import annotations
 
+from typing import Any
+
 from cadre.localcluster.apiserver.server import ApiServer
 from cadre.localcluster.controllers.builtin import Controllers
+from cadre.localcluster.node.network import NODE_IP
 
 
 class LocalApiServer(ApiServer):
     """An :class:`ApiServer` whose controllers start with it and stop before it."""
 
     _controllers: Controllers | None = None
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        # Pods with a network of their own reach the API server at the node's address.
+        options.setdefault("alt_names", (NODE_IP,))
+        super().__init__(*args, **options)
 
     async def start(self) -> None:
         await super().start()

@@ -30,6 +30,7 @@ from cadre.api.cel import CelCompileError, compile_rule
 from cadre.api.types import Obj
 from cadre.localcluster.apiserver.authn import User
 from cadre.localcluster.apiserver.crdschema import FieldError
+from cadre.localcluster.apiserver.selectors import label_selector_matches
 from cadre.localcluster.apiserver.status import ApiError
 from cadre.localcluster.apiserver.store import Store
 
@@ -75,27 +76,6 @@ class AdmissionRequest:
 # Matching
 
 
-def selector_matches(selector: Obj | None, labels: Obj) -> bool:
-    """A LabelSelector object (``matchLabels``, ``matchExpressions``); empty selects all."""
-    if not selector:
-        return True
-    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
-        return False
-    for expression in selector.get("matchExpressions") or []:
-        key, operator = expression.get("key", ""), expression.get("operator", "")
-        values = expression.get("values") or []
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-    return True
-
-
 def _listed(wanted: str, listed: list[str]) -> bool:
     return "*" in listed or wanted in listed
 
@@ -139,10 +119,11 @@ def resources_match(match: Obj | None, req: AdmissionRequest, namespace_labels: 
         return False
     if any(_rule_matches(r, req) for r in match.get("excludeResourceRules") or []):
         return False
-    if req.namespace and not selector_matches(match.get("namespaceSelector"), namespace_labels):
+    namespaces = match.get("namespaceSelector")
+    if req.namespace and not label_selector_matches(namespaces, namespace_labels):
         return False
     labels = ((req.obj or req.old or {}).get("metadata") or {}).get("labels") or {}
-    return selector_matches(match.get("objectSelector"), labels)
+    return label_selector_matches(match.get("objectSelector"), labels)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -188,3 +188,24 @@ def matcher(label_selector: str, field_selector: str, kind: str, custom: bool) -
         return labels_match(labels, obj) and fields_match(fields, obj)
 
     return matches
+
+
+def label_selector_matches(selector: dict[str, Any] | None, labels: dict[str, Any]) -> bool:
+    """A LabelSelector object (``matchLabels``, ``matchExpressions``); empty selects all."""
+    if not selector:
+        return True
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression.get("key", ""), expression.get("operator", "")
+        values = expression.get("values") or []
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True

@@ -62,8 +62,11 @@ class ApiServer:
         admin_token: str | None = None,
         history: int = 20_000,
         bookmark_interval: float = 60.0,
+        alt_names: tuple[str, ...] = (),
     ) -> None:
         self.host = host
+        self.alt_names = alt_names
+        """More names its certificate carries (the address pods reach it at)."""
         self.port = port
         self.store = Store(history)
         self.registry = Registry()
@@ -109,7 +112,7 @@ class ApiServer:
         )
 
     async def start(self) -> None:
-        self._certs = issue([self.host, "localhost"])
+        self._certs = issue([self.host, "localhost", *self.alt_names])
         self._bootstrap()
         app = web.Application(client_max_size=http.MAX_BODY)
         app.router.add_route("*", "/{tail:.*}", self._handle)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from cadre.api.types import Obj
 from cadre.localcluster.apiserver import policies
 from cadre.localcluster.apiserver.crdschema import FieldError, check_structural
+from cadre.localcluster.apiserver.selectors import label_selector_matches
 
 # ---------------------------------------------------------------------------------------------
 # Validation beyond the schema (the rules of each kind's validation.go that Cadre can hit)
@@ -55,10 +56,6 @@ def _validate_pod(obj: Obj) -> list[FieldError]:
     return _validate_pod_spec(obj.get("spec", {}), "spec")
 
 
-def _selector_matches(selector: Obj, labels: Obj) -> bool:
-    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
-
-
 def _validate_workload(obj: Obj) -> list[FieldError]:
     spec = obj.get("spec", {})
     template = spec.get("template", {})
@@ -68,7 +65,7 @@ def _validate_workload(obj: Obj) -> list[FieldError]:
     labels = template.get("metadata", {}).get("labels") or {}
     if "selector" not in spec:
         errors.append(FieldError("spec.selector", "Required value"))
-    elif not _selector_matches(spec["selector"], labels):
+    elif not label_selector_matches(spec["selector"], labels):
         errors.append(
             FieldError(
                 "spec.template.metadata.labels",

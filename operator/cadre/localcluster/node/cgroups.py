@@ -10,7 +10,8 @@ why and pods run without limits; the kubelet says so at start.
 
 A container joins its cgroups before it runs anything of its own: the kubelet starts it as root
 through a shell that writes its own pid into each ``cgroup.procs`` and then becomes the pod's
-user with util-linux ``setpriv`` (no window in which a child could fork outside)."""
+user with util-linux ``setpriv`` (``namespaces.as_user``; no window in which a child could
+fork outside)."""
 
 from __future__ import annotations
 
@@ -133,10 +134,8 @@ def probe(name: str, root: Path = ROOT) -> tuple[Cgroups | None, str]:
     return cgroups, "memory, CPU and pids limits are enforced by cgroups"
 
 
-def joining(procs: list[Path], uid: int | None, gid: int | None, argv: list[str]) -> list[str]:
-    """``argv`` run by a root shell that first puts itself into the cgroups (``procs``), then
-    becomes ``uid``/``gid`` with no supplementary groups (pure)."""
+def joining(procs: list[Path], argv: list[str]) -> list[str]:
+    """``argv`` run by a root shell that first puts itself into the cgroups (``procs``), so
+    nothing of the container runs outside them (pure)."""
     joins = " && ".join(f"echo $$ > '{p}'" for p in procs)
-    drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
-    return ["/bin/sh", "-c", f'{joins} && exec "$@"', "sh",
-            *(drop if uid is not None else []), *argv]  # fmt: skip
+    return ["/bin/sh", "-c", f'{joins} && exec "$@"', "sh", *argv]

@@ -31,12 +31,13 @@ from cadre.localcluster.apiserver.status import ApiError
 from cadre.localcluster.apiserver.store import Subscription
 from cadre.localcluster.controllers.deployments import DeploymentControllers
 from cadre.localcluster.controllers.workloads import WorkloadControllers
-from cadre.localcluster.node import cgroups, namespaces, podfs
+from cadre.localcluster.node import cgroups, namespaces, netpolicy, network, podfs
 from cadre.localcluster.node.cgroups import Cgroups
 from cadre.localcluster.node.images import (
     Runtime,
     detect_runtime,
 )
+from cadre.localcluster.node.network import PodNetwork
 from cadre.localcluster.node.podworker import PodWorker, iso_now
 from cadre.localcluster.node.slots import Slots
 
@@ -80,6 +81,14 @@ class Kubelet:
         """Memory, CPU and pids limits (``cgroups.py``); set at start, where allowed."""
         self.pod_pids_limit = pod_pids_limit
         """Processes and threads a pod's containers may have together (None: no limit)."""
+        self.network: PodNetwork | None = None
+        """Every pod in its own network namespace, NetworkPolicies enforced (``network.py``);
+        set at start, where this machine allows it."""
+        self._rules_lock = asyncio.Lock()
+        self._rules_dirty = asyncio.Event()
+        self._policies: Subscription | None = None
+        self._namespaces: Subscription | None = None
+        self._rules_task: asyncio.Task[None] | None = None
         self.workers: dict[str, PodWorker] = {}
         self.background: set[asyncio.Task[Any]] = set()
         # Simulated pods bind no address and run nothing: their slots need no reservation.
@@ -94,7 +103,91 @@ class Kubelet:
 
     @property
     def api_address(self) -> tuple[str, int]:
+        if self.network is not None:
+            # As in a cluster: the API server at 443 of an address the pods can route to
+            # (the table translates it to the server's loopback port).
+            return network.NODE_IP, 443
         return self.server.host, self.server.port
+
+    @property
+    def node_ip(self) -> str:
+        return network.NODE_IP if self.network is not None else "127.0.0.1"
+
+    # -- the pod network -------------------------------------------------------------------
+
+    async def connect(self, worker: PodWorker) -> None:
+        if self.network is None:
+            return
+        await self.network.attach(worker.slot)
+        worker.attached = True
+        await self._apply_rules()
+
+    async def _disconnect(self, worker: PodWorker) -> None:
+        """The pod's link goes before its slot is free for another pod."""
+        try:
+            if self.network is not None and worker.attached:
+                await self.network.detach(worker.slot)
+                self._rules_dirty.set()
+        finally:
+            self._slots.release(worker.slot)
+
+    def _net_pods(self) -> list[netpolicy.NetPod]:
+        found = []
+        for worker in self.workers.values():
+            if not worker.attached:
+                continue
+            named = {
+                str(port["name"]): (str(port.get("protocol", "TCP")).lower(),
+                                    int(port["containerPort"]))
+                for c in worker.pod["spec"].get("containers", [])
+                for port in c.get("ports") or [] if port.get("name")
+            }  # fmt: skip
+            found.append(netpolicy.NetPod(
+                worker.pod["metadata"]["namespace"], worker.pod["metadata"].get("labels") or {},
+                worker.ip, network.interface(worker.slot), named,
+            ))  # fmt: skip
+        return found
+
+    async def _apply_rules(self) -> None:
+        """This node's NetworkPolicies as nftables rules, from the state right now."""
+        if self.network is None:
+            return
+        async with self._rules_lock:
+            self._rules_dirty.clear()
+            namespaces_ = {
+                n["metadata"]["name"]: n["metadata"].get("labels") or {}
+                for n in self.server.store.items(("", "namespaces"))
+            }
+            policies = self.server.store.items(("networking.k8s.io", "networkpolicies"))
+            node = netpolicy.NodeNetwork(
+                self.network.table, network.NODE_IP, network.POD_CIDR, self.server.port
+            )
+            rules = netpolicy.ruleset(node, self._net_pods(), namespaces_, policies)
+            await self.network.apply(rules)
+
+    async def _keep_rules(self) -> None:
+        """Re-apply when a policy, a namespace's labels or this node's pods change."""
+        assert self._policies is not None
+        assert self._namespaces is not None
+        watched = (self._policies.queue, self._namespaces.queue)
+
+        async def drain(queue: asyncio.Queue[Any]) -> None:
+            while True:
+                await queue.get()
+                self._rules_dirty.set()
+
+        drains = [asyncio.get_running_loop().create_task(drain(q)) for q in watched]
+        try:
+            while True:
+                await self._rules_dirty.wait()
+                try:
+                    await self._apply_rules()
+                except network.NetworkError:
+                    log.exception("could not apply the pod network's rules")
+                    await asyncio.sleep(1.0)
+        finally:
+            for task in drains:
+                task.cancel()
 
     def _pods(self) -> Any:
         rtype = self.server.registry.lookup("", "v1", "pods")
@@ -141,7 +234,7 @@ class Kubelet:
         """Why a pod must not start here: a sandbox runs commands a real model wrote, and
         without namespaces nothing confines them to the pod (a scripted model's sandboxes,
         and every other pod, still run). None when it may start."""
-        if self.namespaces or self.allow_unconfined:
+        if (self.namespaces and self.network is not None) or self.allow_unconfined:
             return None
         labels = pod["metadata"].get("labels") or {}
         if labels.get(COMPONENT_LABEL) != "sandbox":
@@ -151,8 +244,14 @@ class Kubelet:
         base_url = ((agent or {}).get("spec") or {}).get("baseURL") or ""
         if base_url and "api.anthropic.com" not in base_url:
             return None
+        missing = " and ".join(
+            what
+            for what, present in (("PID namespaces", self.namespaces),
+                                  ("network namespaces", self.network is not None))
+            if not present
+        )  # fmt: skip
         return (
-            "this machine gives pods no PID namespaces, so the commands a real model writes"
+            f"this machine gives pods no {missing}, so the commands a real model writes"
             " would run unconfined on it; start `cadre dev up --allow-unconfined` to accept"
             " that, or use a real cluster"
         )
@@ -204,6 +303,20 @@ class Kubelet:
                             " processes are not bounded.", said)  # fmt: skip
             else:
                 log.info("local pods: %s", said)
+        if not self.simulate:
+            lacking = network.probe()
+            if lacking is None:
+                self.network = PodNetwork(f"{id(self):x}")
+                log.info("local pods: each in its own network namespace (%s, pods %s);"
+                         " NetworkPolicies are enforced", network.NODE_IP,
+                         network.POD_CIDR)  # fmt: skip
+            else:
+                log.warning(
+                    "LOCAL PODS SHARE THE HOST NETWORK (%s): NetworkPolicies are not enforced"
+                    " and a pod reaches every loopback service. Sandboxes of Agents on the real"
+                    " model API will not start%s.", lacking,
+                    " (--allow-unconfined was given: they will)" if self.allow_unconfined else "",
+                )  # fmt: skip
         if not self.isolate:
             reason = (
                 "it does not run as root"
@@ -225,6 +338,11 @@ class Kubelet:
         self._loop_task = asyncio.get_running_loop().create_task(self._loop())
         self._claims = self.server.store.subscribe(("", "persistentvolumeclaims"))
         self._claims_task = asyncio.get_running_loop().create_task(self._reclaim())
+        if self.network is not None:
+            await self._apply_rules()
+            self._policies = self.server.store.subscribe(("networking.k8s.io", "networkpolicies"))
+            self._namespaces = self.server.store.subscribe(("", "namespaces"))
+            self._rules_task = asyncio.get_running_loop().create_task(self._keep_rules())
 
     async def stop(self) -> None:
         await self.workloads.stop()
@@ -245,6 +363,18 @@ class Kubelet:
             if worker.task is not None:
                 worker.task.cancel()
         await asyncio.gather(*(w.task for w in workers if w.task), return_exceptions=True)
+        if self._rules_task is not None:
+            self._rules_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rules_task
+        for subscription in (self._policies, self._namespaces):
+            if subscription is not None:
+                self.server.store.unsubscribe(subscription)
+        if self.network is not None:
+            for worker in workers:
+                if worker.attached:
+                    await self.network.detach(worker.slot)
+            self.network.close()
         self._slots.release_all()
         if self.cgroups is not None:
             for worker in workers:
@@ -288,7 +418,7 @@ class Kubelet:
         }
         status = {
             "capacity": capacity, "allocatable": capacity, "conditions": [ready],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+            "addresses": [{"type": "InternalIP", "address": self.node_ip},
                           {"type": "Hostname", "address": NODE_NAME}],
             "nodeInfo": info,
         }  # fmt: skip
@@ -348,6 +478,8 @@ class Kubelet:
                 return
             worker.task = asyncio.get_running_loop().create_task(worker.run())
             return
+        if (worker.pod["metadata"].get("labels") or {}) != (meta.get("labels") or {}):
+            self._rules_dirty.set()
         worker.pod = pod
         if meta.get("deletionTimestamp") and worker.stopping is None:
             worker.request_stop(float(meta.get("deletionGracePeriodSeconds", 30)))
@@ -365,7 +497,12 @@ class Kubelet:
     def finish(self, worker: PodWorker) -> None:
         """The pod's processes are gone: delete it for good (grace 0), free its address."""
         self.workers.pop(worker.pod["metadata"]["uid"], None)
-        self._slots.release(worker.slot)
+        if self.network is not None and worker.attached:
+            task = asyncio.get_running_loop().create_task(self._disconnect(worker))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+        else:
+            self._slots.release(worker.slot)
         if self.cgroups is not None:
             self.cgroups.remove(worker.pod["metadata"]["uid"])
         if worker.stopping is not None:

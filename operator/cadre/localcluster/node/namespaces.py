@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 UNSHARE = shutil.which("unshare") or "unshare"
+NSENTER = shutil.which("nsenter") or "nsenter"
 
 
 def _base() -> list[str]:
@@ -52,6 +53,22 @@ def wrap(argv: list[str]) -> list[str]:
     """``argv`` run as PID 1 of new user, PID and mount namespaces (started as the pod's user
     by the kubelet, as before)."""
     return [*_base(), *argv]
+
+
+def as_user(uid: int | None, gid: int | None, argv: list[str]) -> list[str]:
+    """``argv`` run by a root process that first becomes ``uid``/``gid`` with no
+    supplementary groups (after it joined what needs root: cgroups, the pod's network)."""
+    if uid is None:
+        return argv
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
+
+
+def in_network(netns: str | None, argv: list[str]) -> list[str]:
+    """``argv`` run in the pod's network namespace (``netns``: its path; None: the host's).
+    nsenter execs without forking for a network namespace, so the PID stays the same."""
+    if netns is None:
+        return argv
+    return [NSENTER, f"--net={netns}", "--", *argv]
 
 
 def namespace_init(unshare_pid: int) -> int | None:

@@ -17,9 +17,10 @@ from typing import Any, Protocol
 
 from cadre.api.types import Obj
 from cadre.localcluster.apiserver.metadata import now
-from cadre.localcluster.node import cgroups, namespaces, podfs
+from cadre.localcluster.node import cgroups, namespaces, network, podfs
 from cadre.localcluster.node.cgroups import Cgroups
 from cadre.localcluster.node.images import Image, Runtime, find_image, pythonpath_env
+from cadre.localcluster.node.network import PodNetwork
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,22 @@ class Node(Protocol):
     isolate: bool
     namespaces: bool
     cgroups: Cgroups | None
+    network: PodNetwork | None
     pod_pids_limit: int | None
     background: set[asyncio.Task[Any]]
 
     @property
     def api_address(self) -> tuple[str, int]:
         """Host and port of the API server, as pods are told (KUBERNETES_SERVICE_*)."""
+        ...
+
+    @property
+    def node_ip(self) -> str:
+        """The node's address as its pods see it (``status.hostIP``)."""
+        ...
+
+    async def connect(self, worker: PodWorker) -> None:
+        """The pod's network and the policies that apply to it, before anything of it runs."""
         ...
 
     def lookup(self, plural: str, namespace: str, name: str) -> Obj | None: ...
@@ -104,7 +115,12 @@ class PodWorker:
         self.kubelet = kubelet
         self.pod = pod
         self.slot = slot
-        self.ip = f"{_IP_PREFIX}.{slot >> 8}.{slot & 255}"
+        # Its own network's address, else a loopback address of its own on the host's.
+        self.ip = (
+            network.pod_ip(slot)
+            if kubelet.network is not None
+            else f"{_IP_PREFIX}.{slot >> 8}.{slot & 255}"
+        )
         self.root = kubelet.state_dir / "pods" / pod["metadata"]["uid"]
         self.containers = [
             ContainerState(c, find_image(c.get("image", "")))
@@ -118,6 +134,8 @@ class PodWorker:
         self.reason = ""
         self.message = ""
         self.volumes_ready = False
+        self.attached = False
+        """Its network namespace and link exist (the kubelet removes them at the end)."""
         self.fs: podfs.PodFilesystem | None = None
         self.task: asyncio.Task[None] | None = None
         self._last_status: Obj | None = None
@@ -171,8 +189,9 @@ class PodWorker:
         while not self.volumes_ready and self.stopping is None:
             try:
                 self._prepare()
+                await self.kubelet.connect(self)
                 self.volumes_ready = True
-            except podfs.VolumeNotReady as err:
+            except (podfs.VolumeNotReady, network.NetworkError) as err:
                 for container in self.containers:
                     container.state = {
                         "waiting": {"reason": "ContainerCreating", "message": str(err)}
@@ -220,7 +239,7 @@ class PodWorker:
             "HOSTNAME": self.pod["metadata"]["name"],
         }
         # The pod's address is known before its containers start, as on a real node.
-        status = {**self.pod.get("status", {}), "podIP": self.ip, "hostIP": "127.0.0.1"}
+        status = {**self.pod.get("status", {}), "podIP": self.ip, "hostIP": self.kubelet.node_ip}
         seen = {**self.pod, "status": status}
         env.update(
             podfs.container_env(
@@ -277,15 +296,14 @@ class PodWorker:
         log_path = self.root / "logs" / f"{container.name}-{container.restart_count}.log"
         if self.kubelet.namespaces:
             argv = namespaces.wrap(argv)
+        procs: list[Path] = []
         if self.kubelet.cgroups is not None:
-            # Started as root by a shell that joins the cgroups, then becomes the pod's user.
             limits = cgroups.container_limits(container.spec, self.kubelet.pod_pids_limit)
             procs = self.kubelet.cgroups.prepare(self.pod["metadata"]["uid"], container.name,
                                                  limits)  # fmt: skip
-            argv = cgroups.joining(procs, uid, gid, argv)
-            uid = gid = None
             container.oom_kills = self.kubelet.cgroups.oom_kills(self.pod["metadata"]["uid"],
                                                                  container.name)  # fmt: skip
+        argv, uid, gid = self._privileged(argv, uid, gid, procs)
         container.killed = False
         # Readable only by the kubelet (and so by the API server's log subresource): one
         # pod's transcript is not another pod's to read.
@@ -309,6 +327,17 @@ class PodWorker:
             for kind in ("readinessProbe", "livenessProbe") if kind in container.spec
         }  # fmt: skip
         container.failures = {}
+
+    def _privileged(
+        self, argv: list[str], uid: int | None, gid: int | None, procs: list[Path]
+    ) -> tuple[list[str], int | None, int | None]:
+        """``argv`` as the pod's user inside its cgroups and its network namespace: what needs
+        root (joining those) is done by root first, which then becomes the pod's user."""
+        netns = network.netns_path(self.slot) if self.kubelet.network is not None else None
+        if not procs and netns is None:
+            return argv, uid, gid
+        argv = namespaces.in_network(netns, namespaces.as_user(uid, gid, argv))
+        return (cgroups.joining(procs, argv) if procs else argv), None, None
 
     def _start_due(self) -> None:
         for container in self.containers:
@@ -407,6 +436,7 @@ class PodWorker:
                 argv = self.kubelet.runtime.command(
                     [podfs.translate(a, mounts) for a in probe["exec"]["command"]]
                 )
+                argv, uid, gid = self._privileged(argv, uid, gid, [])
                 process = await asyncio.create_subprocess_exec(
                     *argv, env=self._env(container, mounts), user=uid, group=gid,
                     extra_groups=[] if uid is not None else None,
@@ -519,8 +549,8 @@ class PodWorker:
                 condition("ContainersReady", all_ready and not finished, not_ready),
                 condition("PodScheduled", True),
             ],
-            "hostIP": "127.0.0.1",
-            "hostIPs": [{"ip": "127.0.0.1"}],
+            "hostIP": self.kubelet.node_ip,
+            "hostIPs": [{"ip": self.kubelet.node_ip}],
             "podIP": self.ip,
             "podIPs": [{"ip": self.ip}],
             "startTime": stamp,
