@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 AXE := build/axe/node_modules/axe-core/axe.min.js
 
-.PHONY: test test-crowded lint typecheck unit browser crds manifests demo bench clean
+.PHONY: test test-crowded lint typecheck unit system-packages crds manifests demo bench clean
 
 # Create the virtualenv and install Cadre with its dev extras; redone when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -27,7 +27,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) browser $(AXE)
+unit: $(STAMP) system-packages $(AXE)
 	$(BIN)/pytest
 
 # axe-core (npm) checks the console's pages for accessibility in the browser tests.
@@ -35,14 +35,19 @@ $(AXE):
 	@command -v npm >/dev/null && npm install --no-audit --no-fund --silent --prefix build/axe axe-core@4 || \
 	  echo "npm missing or unreachable: the accessibility checks skip"
 
-# The console's browser tests drive Debian's headless Chromium; install it where missing (as
-# root, or with sudo without a password). Otherwise those tests are skipped, saying why.
-browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; \
-	    else echo "chromium/chromedriver missing and cannot install: browser tests skip"; exit 0; fi; \
-	    $$SUDO apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+# Debian packages the tests use, installed where missing (as root, or with sudo without a
+# password): headless Chromium for the console's browser tests, nftables for the local
+# cluster's pod network (NetworkPolicies). Otherwise those tests skip, saying why.
+system-packages:
+	@missing=""; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v nft >/dev/null || missing="$$missing nftables"; \
+	  [ -z "$$missing" ] && exit 0; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else echo "missing$$missing and cannot install: the tests that need them skip"; exit 0; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null
 
 # The suite beside a second local cluster and two busy loops (tools/crowded.py).
 test-crowded: $(STAMP)
@@ -62,7 +67,7 @@ manifests: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cadre demo
 
-bench: $(STAMP) browser
+bench: $(STAMP) system-packages
 	$(BIN)/python -m bench
 
 clean:

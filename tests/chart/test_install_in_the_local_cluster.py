@@ -22,7 +22,7 @@ import yaml
 
 from tests.harness.conftest import ModelFactory, scripted, until
 from tests.localcluster.conftest import Served, for_pods, serving
-from tests.operator.conftest import SCRIPTED_ENDPOINTS, model_key_secret
+from tests.operator.conftest import SCRIPTED_MODEL_ENDPOINTS, model_key_secret
 from tools.manifests import render
 
 __all__ = ["scripted"]
@@ -69,7 +69,7 @@ async def test_the_rendered_chart_installs_and_its_operator_works_a_task(
     # 0.0.0.0 ports are shared by every pod of the local cluster: pick free ones.
     values = {
         "metrics": {"port": free_port()}, "liveness": {"port": free_port()},
-        "modelEndpoints": [SCRIPTED_ENDPOINTS],
+        "modelEndpoints": list(SCRIPTED_MODEL_ENDPOINTS),
         "console": {"enabled": True, "approvals": True},
     }  # fmt: skip
     objects = render(values, namespace=SYSTEM)

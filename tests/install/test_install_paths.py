@@ -26,7 +26,7 @@ import yaml
 from tests.chart.test_argocd_health import health
 from tests.harness.conftest import ModelFactory, scripted, until  # noqa: F401 - fixture
 from tests.localcluster.conftest import REPO, Http, for_pods
-from tests.operator.conftest import SCRIPTED_ENDPOINTS
+from tests.operator.conftest import SCRIPTED_ENDPOINTS, SCRIPTED_MODEL_ENDPOINTS
 
 NAMESPACE = "cadre-system"
 WORK = "work"
@@ -123,7 +123,7 @@ async def test_helm_installs_upgrades_and_uninstalls_the_chart(
 ) -> None:
     url, model = await scripted(_scenario())
     config = helm.Config(kubeconfig_path=dev.kubeconfig, namespace=NAMESPACE)
-    values = {"modelEndpoints": SCRIPTED_ENDPOINTS.split(", ")}
+    values = {"modelEndpoints": list(SCRIPTED_MODEL_ENDPOINTS)}
     try:
         release = await asyncio.to_thread(config.install, str(REPO / "charts" / "cadre"), "cadre",
                                           values, namespace=NAMESPACE, create_namespace=True,

@@ -119,7 +119,8 @@ async def operator(cluster: Served, tmp_path: Path) -> AsyncIterator[asyncio.sub
 
 
 CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
-SCRIPTED_ENDPOINTS = f"http://127.0.0.1:*, http://{network.NODE_IP}:*"
+SCRIPTED_MODEL_ENDPOINTS = ("http://127.0.0.1:*", f"http://{network.NODE_IP}:*")
+SCRIPTED_ENDPOINTS = ", ".join(SCRIPTED_MODEL_ENDPOINTS)
 """The operator's model allow-list in tests: the scripted models listen on loopback, on any
 port, which pods with a network of their own reach at the node's address."""
 

@@ -22,6 +22,7 @@ import pytest
 from cadre.api.agent import Sandbox
 from cadre.api.names import AGENT_LABEL, COMPONENT_LABEL
 from cadre.localcluster.node import network
+from cadre.localcluster.node.egress import name_servers
 from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver
 from cadre.operator.sandbox_builders import (
     SandboxDefaults,
@@ -233,3 +234,68 @@ def test_pods_of_two_local_clusters_do_not_reach_each_other(
     assert found[f"{ours}:8090"] == "connected"
     assert found[f"{theirs}:8090"] != "connected", found
     other("DELETE", "/api/v1/namespaces/default/pods/theirs")
+
+
+def _host_address() -> str | None:
+    """This machine's address on its default route (no packet is sent)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((OUTSIDE, 9))
+        address: str = probe.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return address
+
+
+def test_connections_beyond_the_machine_are_relayed_within_the_pods_policy(
+    http: Http, namespace: str
+) -> None:
+    """A pod reaches an address outside the pod network through the kubelet's relay (the
+    machine's own outward address stands in for the Internet, which this machine lacks), and
+    only where its egress policy allows."""
+    address = _host_address()
+    if address is None:
+        pytest.skip("this machine has no default route")
+    server = socket.socket()
+    server.bind((address, 0))
+    server.listen()
+    port = server.getsockname()[1]
+    try:
+        target = [(address, port)]
+        assert _connect_from_pod(http, namespace, "free", target) == {
+            f"{address}:{port}": "connected"
+        }
+        policy = {
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "allow-list"},
+            "spec": {"podSelector": {"matchLabels": {"app": "listed"}}, "policyTypes": ["Egress"],
+                     "egress": [{"to": [{"ipBlock": {"cidr": f"{address}/32"}}]}]},
+        }  # fmt: skip
+        _create(http, namespace, policy, "networkpolicies")
+        found = _connect_from_pod(http, namespace, "listed", [*target, (OUTSIDE, 443)],
+                                  {"app": "listed"})  # fmt: skip
+        assert found == {f"{address}:{port}": "connected",
+                         f"{OUTSIDE}:443": "ConnectionRefusedError"}, found  # fmt: skip
+    finally:
+        server.close()
+
+
+def test_a_pod_resolves_names_as_the_host_does(http: Http, namespace: str) -> None:
+    """Through the kubelet's DNS relay, to the host's own name servers."""
+    if not name_servers():
+        pytest.skip("the host's name servers are on its loopback: pods cannot use them")
+    try:
+        expected = {a[4][0] for a in socket.getaddrinfo("pypi.org", 443, socket.AF_INET)}
+    except OSError:
+        pytest.skip("this machine resolves no Internet name")
+    script = (
+        "import socket\n"
+        "found = sorted({a[4][0] for a in socket.getaddrinfo('pypi.org', 443, socket.AF_INET)})\n"
+        "print('RESOLVED', ' '.join(found), flush=True)\n"
+    )
+    _create(http, namespace, python_pod("resolver", script, restartPolicy="Never"))
+    log = f"/api/v1/namespaces/{namespace}/pods/resolver/log"
+    text = eventually(lambda: "RESOLVED" in (t := http("GET", log).text) and t, timeout=60)
+    assert set(text.split("RESOLVED", 1)[1].split()) & expected, text

@@ -33,6 +33,7 @@ from cadre.localcluster.controllers.deployments import DeploymentControllers
 from cadre.localcluster.controllers.workloads import WorkloadControllers
 from cadre.localcluster.node import cgroups, namespaces, netpolicy, network, podfs
 from cadre.localcluster.node.cgroups import Cgroups
+from cadre.localcluster.node.egress import EgressRelay
 from cadre.localcluster.node.images import (
     Runtime,
     detect_runtime,
@@ -89,6 +90,7 @@ class Kubelet:
         self._policies: Subscription | None = None
         self._namespaces: Subscription | None = None
         self._rules_task: asyncio.Task[None] | None = None
+        self._relay = EgressRelay()
         self.workers: dict[str, PodWorker] = {}
         self.background: set[asyncio.Task[Any]] = set()
         # Simulated pods bind no address and run nothing: their slots need no reservation.
@@ -160,8 +162,9 @@ class Kubelet:
             }
             policies = self.server.store.items(("networking.k8s.io", "networkpolicies"))
             node = netpolicy.NodeNetwork(
-                self.network.table, network.NODE_IP, network.POD_CIDR, self.server.port
-            )
+                self.network.table, network.NODE_IP, network.POD_CIDR, self.server.port,
+                self._relay.tcp_port, self._relay.dns_port,
+            )  # fmt: skip
             rules = netpolicy.ruleset(node, self._net_pods(), namespaces_, policies)
             await self.network.apply(rules)
 
@@ -339,6 +342,7 @@ class Kubelet:
         self._claims = self.server.store.subscribe(("", "persistentvolumeclaims"))
         self._claims_task = asyncio.get_running_loop().create_task(self._reclaim())
         if self.network is not None:
+            await self._relay.start()
             await self._apply_rules()
             self._policies = self.server.store.subscribe(("networking.k8s.io", "networkpolicies"))
             self._namespaces = self.server.store.subscribe(("", "namespaces"))
@@ -375,6 +379,7 @@ class Kubelet:
                 if worker.attached:
                     await self.network.detach(worker.slot)
             self.network.close()
+            await self._relay.stop()
         self._slots.release_all()
         if self.cgroups is not None:
             for worker in workers:

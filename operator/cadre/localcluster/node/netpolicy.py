@@ -57,6 +57,10 @@ class NodeNetwork:
     pod_cidr: str
     api_port: int
     """The API server's loopback port: pods reach it at ``node_ip:443``."""
+    relay_port: int = 0
+    """The kubelet's relay for TCP beyond the machine (``egress.py``); 0: none."""
+    dns_port: int = 0
+    """The kubelet's relay for DNS over UDP; 0: none."""
 
 
 def _policies_of(pod: NetPod, policies: Sequence[Obj], kind: str) -> list[Obj]:
@@ -214,6 +218,13 @@ def ruleset(
             f" dnat to 127.0.0.1:{node.api_port}",
             f"    iifname {_names(mine)} ip daddr {node.node_ip} dnat to 127.0.0.1",
         ]
+        here = f"{{ 127.0.0.0/8, {node.node_ip}, {node.pod_cidr} }}"
+        if node.relay_port:
+            out.append(f"    iifname {_names(mine)} ip daddr != {here} meta l4proto tcp"
+                       f" dnat to 127.0.0.1:{node.relay_port}")  # fmt: skip
+        if node.dns_port:
+            out.append(f"    iifname {_names(mine)} ip daddr != {here} udp dport 53"
+                       f" dnat to 127.0.0.1:{node.dns_port}")  # fmt: skip
     out.append("  }")
     chains: list[str] = []
     jumps_forward: list[str] = []
@@ -242,8 +253,8 @@ def ruleset(
             # Pods of another local cluster on this machine are another network.
             f'    iifname {_names(mine)} oifname "{INTERFACE_PREFIX}*"'
             f" oifname != {_names(mine)} {refuse}",
-            # Nothing beyond this machine (the host would have to forward for its uplink, a
-            # machine-wide change): refused at once rather than left to time out.
+            # Beyond this machine only what the kubelet relays (TCP, DNS: translated to the
+            # host above); the rest is refused at once rather than left to time out.
             f'    iifname {_names(mine)} oifname != "{INTERFACE_PREFIX}*" {refuse}',
         ]
     out += [*jumps_forward, "  }"]
