@@ -5,13 +5,15 @@ out the same pod address."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cadre.localcluster.node import namespaces
+from cadre.localcluster.node import namespaces, rootfs
 from cadre.localcluster.runner import ThreadedApiServer, threaded_apiserver
 
 from tests.localcluster.conftest import REPO, Http
@@ -140,3 +142,49 @@ def test_two_local_clusters_never_share_a_pod_address(
     for status in (first, second):
         assert status["containerStatuses"][0]["restartCount"] == 0, status
     http("DELETE", f"/api/v1/namespaces/{namespace}/pods/binder")
+
+
+@pytest.mark.skipif(rootfs.available() is not None, reason=f"no bwrap here: {rootfs.available()}")
+def test_a_pod_sees_only_the_system_cadre_and_its_own_volumes(
+    http: Http, namespace: str, apiserver: ThreadedApiServer
+) -> None:
+    """The attack: read the user's home, the checkout, /tmp, the cluster's state folder or
+    another pod's volume. None is in the container's root; the root is read-only where the
+    pod asks (readOnlyRootFilesystem), its volumes are writable."""
+    assert apiserver.kubelet is not None
+    state = apiserver.kubelet.state_dir
+    _create(http, namespace, python_pod("neighbour", "import time; time.sleep(600)",
+                                        terminationGracePeriodSeconds=0))  # fmt: skip
+    eventually(lambda: pod_status(http, namespace, "neighbour").get("phase") == "Running")
+    other = http("GET", f"/api/v1/namespaces/{namespace}/pods/neighbour").json()["metadata"]["uid"]
+    secret_in_tmp = Path(tempfile.gettempdir()) / f"cadre-test-{secrets.token_hex(4)}"
+    secret_in_tmp.write_text("host secret")
+    looked_at = [str(Path.home()), str(REPO / "tests"), str(REPO / "pyproject.toml"),
+                 str(secret_in_tmp), str(state), str(state / "pods" / other)]  # fmt: skip
+    script = (
+        "import json, os\n"
+        f"found = {{p: os.path.exists(p) for p in {looked_at!r}}}\n"
+        "writes = {}\n"
+        "for path in ('/etc/x', '/usr/x', '/x', '/work/x', '/data/x'):\n"
+        "    try:\n"
+        "        open(path, 'w').write('x'); writes[path] = 'written'\n"
+        "    except OSError as err:\n"
+        "        writes[path] = type(err).__name__\n"
+        "print('SEEN' + json.dumps({'found': found, 'writes': writes}), flush=True)\n"
+    )
+    pod = python_pod(
+        "looker", script, restartPolicy="Never",
+        volumes=[{"name": "data", "emptyDir": {}}],
+        container={"volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                   "securityContext": {"readOnlyRootFilesystem": True}},
+    )  # fmt: skip
+    _create(http, namespace, pod)
+    log = f"/api/v1/namespaces/{namespace}/pods/looker/log"
+    text = eventually(lambda: "SEEN" in (t := http("GET", log).text) and t, timeout=30)
+    seen = json.loads(text.split("SEEN", 1)[1])
+    secret_in_tmp.unlink()
+    http("DELETE", f"/api/v1/namespaces/{namespace}/pods/neighbour")
+    assert seen["found"] == dict.fromkeys(looked_at, False), seen
+    assert seen["writes"]["/data/x"] == "written", seen
+    for path in ("/etc/x", "/usr/x", "/x", "/work/x"):
+        assert seen["writes"][path] in ("OSError", "PermissionError", "FileNotFoundError"), seen

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cadre.localcluster.node import namespaces
+from cadre.localcluster.node import namespaces, rootfs
 
 from tests.localcluster.conftest import REPO, Http, Served, serving
 from tests.localcluster.node.conftest import eventually, pod_status, python_pod
@@ -44,6 +44,7 @@ def unconfined(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Served, bool]]:
     monkeypatch.setattr(namespaces, "available", lambda: "no user namespaces on this machine")
+    monkeypatch.setattr(rootfs, "available", lambda: "no user namespaces on this machine")
     allowed = bool(request.param)
     with serving(tmp_path, crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node",
                  kubelet_options={"allow_unconfined": allowed}) as served:  # fmt: skip

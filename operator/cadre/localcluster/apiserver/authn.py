@@ -79,9 +79,12 @@ class Authenticator:
 
     def authenticate(self, header: str | None) -> User | None:
         """The user a request's ``Authorization`` header names, or None (401)."""
-        if not header or not header.startswith("Bearer "):
+        # As kube-apiserver's bearer authenticator: the scheme in any case (the Python client's
+        # in-cluster configuration sends "bearer"), one space, the token.
+        scheme, _, token = (header or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or " " in token:
             return None
-        token = header.removeprefix("Bearer ").strip()
         if hmac.compare_digest(token.encode(), self.admin_token.encode()):
             return User(ADMIN_USER, (MASTERS, AUTHENTICATED))
         grant = self._grants.get(token)

@@ -31,7 +31,7 @@ from cadre.localcluster.apiserver.status import ApiError
 from cadre.localcluster.apiserver.store import Subscription
 from cadre.localcluster.controllers.deployments import DeploymentControllers
 from cadre.localcluster.controllers.workloads import WorkloadControllers
-from cadre.localcluster.node import cgroups, namespaces, netpolicy, network, podfs
+from cadre.localcluster.node import cgroups, namespaces, netpolicy, network, podfs, rootfs
 from cadre.localcluster.node.cgroups import Cgroups
 from cadre.localcluster.node.egress import EgressRelay
 from cadre.localcluster.node.images import (
@@ -78,6 +78,9 @@ class Kubelet:
         self.namespaces = False
         """Every container in its own PID and mount namespaces (``namespaces.py``); set at
         start, where this machine allows it."""
+        self.rootfs = False
+        """Every container with a root of its own (``rootfs.py``, bubblewrap): it sees only
+        the system's folders, Cadre's installation and its volumes; set at start."""
         self.cgroups: Cgroups | None = None
         """Memory, CPU and pids limits (``cgroups.py``); set at start, where allowed."""
         self.pod_pids_limit = pod_pids_limit
@@ -290,6 +293,18 @@ class Kubelet:
             self.isolate = False
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self.simulate:
+            lacking_root = rootfs.available()
+            self.rootfs = lacking_root is None
+            self.namespaces = self.rootfs  # bwrap gives each container its PID namespace too
+            if self.rootfs:
+                log.info("local pods: each container has a root of its own (bubblewrap)")
+            else:
+                log.warning(
+                    "LOCAL PODS SEE THE HOST'S FILES (%s): a pod reads whatever its user may"
+                    " read outside its volumes, and readOnlyRootFilesystem is not applied.",
+                    lacking_root,
+                )
+        if not self.simulate and not self.rootfs:
             missing = namespaces.available()
             self.namespaces = missing is None
             if missing is not None:

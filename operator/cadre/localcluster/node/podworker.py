@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from cadre.api.types import Obj
 from cadre.localcluster.apiserver.metadata import now
-from cadre.localcluster.node import cgroups, namespaces, network, podfs
+from cadre.localcluster.node import cgroups, namespaces, network, podfs, rootfs
 from cadre.localcluster.node.cgroups import Cgroups
 from cadre.localcluster.node.images import Image, Runtime, find_image, pythonpath_env
 from cadre.localcluster.node.network import PodNetwork
@@ -35,6 +35,7 @@ class Node(Protocol):
     runtime: Runtime
     isolate: bool
     namespaces: bool
+    rootfs: bool
     cgroups: Cgroups | None
     network: PodNetwork | None
     pod_pids_limit: int | None
@@ -241,16 +242,19 @@ class PodWorker:
         # The pod's address is known before its containers start, as on a real node.
         status = {**self.pod.get("status", {}), "podIP": self.ip, "hostIP": self.kubelet.node_ip}
         seen = {**self.pod, "status": status}
+        paths = {} if self.kubelet.rootfs else mounts
         env.update(
             podfs.container_env(
-                seen, container.spec, container.image.env, self.kubelet.lookup, mounts
+                seen, container.spec, container.image.env, self.kubelet.lookup, paths
             )
         )
         env.update(pythonpath_env(self.kubelet.runtime))
         host, port = self.kubelet.api_address
         env.update(KUBERNETES_SERVICE_HOST=host, KUBERNETES_SERVICE_PORT=str(port))
         token_dir = mounts.get("/var/run/secrets/kubernetes.io/serviceaccount")
-        if token_dir is not None:
+        # With a root of its own, in-cluster clients find the token where Kubernetes mounts
+        # it; otherwise a kubeconfig points them at its folder.
+        if token_dir is not None and not self.kubelet.rootfs:
             kubeconfig = self.root / "kubeconfig"
             uid, gid = self._user(container.spec)
             podfs.write_kubeconfig(
@@ -273,6 +277,9 @@ class PodWorker:
         assert container.image is not None
         assert self.fs is not None
         mounts = self.fs.mounts(container.spec)
+        # With a root of its own the container sees its volumes at their mount paths;
+        # otherwise paths under them are translated to the folders (podfs.py).
+        paths = {} if self.kubelet.rootfs else mounts
         try:
             env = self._env(container, mounts)
         except podfs.VolumeNotReady as err:
@@ -284,18 +291,12 @@ class PodWorker:
         argv = list(container.spec.get("command") or container.image.entrypoint)
         argv += container.spec.get("args") or []
         argv = self.kubelet.runtime.command(
-            [podfs.translate(podfs.expand(a, env), mounts) for a in argv]
+            [podfs.translate(podfs.expand(a, env), paths) for a in argv]
         )
-        workdir = podfs.translate(
-            container.spec.get("workingDir") or container.image.workdir, mounts
-        )
-        # The image's WORKDIR exists only if a volume provides it; else the pod's own folder.
-        cwd = workdir if workdir in {str(p) for p in mounts.values()} else str(self.root)
         uid, gid = self._user(container.spec)
         # One file per run: the kubelet keeps the current and the previous instance's logs.
         log_path = self.root / "logs" / f"{container.name}-{container.restart_count}.log"
-        if self.kubelet.namespaces:
-            argv = namespaces.wrap(argv)
+        argv, cwd = self._contained(container, argv, mounts)
         procs: list[Path] = []
         if self.kubelet.cgroups is not None:
             limits = cgroups.container_limits(container.spec, self.kubelet.pod_pids_limit)
@@ -327,6 +328,33 @@ class PodWorker:
             for kind in ("readinessProbe", "livenessProbe") if kind in container.spec
         }  # fmt: skip
         container.failures = {}
+
+    def _contained(
+        self, container: ContainerState, argv: list[str], mounts: dict[str, Path]
+    ) -> tuple[list[str], str]:
+        """``argv`` in the container's namespaces (its own root where bwrap runs, else a PID
+        namespace on the host's files), and the host folder to start it in."""
+        assert container.image is not None
+        workdir = container.spec.get("workingDir") or container.image.workdir
+        if self.kubelet.rootfs:
+            security = container.spec.get("securityContext") or {}
+            view = rootfs.View(
+                runtime=rootfs.runtime_folders(self.kubelet.runtime.pythonpath,
+                                               self.kubelet.runtime.python),
+                volumes=mounts,
+                read_only=frozenset(
+                    m["mountPath"].rstrip("/") or "/"
+                    for m in container.spec.get("volumeMounts", []) if m.get("readOnly")
+                ),
+                workdir=workdir,
+                read_only_root=bool(security.get("readOnlyRootFilesystem")),
+                hostname=self.pod["metadata"]["name"],
+            )  # fmt: skip
+            return rootfs.wrap(view, argv), str(self.root)
+        workdir = podfs.translate(workdir, mounts)
+        # The image's WORKDIR exists only if a volume provides it; else the pod's own folder.
+        cwd = workdir if workdir in {str(p) for p in mounts.values()} else str(self.root)
+        return (namespaces.wrap(argv) if self.kubelet.namespaces else argv), cwd
 
     def _privileged(
         self, argv: list[str], uid: int | None, gid: int | None, procs: list[Path]
@@ -433,9 +461,12 @@ class PodWorker:
                 assert self.fs is not None
                 mounts = self.fs.mounts(container.spec)
                 uid, gid = self._user(container.spec)
+                paths = {} if self.kubelet.rootfs else mounts
                 argv = self.kubelet.runtime.command(
-                    [podfs.translate(a, mounts) for a in probe["exec"]["command"]]
+                    [podfs.translate(a, paths) for a in probe["exec"]["command"]]
                 )
+                if self.kubelet.rootfs:  # the container's view (a PID namespace of its own)
+                    argv, _ = self._contained(container, argv, mounts)
                 argv, uid, gid = self._privileged(argv, uid, gid, [])
                 process = await asyncio.create_subprocess_exec(
                     *argv, env=self._env(container, mounts), user=uid, group=gid,
