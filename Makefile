@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 AXE := build/axe/node_modules/axe-core/axe.min.js
 
-.PHONY: test test-crowded lint typecheck unit system-packages crds manifests demo bench clean
+.PHONY: test test-crowded lint typecheck unit system-packages isolation-packages crds manifests demo bench clean
 
 # Create the virtualenv and install Cadre with its dev extras; redone when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -35,19 +35,15 @@ $(AXE):
 	@command -v npm >/dev/null && npm install --no-audit --no-fund --silent --prefix build/axe axe-core@4 || \
 	  echo "npm missing or unreachable: the accessibility checks skip"
 
-# Debian packages the tests use, installed where missing (as root, or with sudo without a
-# password): headless Chromium for the console's browser tests, nftables for the local
-# cluster's pod network (NetworkPolicies). Otherwise those tests skip, saying why.
+# Debian packages, installed where missing (tools/ensure-packages.sh): bubblewrap, nftables
+# and iproute2 isolate the local cluster's pods (their own root, network and policies);
+# headless Chromium drives the console's browser tests.
+ISOLATION := bwrap:bubblewrap nft:nftables ip:iproute2
 system-packages:
-	@missing=""; \
-	  command -v chromium >/dev/null || missing="$$missing chromium"; \
-	  command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
-	  PATH="$$PATH:/usr/sbin:/sbin" command -v nft >/dev/null || missing="$$missing nftables"; \
-	  [ -z "$$missing" ] && exit 0; \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; \
-	  else echo "missing$$missing and cannot install: the tests that need them skip"; exit 0; fi; \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null
+	@sh tools/ensure-packages.sh $(ISOLATION) chromium:chromium chromedriver:chromium-driver
+
+isolation-packages:
+	@sh tools/ensure-packages.sh $(ISOLATION)
 
 # The suite beside a second local cluster and two busy loops (tools/crowded.py).
 test-crowded: $(STAMP)
@@ -64,7 +60,7 @@ manifests: $(STAMP)
 
 # A Team of agents doing real work on the local cluster; no cluster or API key needed.
 # With ANTHROPIC_API_KEY set, the agents use the real model.
-demo: $(STAMP)
+demo: $(STAMP) isolation-packages
 	$(BIN)/cadre demo
 
 bench: $(STAMP) system-packages

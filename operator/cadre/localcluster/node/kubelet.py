@@ -4,10 +4,11 @@ status as a kubelet does, serves their logs, and ends them gracefully.
 It also plays the scheduler (binds every unscheduled pod to its one node). It runs on the API
 server's event loop and uses the cluster's object layer directly (a real kubelet would use the
 API over HTTP; the writes it makes are the same). Isolation is described in
-docs/localcluster.md: each pod gets its own loopback address, reserved machine-wide
-(``slots.py``), each container its own PID and mount namespaces (``namespaces.py``) and, when
-the kubelet runs as root, its own host user ids (as Kubernetes user namespaces do), so pods
-cannot see each other's processes nor read each other's environment, files or secrets.
+docs/localcluster.md: each pod gets a slot reserved machine-wide (``slots.py``), so its own
+address and, as root, its own network namespace with NetworkPolicies enforced (``network.py``,
+``netpolicy.py``, ``egress.py``) and its own host user ids (as Kubernetes user namespaces do);
+each container gets a root of its own and a PID namespace (``rootfs.py``, else
+``namespaces.py``) and, where cgroups may be written, its limits (``cgroups.py``).
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """A pod's volumes as folders, its environment, and the one translation from in-cluster paths
 to local ones.
 
-There is no mount namespace: a container sees the host's filesystem. So each volume is a
-folder under the pod's directory, owned by the pod's user with private modes, and every
-environment value, command and argument that names a path under a ``volumeMount`` is rewritten
-to that folder (``/workspace/x`` becomes ``<state>/pods/<uid>/volumes/workspace/x``). A pod
-that mounts a service-account token also gets ``KUBECONFIG`` pointing at a kubeconfig that
-reads that token, so in-cluster clients (``kubernetes.config.load_config()``, kopf) reach the
-API server. Nothing in Cadre's operator, harness or sandbox knows about this module.
+Each volume is a folder under the pod's directory, owned by the pod's user with private
+modes. With a root of its own (``rootfs.py``) a container sees each at its mount path. Where
+bwrap cannot run, a container sees the host's filesystem, so every environment value, command
+and argument that names a path under a ``volumeMount`` is rewritten to that folder
+(``/workspace/x`` becomes ``<state>/pods/<uid>/volumes/workspace/x``), and a pod that mounts a
+service-account token gets ``KUBECONFIG`` pointing at a kubeconfig that reads that token, so
+in-cluster clients (``kubernetes.config.load_config()``, kopf) reach the API server. Nothing in
+Cadre's operator, harness or sandbox knows about this module.
 """
 
 from __future__ import annotations

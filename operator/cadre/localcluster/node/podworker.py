@@ -248,7 +248,13 @@ class PodWorker:
                 seen, container.spec, container.image.env, self.kubelet.lookup, paths
             )
         )
-        env.update(pythonpath_env(self.kubelet.runtime))
+        if self.kubelet.rootfs:
+            runtime = self.kubelet.runtime
+            env["PYTHONPATH"] = rootfs.pythonpath(
+                rootfs.runtime_folders(runtime.pythonpath, runtime.python)
+            )
+        else:
+            env.update(pythonpath_env(self.kubelet.runtime))
         host, port = self.kubelet.api_address
         env.update(KUBERNETES_SERVICE_HOST=host, KUBERNETES_SERVICE_PORT=str(port))
         token_dir = mounts.get("/var/run/secrets/kubernetes.io/serviceaccount")

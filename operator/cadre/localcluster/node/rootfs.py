@@ -28,6 +28,7 @@ from pathlib import Path
 BWRAP = shutil.which("bwrap") or "bwrap"
 _SYSTEM = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt")
 """Top-level directories of the operating system an image of Cadre's needs (read-only)."""
+RUNTIME_ROOT = "/cadre"
 _TMP = "/tmp"  # noqa: S108 - inside the container: its own layer, not the host's /tmp
 
 
@@ -35,8 +36,8 @@ _TMP = "/tmp"  # noqa: S108 - inside the container: its own layer, not the host'
 class View:
     """What one container sees."""
 
-    runtime: tuple[str, ...]
-    """Folders of Cadre's installation (its code, site-packages, the interpreter's prefix)."""
+    runtime: tuple[tuple[str, str], ...]
+    """Cadre's installation: (host folder, path inside) (``runtime_folders``)."""
     volumes: Mapping[str, Path]
     """mountPath -> host folder or file."""
     read_only: frozenset[str]
@@ -73,14 +74,21 @@ def _system(targets: list[str]) -> list[str]:
     return args
 
 
-def runtime_folders(pythonpath: Iterable[str], python: str) -> tuple[str, ...]:
-    """Cadre's installation as the image would hold it: its import path and, when the
-    interpreter is not the operating system's, the interpreter's own prefix."""
-    folders = [p for p in pythonpath if Path(p).exists()]
-    prefix = Path(sys.base_prefix)
-    if not python.startswith("/usr/") and not str(prefix).startswith("/usr"):
-        folders.append(str(prefix))
-    return tuple(dict.fromkeys(folders))
+def runtime_folders(pythonpath: Iterable[str], python: str) -> tuple[tuple[str, str], ...]:
+    """Cadre's installation as the image holds it, (host folder, path inside): its import path
+    at ``/cadre/<n>`` (a fixed place no volume covers, wherever the checkout lies: under
+    ``/tmp``, a sandbox's ``/tmp`` volume would hide it) and, when the interpreter is not the
+    operating system's, the interpreter's prefix at its own path."""
+    folders = [(p, f"{RUNTIME_ROOT}/{n}") for n, p in enumerate(pythonpath) if Path(p).exists()]
+    prefix = str(Path(sys.base_prefix))
+    if not python.startswith("/usr/") and not prefix.startswith("/usr"):
+        folders.append((prefix, prefix))
+    return tuple(folders)
+
+
+def pythonpath(runtime: Iterable[tuple[str, str]]) -> str:
+    """``PYTHONPATH`` inside the container (the import path's folders where they are bound)."""
+    return ":".join(inside for _, inside in runtime if inside.startswith(f"{RUNTIME_ROOT}/"))
 
 
 def wrap(view: View, argv: list[str]) -> list[str]:
@@ -90,8 +98,8 @@ def wrap(view: View, argv: list[str]) -> list[str]:
             "--die-with-parent", "--as-pid-1", "--hostname", view.hostname]  # fmt: skip
     args += _system(list(view.volumes))
     args += ["--proc", "/proc", "--dev", "/dev"]
-    for folder in view.runtime:
-        args += ["--ro-bind", folder, folder]
+    for folder, inside in view.runtime:
+        args += ["--ro-bind", folder, inside]
     if _TMP not in view.volumes and not view.read_only_root:
         args += ["--perms", "1777", "--dir", _TMP]
     # Parents before children, so a volume mounted inside another stays visible.

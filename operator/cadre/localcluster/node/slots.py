@@ -1,8 +1,9 @@
 """Pod slots reserved machine-wide, so any number of local clusters can run side by side.
 
-A slot is a pod's loopback address (127.1.x.y) and, when the kubelet runs as root, its range
-of host user ids. Each kubelet used to count slots from 1 on its own: a second ``cadre dev
-up``, or ``make demo`` next to the test suite, gave its pods the same addresses (every harness
+A slot is a pod's address (10.232.x.y in a network of its own, or 127.1.x.y on the host's),
+its link's name and, when the kubelet runs as root, its range of host user ids. Each kubelet
+used to count slots from 1 on its own: a second ``cadre dev up``, or ``make demo`` next to the
+test suite, gave its pods the same addresses (every harness
 crash-looped on ``bind: address already in use``) and the same host users (one cluster's pod
 could read another's files). A slot is now held by an exclusive ``flock`` on its own file in
 one folder shared by every user: the kernel releases it when the holder closes it or dies, so
