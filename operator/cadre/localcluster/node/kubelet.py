@@ -342,11 +342,19 @@ class Kubelet:
                 if os.geteuid() != 0
                 else (f"the Python runtime ({self.runtime.python}) is not usable by other users")
             )
-            log.warning(
-                "LOCAL CLUSTER ISOLATION IS OFF: %s, so every pod runs as the kubelet's own user"
-                " and pods can read each other's environment and files. Run as root for"
-                " per-pod users.", reason,
-            )  # fmt: skip
+            if self.rootfs:
+                log.warning(
+                    "LOCAL PODS SHARE ONE USER: %s, so every pod runs as the kubelet's own user;"
+                    " their own roots and PID namespaces still keep each pod's files and"
+                    " processes out of the others' sight. Run as root for per-pod users.",
+                    reason,
+                )
+            else:
+                log.warning(
+                    "LOCAL CLUSTER ISOLATION IS OFF: %s, so every pod runs as the kubelet's own"
+                    " user and pods can read each other's environment and files. Run as root"
+                    " for per-pod users.", reason,
+                )  # fmt: skip
         self._register_node()
         self.server.log_source = self
         self.workloads.start()
