@@ -173,6 +173,88 @@ CASES = [
         "only allowed when",
     ),
     Case(
+        "hosts-wildcard-everything",
+        "Agent",
+        put("spec.sandbox", {"egress": {"mode": "Hosts", "hosts": ["pypi.org", "*"]}}),
+        "spec.sandbox.egress.hosts[1]",
+        "",
+    ),
+    Case(
+        "hosts-wildcard-tld",
+        "Agent",
+        put("spec.sandbox", {"egress": {"mode": "Hosts", "hosts": ["*.com"]}}),
+        "spec.sandbox.egress.hosts[0]",
+        "",
+    ),
+    Case(
+        "hosts-ip-literal",
+        "Agent",
+        put("spec.sandbox", {"egress": {"mode": "Hosts", "hosts": ["10.0.0.5"]}}),
+        "spec.sandbox.egress.hosts[0]",
+        "",
+    ),
+    Case(
+        "hosts-without-a-host",
+        "Agent",
+        put("spec.sandbox", {"egress": {"mode": "Hosts"}}),
+        "spec.sandbox.egress",
+        "at least one",
+    ),
+    Case(
+        "egress-credential-unknown-scheme",
+        "Agent",
+        put(
+            "spec.sandbox",
+            {
+                "egress": {
+                    "mode": "Hosts",
+                    "hosts": ["github.com"],
+                    "credentials": [
+                        {"host": "github.com", "secretRef": {"name": "gh"}, "scheme": "Digest"}
+                    ],
+                }
+            },
+        ),
+        "spec.sandbox.egress.credentials[0].scheme",
+        "",
+    ),
+    Case(
+        "egress-credential-for-an-unlisted-host",
+        "Agent",
+        put(
+            "spec.sandbox",
+            {
+                "egress": {
+                    "mode": "Hosts",
+                    "hosts": ["*.github.com"],
+                    "credentials": [
+                        {"host": "api.github.com", "secretRef": {"name": "gh"}, "scheme": "Bearer"}
+                    ],
+                }
+            },
+        ),
+        "spec.sandbox.egress",
+        "must be listed",
+    ),
+    Case(
+        "egress-credential-header-without-a-name",
+        "Agent",
+        put(
+            "spec.sandbox",
+            {
+                "egress": {
+                    "mode": "Hosts",
+                    "hosts": ["pypi.internal"],
+                    "credentials": [
+                        {"host": "pypi.internal", "secretRef": {"name": "p"}, "scheme": "Header"}
+                    ],
+                }
+            },
+        ),
+        "spec.sandbox.egress.credentials[0]",
+        "needs header",
+    ),
+    Case(
         "zero-concurrency",
         "Agent",
         put("spec.maxConcurrentTasks", 0),

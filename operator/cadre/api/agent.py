@@ -33,6 +33,12 @@ class Tool(StrEnum):
     GREP = "grep"
 
 
+HeaderName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+]
+"""An HTTP header's name."""
+
+
 class EgressMode(StrEnum):
     """How far a sandbox may reach out."""
 
@@ -42,6 +48,65 @@ class EgressMode(StrEnum):
     """Only the CIDRs in ``cidrs``."""
     PUBLIC = "Public"
     """The public internet, never the cluster's private ranges or link-local addresses."""
+    HOSTS = "Hosts"
+    """Only the host names in ``hosts``, over HTTP and HTTPS through the harness's egress
+    proxy, which applies ``credentials`` the sandbox never sees."""
+
+
+HostPattern = Annotated[
+    str,
+    StringConstraints(
+        max_length=253,
+        # A DNS name whose last label starts with a letter (no IP literal), or ``*.`` and at
+        # least two labels (``*.github.com``; never ``*`` nor ``*.com``); an optional port.
+        pattern=r"^(\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+        r"\.[a-z]([-a-z0-9]*[a-z0-9])?|([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*"
+        r"[a-z]([-a-z0-9]*[a-z0-9])?)(:[0-9]{1,5})?$",
+    ),
+]
+"""A host an egress proxy may reach: ``pypi.org``, ``*.github.com``, ``pypi.internal:8443``
+(without a port: 80 and 443)."""
+
+
+class CredentialScheme(StrEnum):
+    """How the egress proxy applies a credential to a request."""
+
+    BEARER = "Bearer"
+    """``Authorization: Bearer <value>``."""
+    BASIC = "Basic"
+    """``Authorization: Basic base64(username:value)`` (git over HTTPS, package indexes)."""
+    HEADER = "Header"
+    """The value alone in the header ``header`` (``X-Api-Key``, ``PRIVATE-TOKEN``)."""
+
+
+class EgressCredential(ApiModel):
+    """A credential the harness's egress proxy adds to the sandbox's requests to one host."""
+
+    cel_rules = (
+        CelRule(
+            rule="self.scheme != 'Header' || has(self.header)",
+            message="scheme Header needs header, the header's name",
+            field_path=".header",
+        ),
+        CelRule(
+            rule="self.scheme != 'Basic' || has(self.username)",
+            message="scheme Basic needs username",
+            field_path=".username",
+        ),
+    )
+
+    host: HostPattern
+    """Exactly one of ``hosts`` (not a wildcard): the credential goes to no other host."""
+    secret_ref: SecretKeyReference
+    """A key of a Secret labelled ``cadre.dev/tool-credential: "true"`` (its owner's consent
+    that Cadre may send it on tools' behalf), in the Agent's namespace."""
+    scheme: CredentialScheme
+    """``Bearer``, ``Basic`` or ``Header``."""
+    header: HeaderName | None = None
+    """The header for scheme ``Header``."""
+    username: Annotated[str, StringConstraints(min_length=1, max_length=256,
+                                               pattern=r"^[^:\s]+$")] | None = None  # fmt: skip
+    """The user for scheme ``Basic`` (``x-access-token`` for a GitHub token)."""
 
 
 Cidr = Annotated[
@@ -68,14 +133,35 @@ class Egress(ApiModel):
             message="egress.mode AllowList needs at least one entry in egress.cidrs",
             field_path=".cidrs",
         ),
+        CelRule(
+            rule="self.mode == 'Hosts' || (size(self.hosts) == 0 && size(self.credentials) == 0)",
+            message="egress.hosts and egress.credentials need egress.mode Hosts",
+            field_path=".hosts",
+        ),
+        CelRule(
+            rule="self.mode != 'Hosts' || size(self.hosts) > 0",
+            message="egress.mode Hosts needs at least one entry in egress.hosts",
+            field_path=".hosts",
+        ),
+        CelRule(
+            rule="self.credentials.all(c, c.host in self.hosts && !c.host.startsWith('*'))",
+            message="each credential's host must be listed in egress.hosts, and not as a wildcard",
+            field_path=".credentials",
+        ),
     )
 
     mode: EgressMode = EgressMode.NONE
-    """``None`` (default), ``AllowList`` or ``Public``."""
+    """``None`` (default), ``AllowList``, ``Public`` or ``Hosts``."""
     cidrs: list[Cidr] = Field(
         default_factory=list, max_length=32, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
     """Destinations allowed in ``AllowList`` mode, such as ``203.0.113.0/24``."""
+    hosts: list[HostPattern] = Field(
+        default_factory=list, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Host names allowed in ``Hosts`` mode (``pypi.org``, ``*.github.com``)."""
+    credentials: list[EgressCredential] = Field(default_factory=list, max_length=16)
+    """Credentials the proxy applies, per host, in ``Hosts`` mode."""
 
 
 class ComputeResources(ApiModel):
@@ -202,11 +288,6 @@ class ContextPolicy(ApiModel):
     clear_tool_results: ClearToolResults | None = None
     """Let the API clear old tool results (each clearing costs one cache rebuild; it clears
     at least a tenth of the window at a time so that is rare). Off unless set."""
-
-
-HeaderName = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
-]
 
 
 class McpCredential(ApiModel):
