@@ -1,0 +1,197 @@
+"""The harness's egress proxy over real sockets: real HTTPS servers (their own CA, made with
+trustme) stand for a package index and a git host, reached under their names (the proxy's
+resolver points ``*.test`` at loopback); clients are urllib and curl through the proxy, trusting
+the Agent's egress CA made by the operator's code."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from aiohttp import web
+from cadre.api.egress import parse_rule
+from cadre.harness.egress_proxy import Credential, EgressProxy, EgressRecord
+from cadre.harness.egress_tls import Authority, server_name
+from cadre.operator.egress_ca import new_authority
+
+TOKEN = "ghp-test-token-never-in-the-sandbox"
+
+
+@dataclass
+class Upstream:
+    port: int
+    ca_pem: bytes
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    """One HTTPS server answering for pypi.test and git.test; it records what it was sent."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("pypi.test", "git.test").configure_cert(context)
+    served = Upstream(0, ca.cert_pem.bytes())
+
+    async def anything(request: web.Request) -> web.Response:
+        body = await request.read()
+        served.seen.append({"host": request.host, "path": request.path,
+                            "authorization": request.headers.get("Authorization"),
+                            "body": len(body)})  # fmt: skip
+        return web.Response(text=f"hello from {request.host}{request.path}\n")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    served.port = runner.addresses[0][1]
+    yield served
+    await runner.cleanup()
+
+
+@dataclass
+class Running:
+    port: int
+    records: list[EgressRecord]
+    bundle: Path
+    """The Agent's egress CA and the upstream's CA: what a sandbox trusts."""
+
+
+@pytest.fixture
+async def proxy(upstream: Upstream, tmp_path: Path) -> AsyncIterator[Running]:
+    cert_pem, key_pem = new_authority("engineer", "default")
+    upstream_tls = ssl.create_default_context(cadata=upstream.ca_pem.decode())
+    hosts = [f"pypi.test:{upstream.port}", f"git.test:{upstream.port}"]
+    credentials = [Credential(parse_rule(hosts[1]), "Bearer", TOKEN)]
+    records: list[EgressRecord] = []
+    authority = Authority(cert_pem.encode(), key_pem.encode())
+    server = EgressProxy(hosts, credentials, authority, records.append, upstream_tls,
+                         resolve=lambda h: "127.0.0.1" if h.endswith(".test") else h)  # fmt: skip
+    port = await server.start("127.0.0.1", 0)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(cert_pem.encode() + upstream.ca_pem)
+    yield Running(port, records, bundle)
+    await server.close()
+
+
+def _get(url: str, proxy_port: int, bundle: Path) -> tuple[int, str]:
+    context = ssl.create_default_context(cafile=str(bundle))
+    proxies = {"http": f"http://127.0.0.1:{proxy_port}", "https": f"http://127.0.0.1:{proxy_port}"}
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler(proxies), urllib.request.HTTPSHandler(context=context)
+    )
+    try:
+        with opener.open(url, timeout=20) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+    except urllib.error.URLError as err:
+        return 0, str(err.reason)
+
+
+async def _eventually_recorded(records: list[EgressRecord], count: int) -> None:
+    for _ in range(200):
+        if len(records) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"only {len(records)} connections recorded")
+
+
+async def test_an_allowed_host_without_a_credential_is_tunnelled_untouched(
+    upstream: Upstream, proxy: Running
+) -> None:
+    url = f"https://pypi.test:{upstream.port}/simple/"
+    status, body = await asyncio.to_thread(_get, url, proxy.port, proxy.bundle)
+    assert (status, body) == (200, f"hello from pypi.test:{upstream.port}/simple/\n")
+    assert upstream.seen[-1]["authorization"] is None
+    await _eventually_recorded(proxy.records, 1)
+    record = proxy.records[-1]
+    assert (record.host, record.decision, record.credential, record.intercepted) == (
+        "pypi.test", "allowed", False, False)  # fmt: skip
+    assert record.bytes_out > 0
+    assert record.bytes_in > 0
+
+
+async def test_a_host_with_a_credential_gets_it_and_the_sandbox_never_sends_it(
+    upstream: Upstream, proxy: Running
+) -> None:
+    url = f"https://git.test:{upstream.port}/repo.git/info/refs"
+    status, _ = await asyncio.to_thread(_get, url, proxy.port, proxy.bundle)
+    assert status == 200
+    assert upstream.seen[-1]["authorization"] == f"Bearer {TOKEN}"
+    await _eventually_recorded(proxy.records, 1)
+    record = proxy.records[-1]
+    assert (record.host, record.credential, record.intercepted) == ("git.test", True, True)
+    assert TOKEN not in str(record.event())  # accounted, never the value
+
+
+async def test_a_host_not_allowed_is_refused_with_a_reason_the_model_can_read(
+    proxy: Running,
+) -> None:
+    status, body = await asyncio.to_thread(
+        _get, "https://evil.example/steal", proxy.port, proxy.bundle
+    )
+    # urllib reports a refused CONNECT as an OSError carrying the status line.
+    assert status in (0, 403)
+    assert "403" in body or "not one of this Agent's egress hosts" in body
+    status, body = await asyncio.to_thread(
+        _get, "http://evil.example/steal", proxy.port, proxy.bundle
+    )
+    assert status == 403
+    assert "evil.example:80 is not one of this Agent's egress hosts" in body
+    assert "spec.sandbox.egress.hosts" in body
+    await _eventually_recorded(proxy.records, 2)
+    assert {r.decision for r in proxy.records} == {"refused"}
+    assert {r.host for r in proxy.records} == {"evil.example"}
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_curl_through_the_proxy_reads_the_refusal(upstream: Upstream, proxy: Running) -> None:
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["curl", "-sS", "--proxy", f"http://127.0.0.1:{proxy.port}", "--cacert",
+         str(proxy.bundle), f"https://pypi.test:{upstream.port}/ok", "https://evil.example/"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert f"hello from pypi.test:{upstream.port}/ok" in result.stdout
+    assert "403" in result.stderr
+
+
+async def test_a_tunnel_cannot_carry_tls_for_another_host(
+    upstream: Upstream, proxy: Running
+) -> None:
+    """CONNECT to an allowed name, then a ClientHello naming a host that is not allowed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(f"CONNECT pypi.test:{upstream.port} HTTP/1.1\r\n\r\n".encode())
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    context = ssl.create_default_context(cadata=upstream.ca_pem.decode())
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await writer.start_tls(context, server_hostname="evil.example")
+    writer.close()
+    await _eventually_recorded(proxy.records, 1)
+    assert proxy.records[-1].decision == "refused"
+    assert "names evil.example" in proxy.records[-1].reason
+
+
+def test_the_client_hello_parser_finds_the_server_name() -> None:
+    """A ClientHello as OpenSSL writes it, captured through a memory BIO."""
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="files.pythonhosted.org")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    assert server_name(hello) == "files.pythonhosted.org"
+    assert server_name(b"GET / HTTP/1.1\r\n") is None
+    assert server_name(hello[:20]) is None  # cut short: no name, no exception
