@@ -162,6 +162,9 @@ class Egress(ApiModel):
     """Host names allowed in ``Hosts`` mode (``pypi.org``, ``*.github.com``)."""
     credentials: list[EgressCredential] = Field(default_factory=list, max_length=16)
     """Credentials the proxy applies, per host, in ``Hosts`` mode."""
+    ca_bundle: Annotated[str, StringConstraints(max_length=65536)] | None = None
+    """Base64 PEM certificates the proxy trusts, besides the system's, when it connects to a
+    host with a credential (an internal index with a private CA)."""
 
 
 class ComputeResources(ApiModel):

@@ -81,6 +81,7 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
 
     from cadre.api.names import bind_host
     from cadre.harness import logs
+    from cadre.harness.egress import settings_from_env as egress_from_env
     from cadre.harness.mcp_tools import McpTools, endpoints_from_env
     from cadre.harness.process import HarnessProcess
     from cadre.harness.taskapi import TaskApi
@@ -105,6 +106,7 @@ def harness(agent: str, namespace: str, state_dir: Path, events_port: int) -> No
                 base_url=os.environ.get(MODEL_BASE_URL_ENV) or None, events_address=address,
                 mcp=McpTools(endpoints_from_env(os.environ)),
                 tracing=tracing_from_env(os.environ, agent, namespace),
+                egress=egress_from_env(os.environ),
             )  # fmt: skip
             await harness.run(stop)
 

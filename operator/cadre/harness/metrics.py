@@ -87,6 +87,16 @@ class HarnessMetrics:
             "TimeoutReached, ContextWindowExceeded).",
             ["namespace", "team", "agent", "reason"], registry=r,
         )  # fmt: skip
+        self.egress = Counter(
+            "cadre_egress_connections",
+            "Connections from this Agent's sandboxes through its egress proxy, by decision"
+            " (allowed, refused) and whether a credential was applied.",
+            ["namespace", "agent", "decision", "credential"], registry=r,
+        )  # fmt: skip
+        self.egress_bytes = Counter(
+            "cadre_egress_bytes", "Bytes through the egress proxy, by direction (out, in).",
+            ["namespace", "agent", "direction"], registry=r,
+        )  # fmt: skip
         self.session_states: dict[str, tuple[str, str]] = {}
         """Per Task, the (state, reason) its session is counted under in ``cadre_sessions``."""
         self.build = Gauge("cadre_build_info", "Cadre's version.", ["version", "component"],

@@ -26,13 +26,17 @@ from aiohttp import web
 
 from cadre.api.agent import AgentSpec, LessonSource
 from cadre.api.conditions import merge_condition
+from cadre.api.egress import PROXY_PORT
 from cadre.api.limits import Limits
 from cadre.api.names import TEAM_LABEL, memory_name
 from cadre.api.task import FINAL_PHASES, INFRASTRUCTURE_FAILURES, MAX_DELIVERY_BYTES
 from cadre.api.team import TeamSpec
-from cadre.api.types import Obj
+from cadre.api.types import Obj, session_of
 from cadre.harness.cluster_sandbox import ClusterSandbox, TaskCopies
 from cadre.harness.context import plan_for
+from cadre.harness.egress import EVENT as EGRESS_EVENT
+from cadre.harness.egress import EgressSettings, build_proxy, sandbox_environment
+from cadre.harness.egress_proxy import EgressProxy, EgressRecord
 from cadre.harness.eventserver import EventServer
 from cadre.harness.logs import TRANSCRIPT
 from cadre.harness.mcp_tools import McpTools
@@ -98,6 +102,12 @@ class HarnessProcess:
     """The Agent's MCP servers' tools (their connections are shared by every session)."""
     tracing: Tracing | None = None
     """OpenTelemetry traces of the sessions (None: not configured)."""
+    egress: EgressSettings | None = None
+    """The egress proxy's settings when the Agent's sandboxes use ``Hosts`` egress."""
+    sandbox_environment: dict[str, str] = field(default_factory=dict)
+    """Set for every bash call's commands (the egress proxy's address)."""
+    open_logs: dict[str, SessionLog] = field(default_factory=dict)
+    """Session logs open now, by Task (where a sandbox's connections are written)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         agent = await self.api.agent(self.agent)
@@ -127,6 +137,7 @@ class HarnessProcess:
         # A daemon thread, not the executor: a watch blocked in a read must not hold shutdown.
         threading.Thread(target=watch, name="task-watch", daemon=True).start()
         runner = await self._serve_events()
+        proxy = await self._start_egress_proxy()
         log.info("harness for agent %s: watching Tasks in %s", self.agent, self.api.namespace)
         try:
             while not stop.is_set():
@@ -165,6 +176,8 @@ class HarnessProcess:
                 await asyncio.to_thread(self.tracing.shutdown)  # what is queued is sent
             if runner is not None:
                 await runner.cleanup()
+            if proxy is not None:
+                await proxy.close()
 
     async def _serve_events(self) -> web.AppRunner | None:
         if self.events_address is None:
@@ -186,6 +199,31 @@ class HarnessProcess:
         await web.TCPSite(runner, host, port).start()
         log.info("harness for agent %s: events on %s:%s", self.agent, host, port)
         return runner
+
+    async def _start_egress_proxy(self) -> EgressProxy | None:
+        """The sandboxes' only way out in ``Hosts`` mode, on this pod's address."""
+        if self.egress is None:
+            return None
+        host = self.events_address[0] if self.events_address else "127.0.0.1"
+        proxy = build_proxy(self.egress, self._on_egress)
+        port = await proxy.start(host, PROXY_PORT)
+        self.sandbox_environment = sandbox_environment(host, port)
+        log.info("harness for agent %s: egress proxy on %s:%s", self.agent, host, port)
+        return proxy
+
+    def _on_egress(self, record: EgressRecord) -> None:
+        """Account a sandbox's connection: metrics, and its Task's session log."""
+        namespace = self.api.namespace
+        self.metrics.egress.labels(namespace, self.agent, record.decision,
+                                   str(record.credential).lower()).inc()  # fmt: skip
+        self.metrics.egress_bytes.labels(namespace, self.agent, "out").inc(record.bytes_out)
+        self.metrics.egress_bytes.labels(namespace, self.agent, "in").inc(record.bytes_in)
+        for name, task in self.known.items():
+            address = str(session_of(task.get("status")).get("sandboxAddress") or "")
+            if address.rsplit(":", 1)[0] == record.client and name in self.open_logs:
+                self.open_logs[name].append(EGRESS_EVENT, **record.event())
+                return
+        log.info("egress from %s (no open session): %s", record.client, record.event())
 
     def _log_path(self, task: Obj) -> Path:
         meta = task["metadata"]
@@ -314,9 +352,11 @@ class HarnessProcess:
             }
             await self._finish(meta["name"], outcome, meta.get("generation"), None)
             return True
+        self.open_logs[meta["name"]] = session_log
         try:
             return await self._drive(task, session_log, resumed)
         finally:
+            self.open_logs.pop(meta["name"], None)
             session_log.close()
 
     async def _context(self, task: Obj, session_log: SessionLog) -> tuple[str, TeamTools]:
@@ -395,7 +435,7 @@ class HarnessProcess:
         sandbox = ClusterSandbox(
             self.api, name, session_token(self.key, uid), self.copies, self.sandbox_wait_seconds
         )
-        tools = SandboxClient(sandbox)
+        tools = SandboxClient(sandbox, environment=self.sandbox_environment)
         # Delivered files go into the workspace of a session that has one to look at them in.
         team_tools.sandbox = tools if config.tools else None
         session = Session(

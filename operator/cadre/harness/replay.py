@@ -121,7 +121,9 @@ def _append_assistant(messages: list[Obj], content: list[Obj]) -> None:
 def apply(state: State, event: Event, prices: Prices) -> None:
     """Fold one event into the state (the log is replayed through this, in order)."""
     kind = event["type"]
-    if kind not in ("session.status_idle", "session.resumed"):
+    # Informational events (a sandbox's connection through the egress proxy can come while
+    # the session waits) leave the session's state as it was.
+    if kind not in ("session.status_idle", "session.resumed", "span.egress"):
         state.idle = None
     if kind == "session.created":
         state.started_at = event["time"]

@@ -53,9 +53,16 @@ class ToolOutcome:
 
 
 class SandboxClient:
-    def __init__(self, access: SandboxAccess, retry_for: float = 120.0) -> None:
+    def __init__(
+        self,
+        access: SandboxAccess,
+        retry_for: float = 120.0,
+        environment: dict[str, str] | None = None,
+    ) -> None:
         self._access = access
         self._retry_for = retry_for
+        self.environment = environment or {}
+        """Variables for every call's commands (the egress proxy's, in ``Hosts`` mode)."""
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -63,9 +70,10 @@ class SandboxClient:
             await self._session.close()
 
     async def call(self, tool_use_id: str, name: str, data: Any) -> ToolOutcome:
-        status, body = await self._post(
-            "/v1/tool-calls", {"tool_use_id": tool_use_id, "name": name, "input": data}
-        )
+        request: dict[str, Any] = {"tool_use_id": tool_use_id, "name": name, "input": data}
+        if self.environment and name == "bash":
+            request["environment"] = self.environment
+        status, body = await self._post("/v1/tool-calls", request)
         if status == 200:
             return ToolOutcome(
                 str(body.get("content", "")),

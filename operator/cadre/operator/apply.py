@@ -75,6 +75,17 @@ def ensure_exists(obj: Obj) -> None:
         ensure(obj)
 
 
+def create_if_absent(obj: Obj) -> None:
+    """Create ``obj``; one that exists already is left exactly as it is (a CA made once)."""
+    resource = dynamic().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+    try:
+        _body(resource.create(body=obj, namespace=obj["metadata"].get("namespace"),
+                              serialize=False))  # fmt: skip
+    except ApiException as err:
+        if err.status != 409:
+            raise
+
+
 def ensure(obj: Obj) -> None:
     resource = dynamic().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     namespace = obj["metadata"].get("namespace")

@@ -64,30 +64,33 @@ def new_authority(agent: str, namespace: str) -> tuple[str, str]:
     return cert.public_bytes(serialization.Encoding.PEM).decode(), private.decode()
 
 
-def _metadata(agent: str, agent_uid: str) -> dict[str, Any]:
+def _metadata(namespace: str, agent: str, agent_uid: str) -> dict[str, Any]:
     return {
         "name": egress_ca_name(agent),
+        "namespace": namespace,
         "labels": {COMPONENT_LABEL: "egress-ca", AGENT_LABEL: agent},
         "ownerReferences": [owner_reference("Agent", agent, agent_uid)],
     }
 
 
-def build_ca_secret(agent: str, agent_uid: str, cert_pem: str, key_pem: str) -> dict[str, Any]:
+def build_ca_secret(
+    namespace: str, agent: str, agent_uid: str, cert_pem: str, key_pem: str
+) -> dict[str, Any]:
     """Mounted by the harness pod only."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "kubernetes.io/tls",
-        "metadata": _metadata(agent, agent_uid),
+        "metadata": _metadata(namespace, agent, agent_uid),
         "stringData": {"tls.crt": cert_pem, "tls.key": key_pem},
     }
 
 
-def build_ca_configmap(agent: str, agent_uid: str, cert_pem: str) -> dict[str, Any]:
+def build_ca_configmap(namespace: str, agent: str, agent_uid: str, cert_pem: str) -> dict[str, Any]:
     """Mounted by the Agent's sandboxes: the certificate, never the key."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(agent, agent_uid),
+        "metadata": _metadata(namespace, agent, agent_uid),
         "data": {"ca.crt": cert_pem},
     }

@@ -11,6 +11,7 @@ A Task's sandbox is in ``sandbox_handlers``, the sweep for passes an API error c
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import os
@@ -21,7 +22,7 @@ from typing import Any, NoReturn
 import kopf
 
 from cadre.api import GROUP, VERSION
-from cadre.api.agent import AgentSpec
+from cadre.api.agent import AgentSpec, EgressMode
 from cadre.api.conditions import merge_condition
 from cadre.api.names import (
     AGENT_LABEL,
@@ -38,6 +39,12 @@ from cadre.api.types import Obj
 from cadre.operator import apply, events, metrics
 from cadre.operator.agent_status import agent_counts, memory_size
 from cadre.operator.cancel import UNTAKEN_PHASES, cancelled_status
+from cadre.operator.egress_ca import (
+    build_ca_configmap,
+    build_ca_secret,
+    egress_ca_name,
+    new_authority,
+)
 from cadre.operator.harness_builders import AgentTarget, build_harness_objects
 from cadre.operator.model_access import REFUSALS, Refusal, credential_refusal, refusal
 from cadre.operator.policy_handlers import policies_for
@@ -110,7 +117,28 @@ def _refusal(
                 apply.get_secret(namespace, cred.name), cred,
                 f"spec.mcpServers[{index}].credential.secretRef",
             )  # fmt: skip
+    for index, credential in enumerate(spec.sandbox.egress.credentials):
+        if refused is not None:
+            break
+        ref = credential.secret_ref
+        refused = credential_refusal(
+            apply.get_secret(namespace, ref.name), ref,
+            f"spec.sandbox.egress.credentials[{index}].secretRef",
+        )  # fmt: skip
     return secret, refused
+
+
+def _ensure_egress_ca(namespace: str, agent: str, uid: str) -> None:
+    """The Agent's egress CA, made once: the Secret (certificate and key, for its harness) and
+    the ConfigMap its sandboxes trust (the certificate alone, read from that Secret)."""
+    existing = apply.get_secret(namespace, egress_ca_name(agent))
+    if existing is None:
+        cert, key = new_authority(agent, namespace)
+        apply.create_if_absent(build_ca_secret(namespace, agent, uid, cert, key))
+        existing = apply.get_secret(namespace, egress_ca_name(agent))
+    assert existing is not None
+    cert = base64.b64decode(existing["data"]["tls.crt"]).decode()
+    apply.ensure(build_ca_configmap(namespace, agent, uid, cert))
 
 
 def _agent_readiness(
@@ -153,6 +181,8 @@ def reconcile_agent(
     assert secret is not None  # refusal() refuses a missing Secret
     version = str(secret["metadata"]["resourceVersion"])
     target = AgentTarget(namespace, name, uid, dict(spec), version)
+    if parsed.sandbox.egress.mode == EgressMode.HOSTS:
+        _ensure_egress_ca(namespace, name, uid)
     for obj in build_harness_objects(target, settings.harness):
         apply.ensure(obj)
     patch.status["observedGeneration"] = generation

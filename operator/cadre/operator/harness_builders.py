@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from cadre.api.agent import EgressMode
+from cadre.api.egress import EGRESS_CA_DIR, EGRESS_ENV, PROXY_PORT, credential_env
+from cadre.api.egress import ports as egress_ports
 from cadre.api.meta import GROUP, owner_reference
 from cadre.api.names import (
     AGENT_LABEL,
@@ -34,6 +37,7 @@ from cadre.api.names import (
     mcp_credential_env,
     memory_name,
 )
+from cadre.operator.egress_ca import egress_ca_name
 from cadre.sandbox import protocol
 
 HARNESS_UID = 10001
@@ -154,6 +158,28 @@ def _mcp_env(target: AgentTarget) -> list[dict[str, Any]]:
     return env
 
 
+def _egress(target: AgentTarget) -> dict[str, Any] | None:
+    """The Agent's sandbox egress when it is ``Hosts`` (the harness runs the proxy)."""
+    egress = ((target.spec.get("sandbox") or {}).get("egress")) or {}
+    return egress if egress.get("mode") == EgressMode.HOSTS else None
+
+
+def _egress_env(target: AgentTarget) -> list[dict[str, Any]]:
+    """The egress settings the operator checked, and each credential from its Secret: like
+    the model key, only in the harness's environment."""
+    egress = _egress(target)
+    if egress is None:
+        return []
+    env: list[dict[str, Any]] = [{"name": EGRESS_ENV, "value": json.dumps(egress)}]
+    for index, credential in enumerate(egress.get("credentials") or []):
+        ref = credential["secretRef"]
+        env.append({
+            "name": credential_env(index),
+            "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref.get("key", "api-key")}},
+        })  # fmt: skip
+    return env
+
+
 def _mcp_ports(target: AgentTarget) -> tuple[int, ...]:
     ports = set()
     for server in target.spec.get("mcpServers") or []:
@@ -171,6 +197,15 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
     if defaults.limits:
         resources["limits"] = defaults.limits
     labels = harness_labels(target.name)
+    # With Hosts egress: the proxy's port, and the Agent's egress CA (its key is only here).
+    proxy_ports: list[dict[str, Any]] = []
+    ca_mounts: list[dict[str, Any]] = []
+    ca_volumes: list[dict[str, Any]] = []
+    if _egress(target) is not None:
+        proxy_ports = [{"name": "egress", "containerPort": PROXY_PORT, "protocol": "TCP"}]
+        ca_mounts = [{"name": "egress-ca", "mountPath": EGRESS_CA_DIR, "readOnly": True}]
+        ca_volumes = [{"name": "egress-ca", "secret": {
+            "secretName": egress_ca_name(target.name), "defaultMode": 0o400}}]  # fmt: skip
     container = {
         "name": "harness",
         "image": defaults.image,
@@ -191,6 +226,7 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
             # not the Agent's spec, which may have been changed to something refused since.
             {"name": MODEL_BASE_URL_ENV, "value": target.spec.get("baseURL") or ""},
             *_mcp_env(target),
+            *_egress_env(target),
             *(
                 [{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": defaults.otlp_endpoint}]
                 if defaults.otlp_endpoint
@@ -198,7 +234,10 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
             ),
         ],
         # Session events for `cadre logs`, read through the API server's pod proxy.
-        "ports": [{"name": "events", "containerPort": HARNESS_EVENTS_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "events", "containerPort": HARNESS_EVENTS_PORT, "protocol": "TCP"},
+            *proxy_ports,
+        ],
         # Ready only once it serves: an Agent is Ready when its harness works, not when a pod
         # that crashes at start merely exists.
         "readinessProbe": {
@@ -206,7 +245,7 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
             "periodSeconds": 5,
             "failureThreshold": 3,
         },
-        "volumeMounts": [{"name": "state", "mountPath": HARNESS_STATE_DIR}],
+        "volumeMounts": [{"name": "state", "mountPath": HARNESS_STATE_DIR}, *ca_mounts],
         "resources": resources,
         "securityContext": {
             "runAsNonRoot": True,
@@ -241,6 +280,7 @@ def build_harness_statefulset(target: AgentTarget, defaults: HarnessDefaults) ->
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
+                    **({"volumes": ca_volumes} if ca_volumes else {}),
                 },
             },
             "volumeClaimTemplates": [
@@ -290,6 +330,13 @@ def build_harness_network_policy(target: AgentTarget, defaults: HarnessDefaults)
     dns = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
     sandboxes = {COMPONENT_LABEL: "sandbox", AGENT_LABEL: target.name}
     ingress: list[dict[str, Any]] = []
+    egress = _egress(target)
+    if egress is not None:
+        # Its sandboxes reach its egress proxy, which reaches the allowed hosts' ports.
+        ingress.append({
+            "from": [{"podSelector": {"matchLabels": sandboxes}}],
+            "ports": [{"protocol": "TCP", "port": PROXY_PORT}],
+        })  # fmt: skip
     if defaults.events_from:
         ingress.append({
             "from": list(defaults.events_from),
@@ -308,6 +355,7 @@ def build_harness_network_policy(target: AgentTarget, defaults: HarnessDefaults)
                 {"ports": _tcp(defaults.api_server_ports)},
                 {"ports": _tcp(defaults.model_ports)},
                 *([{"ports": _tcp(mcp)}] if (mcp := _mcp_ports(target)) else []),
+                *([{"ports": _tcp(egress_ports(egress["hosts"]))}] if egress else []),
                 *(
                     [{"ports": _tcp((_port_of(defaults.otlp_endpoint),))}]
                     if defaults.otlp_endpoint

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cadre.api.agent import EgressMode, Sandbox
+from cadre.api.egress import EGRESS_CA_DIR, PROXY_PORT
 from cadre.api.meta import owner_reference
 from cadre.api.names import (
     harness_selector,
@@ -22,6 +23,7 @@ from cadre.api.names import (
     sandbox_token_secret_name,
     sandbox_workspace_name,
 )
+from cadre.operator.egress_ca import egress_ca_name
 from cadre.sandbox import protocol
 
 SANDBOX_SERVICE_ACCOUNT = "cadre-sandbox"
@@ -122,10 +124,16 @@ def build_sandbox_workspace(target: SandboxTarget) -> dict[str, Any]:
     }
 
 
-def _egress_rules(spec: Sandbox) -> list[dict[str, Any]]:
+def _egress_rules(spec: Sandbox, agent: str) -> list[dict[str, Any]]:
     mode = spec.egress.mode
     if mode == EgressMode.NONE:
         return []
+    if mode == EgressMode.HOSTS:
+        # Only the Agent's harness, on its egress proxy: the proxy decides by host name.
+        return [{
+            "to": [{"podSelector": {"matchLabels": harness_selector(agent)}}],
+            "ports": [{"protocol": "TCP", "port": PROXY_PORT}],
+        }]  # fmt: skip
     if mode == EgressMode.ALLOW_LIST:
         # Explicit CIDRs need no DNS; a private range here is the Agent's explicit choice.
         return [{"to": [{"ipBlock": {"cidr": cidr}} for cidr in spec.egress.cidrs]}]
@@ -177,7 +185,7 @@ def build_sandbox_network_policy(
                     "ports": [{"protocol": "TCP", "port": defaults.port}],
                 }
             ],
-            "egress": _egress_rules(target.spec),
+            "egress": _egress_rules(target.spec, target.agent),
         },
     }
 
@@ -275,6 +283,17 @@ def build_sandbox_pod(target: SandboxTarget, defaults: SandboxDefaults) -> dict[
             },
         ],
     }
+    if target.spec.egress.mode == EgressMode.HOSTS:
+        # The Agent's egress CA's certificate (never its key): tools trust what the egress
+        # proxy presents for hosts whose requests carry a credential.
+        container = pod_spec["containers"][0]
+        container["env"].append({"name": protocol.ENV_EXTRA_CA, "value": f"{EGRESS_CA_DIR}/ca.crt"})
+        container["volumeMounts"].append(
+            {"name": "egress-ca", "mountPath": EGRESS_CA_DIR, "readOnly": True}
+        )
+        pod_spec["volumes"].append(
+            {"name": "egress-ca", "configMap": {"name": egress_ca_name(target.agent)}}
+        )
     if target.spec.runtime_class_name:
         pod_spec["runtimeClassName"] = target.spec.runtime_class_name
     return {

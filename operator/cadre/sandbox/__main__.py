@@ -7,7 +7,7 @@ import sys
 import threading
 from types import FrameType
 
-from cadre.sandbox.config import ConfigError, SandboxConfig
+from cadre.sandbox.config import ConfigError, SandboxConfig, trust_extra_ca
 from cadre.sandbox.server import SandboxServer, log
 
 
@@ -17,6 +17,7 @@ def main() -> int:
     except ConfigError as err:
         log("error", "cannot start", error=str(err))
         return 2
+    trust_extra_ca(config)
     server = SandboxServer(config)
     host, port = server.server_address[:2]
     log("info", "serving", host=host, port=port, workspace=str(config.workspace))

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from cadre.sandbox.protocol import (
+    CA_BUNDLE_VARIABLES,
     DEFAULT_GREP_TIMEOUT_SECONDS,
     DEFAULT_PORT,
     DEFAULT_TOKEN_DIGEST_FILE,
     DEFAULT_WORKSPACE,
+    ENV_EXTRA_CA,
     ENV_GREP_TIMEOUT,
     ENV_HOST,
     ENV_PORT,
@@ -41,6 +44,9 @@ class SandboxConfig:
     state_dir: Path
     grep_timeout_seconds: float = DEFAULT_GREP_TIMEOUT_SECONDS
     """The most one grep may take; a pathological pattern costs no more."""
+
+    extra_ca: Path | None = None
+    """A CA certificate the tools trust besides the system's (``CADRE_SANDBOX_EXTRA_CA``)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SandboxConfig:
@@ -79,4 +85,31 @@ class SandboxConfig:
             token_sha256=digest,
             state_dir=Path(env.get(ENV_STATE_DIR, str(workspace / STATE_DIR_NAME))),
             grep_timeout_seconds=grep_timeout,
+            extra_ca=Path(env[ENV_EXTRA_CA]) if env.get(ENV_EXTRA_CA) else None,
         )
+
+
+def _system_bundle() -> bytes:
+    """The system's trusted CAs as one PEM file's bytes (empty where none is found)."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate).read_bytes()
+    return b""
+
+
+def trust_extra_ca(config: SandboxConfig) -> None:
+    """Tools trust the system's CAs and ``extra_ca`` (the Agent's egress CA, whose certificate
+    signs what the egress proxy presents for hosts with a credential): one bundle in the state
+    folder, named by every variable tools read (``CA_BUNDLE_VARIABLES``)."""
+    if config.extra_ca is None:
+        return
+    try:
+        extra = config.extra_ca.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{ENV_EXTRA_CA}: cannot read {config.extra_ca}: {err.strerror}") from err
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    bundle = config.state_dir / "ca-bundle.pem"
+    bundle.write_bytes(_system_bundle().rstrip(b"\n") + b"\n" + extra)
+    for name in CA_BUNDLE_VARIABLES:
+        os.environ[name] = str(bundle)

@@ -24,6 +24,18 @@ ENV_TOKEN_SHA256 = "CADRE_SANDBOX_TOKEN_SHA256"  # noqa: S105 - a variable's nam
 ENV_TOKEN_SHA256_FILE = "CADRE_SANDBOX_TOKEN_SHA256_FILE"  # noqa: S105 - a variable's name
 ENV_STATE_DIR = "CADRE_SANDBOX_STATE_DIR"
 ENV_GREP_TIMEOUT = "CADRE_SANDBOX_GREP_TIMEOUT_SECONDS"
+ENV_EXTRA_CA = "CADRE_SANDBOX_EXTRA_CA"
+"""A CA certificate file tools must trust besides the system's (the Agent's egress CA)."""
+CA_BUNDLE_VARIABLES = (
+    "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+)  # fmt: skip
+"""Where pip, requests, git, curl, Node and OpenSSL-based tools look for trusted CAs."""
+PROXY_VARIABLES = frozenset(
+    {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
+)
+"""What a tool call's ``environment`` may set (the harness's egress proxy, per call: the
+harness's address can change while a sandbox lives)."""
 
 MAX_OUTPUT_CHARS = 30_000
 """Per stream; what the model reads back has to fit in its context."""
@@ -46,6 +58,22 @@ class ToolInputError(Exception):
         super().__init__(message)
         self.status = status
         self.kind = kind
+
+
+def check_environment(value: Any) -> dict[str, str]:
+    """A tool call's ``environment``: proxy variables only, as strings (pure)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ToolInputError("environment: must be an object of variable names to strings")
+    for key, item in value.items():
+        if key not in PROXY_VARIABLES:
+            raise ToolInputError(
+                f"environment.{key}: only {', '.join(sorted(PROXY_VARIABLES))} may be set"
+            )
+        if not isinstance(item, str) or len(item) > 2048 or "\x00" in item:
+            raise ToolInputError(f"environment.{key}: must be a string of at most 2048 chars")
+    return dict(value)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 from cadre.sandbox.bundle import bundle, check_request
 from cadre.sandbox.config import SandboxConfig
-from cadre.sandbox.protocol import TOOL_SCHEMAS, ToolInputError, check_input
+from cadre.sandbox.protocol import TOOL_SCHEMAS, ToolInputError, check_environment, check_input
 from cadre.sandbox.store import ResultStore, input_digest
 from cadre.sandbox.tools import Workspace, os_error_result
 
@@ -83,6 +83,7 @@ class SandboxServer(ThreadingHTTPServer):
                 return {**stored, "replayed": True}
             # Validate before journaling: a refused call never ran, so it is not recorded.
             check_input(name, data)
+            environment = check_environment(body.get("environment"))
             rerun = self.store.begin(tool_use_id, name, digest)
             record: dict[str, Any] = {
                 "tool_use_id": tool_use_id,
@@ -91,7 +92,7 @@ class SandboxServer(ThreadingHTTPServer):
                 "rerun_after_interruption": rerun,
             }
             try:
-                record.update(self.workspace.run(name, data).to_json())
+                record.update(self.workspace.run(name, data, environment).to_json())
             except ToolInputError as err:
                 # Found only while running (a missing file, a bad regex): stored like a result,
                 # so the same id gets the same answer.

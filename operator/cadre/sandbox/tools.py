@@ -88,13 +88,20 @@ class Workspace:
             raise ToolInputError(f"input.path: is a directory: {path}", 422, "is_directory")
         return target
 
-    def run(self, tool: str, data: dict[str, Any]) -> ToolResult:
-        """Run one tool call after validating its input."""
+    def run(
+        self, tool: str, data: dict[str, Any], environment: dict[str, str] | None = None
+    ) -> ToolResult:
+        """Run one tool call after validating its input (``environment``: variables the
+        harness sets for this call's commands, its egress proxy's)."""
         check_input(tool, data)
+        if tool == "bash":
+            return self.tool_bash(data, environment)
         handler: Callable[[dict[str, Any]], ToolResult] = getattr(self, f"tool_{tool}")
         return handler(data)
 
-    def tool_bash(self, data: dict[str, Any]) -> ToolResult:
+    def tool_bash(
+        self, data: dict[str, Any], environment: dict[str, str] | None = None
+    ) -> ToolResult:
         timeout = data.get("timeout", DEFAULT_TIMEOUT_SECONDS)
         started = time.monotonic()
         # Output goes to in-memory files, not pipes: the server then only waits for bash to
@@ -107,6 +114,7 @@ class Workspace:
             proc = subprocess.Popen(
                 [self.bash, "-c", data["command"]],
                 cwd=self.root,
+                env={**os.environ, **environment} if environment else None,
                 stdin=subprocess.DEVNULL,
                 stdout=out_fd,
                 stderr=err_fd,
