@@ -39,13 +39,13 @@ def admission_policies() -> tuple[dict[str, Any], ...]:
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Served]:
+@contextlib.contextmanager
+def local_cluster(tmp_path: Path, **kubelet_options: Any) -> Iterator[Served]:
     """The local cluster with the chart's admission policy installed, as on a real cluster:
     every operator test shows that the harnesses' status writes pass it."""
     with serving(
         tmp_path, crd_dir=REPO / "crds", kubelet_dir=tmp_path / "node",
-        kubelet_options={"backoff": 0.5},
+        kubelet_options={"backoff": 0.5, **kubelet_options},
     ) as served:  # fmt: skip
         for obj in admission_policies():
             plural = "validatingadmissionpolicies"
@@ -53,6 +53,12 @@ def cluster(tmp_path: Path) -> Iterator[Served]:
                 plural = "validatingadmissionpolicybindings"
             created = served.http("POST", f"{ADMISSION}/{plural}", obj)
             assert created.status_code == 201, created.text
+        yield served
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Served]:
+    with local_cluster(tmp_path) as served:
         yield served
 
 

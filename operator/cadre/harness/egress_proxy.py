@@ -171,13 +171,15 @@ class EgressProxy:
                 self.on_record(record)
 
     async def _refuse(self, writer: asyncio.StreamWriter, record: EgressRecord) -> None:
-        text = self._refusal(record.host, record.port).encode()
-        writer.write(
-            b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-            + f"Content-Length: {len(text) + 1}\r\n\r\n".encode()
-            + text
-            + b"\n"
+        text = self._refusal(record.host, record.port).encode() + b"\n"
+        # The reason phrase says it too: after a refused CONNECT, clients show the status line
+        # (pip: "Tunnel connection failed: 403 ..."), not the body.
+        reason = f"{record.host}:{record.port} is not an egress host of this Agent"
+        head = (
+            f"HTTP/1.1 403 {reason}\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+            f"Content-Length: {len(text)}\r\n\r\n"
         )
+        writer.write(head.encode("latin-1", "replace") + text)
         await writer.drain()
         raise _Refused(f"{record.host}:{record.port} is not an egress host")
 

@@ -63,6 +63,7 @@ class Kubelet:
         start_delay: dict[str, float] | None = None,
         allow_unconfined: bool = False,
         pod_pids_limit: int | None = DEFAULT_POD_PIDS_LIMIT,
+        hosts: dict[str, str] | None = None,
     ) -> None:
         self.server = server
         self.start_delay = start_delay or {}
@@ -86,6 +87,9 @@ class Kubelet:
         """Memory, CPU and pids limits (``cgroups.py``); set at start, where allowed."""
         self.pod_pids_limit = pod_pids_limit
         """Processes and threads a pod's containers may have together (None: no limit)."""
+        self.hosts = dict(hosts or {})
+        """Names every pod resolves (name -> address), in the ``/etc/hosts`` the kubelet
+        writes for each pod as a kubelet does: the network's DNS for names a test makes up."""
         self.network: PodNetwork | None = None
         """Every pod in its own network namespace, NetworkPolicies enforced (``network.py``);
         set at start, where this machine allows it."""

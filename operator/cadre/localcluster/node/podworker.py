@@ -39,6 +39,7 @@ class Node(Protocol):
     cgroups: Cgroups | None
     network: PodNetwork | None
     pod_pids_limit: int | None
+    hosts: dict[str, str]
     background: set[asyncio.Task[Any]]
 
     @property
@@ -356,11 +357,23 @@ class PodWorker:
                 read_only_root=bool(security.get("readOnlyRootFilesystem")),
                 hostname=self.pod["metadata"]["name"],
             )  # fmt: skip
-            return rootfs.wrap(view, argv), str(self.root)
+            return rootfs.wrap(view, argv, self._hosts_file()), str(self.root)
         workdir = podfs.translate(workdir, mounts)
         # The image's WORKDIR exists only if a volume provides it; else the pod's own folder.
         cwd = workdir if workdir in {str(p) for p in mounts.values()} else str(self.root)
         return (namespaces.wrap(argv) if self.kubelet.namespaces else argv), cwd
+
+    def _hosts_file(self) -> Path:
+        """The pod's ``/etc/hosts``, as a kubelet writes it: loopback, the pod's own name at
+        its address, and the names the node was told of."""
+        path: Path = self.root / "etc-hosts"
+        if not path.exists():
+            lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                     f"{self.ip}\t{self.pod['metadata']['name']}"]  # fmt: skip
+            lines += [f"{address}\t{name}" for name, address in sorted(self.kubelet.hosts.items())]
+            path.write_text("\n".join(lines) + "\n")
+            path.chmod(0o644)
+        return path
 
     def _privileged(
         self, argv: list[str], uid: int | None, gid: int | None, procs: list[Path]

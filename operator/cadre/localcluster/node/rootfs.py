@@ -91,12 +91,14 @@ def pythonpath(runtime: Iterable[tuple[str, str]]) -> str:
     return ":".join(inside for _, inside in runtime if inside.startswith(f"{RUNTIME_ROOT}/"))
 
 
-def wrap(view: View, argv: list[str]) -> list[str]:
+def wrap(view: View, argv: list[str], hosts_file: Path | None = None) -> list[str]:
     """``argv`` run as PID 1 of new user, PID, mount, IPC and UTS namespaces with the
     container's view as its root (pure)."""
     args = [BWRAP, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--die-with-parent", "--as-pid-1", "--hostname", view.hostname]  # fmt: skip
     args += _system(list(view.volumes))
+    if hosts_file is not None:
+        args += ["--ro-bind", str(hosts_file), "/etc/hosts"]
     args += ["--proc", "/proc", "--dev", "/dev"]
     for folder, inside in view.runtime:
         args += ["--ro-bind", folder, inside]
