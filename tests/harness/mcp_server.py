@@ -53,7 +53,16 @@ def _app(token: str, record: Path) -> Any:
             out.write(json.dumps({"tool": "delete_everything"}) + "\n")
         return "deleted"
 
-    app = server.streamable_http_app(json_response=True)
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    # DNS-rebinding protection as the SDK sets it up, naming where clients reach it: loopback,
+    # and the node's address, from pods with a network of their own.
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=["127.0.0.1:*", "localhost:*", f"{NODE_IP}:*"],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", f"https://{NODE_IP}:*"],
+    )
+    app = server.streamable_http_app(json_response=True, transport_security=security)
     expected = f"Bearer {token}".encode()
 
     async def guarded(scope: Any, receive: Any, send: Any) -> None:
