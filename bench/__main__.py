@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench import (
     console_bench,
     dev_cluster_startup,
+    egress_bench,
     first_token,
     harness_bench,
     install_bench,
@@ -26,6 +27,7 @@ BENCHMARKS = [
     first_token.measure,
     policy_bench.measure,
     mcp_bench.measure,
+    egress_bench.measure,
     console_bench.measure,
     operator_bench.measure_scale,
 ]

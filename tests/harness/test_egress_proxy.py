@@ -25,6 +25,7 @@ from cadre.harness.egress_tls import Authority, server_name
 from cadre.operator.egress_ca import new_authority
 
 TOKEN = "ghp-test-token-never-in-the-sandbox"
+BIG = bytes(range(256)) * (3 * 4096 + 7)
 
 
 @dataclass
@@ -44,6 +45,8 @@ async def upstream() -> AsyncIterator[Upstream]:
 
     async def anything(request: web.Request) -> web.Response:
         body = await request.read()
+        if request.path == "/big":  # over the proxy's raw-copy threshold
+            return web.Response(body=BIG)
         served.seen.append({"host": request.host, "path": request.path,
                             "authorization": request.headers.get("Authorization"),
                             "body": len(body)})  # fmt: skip
@@ -134,6 +137,24 @@ async def test_a_host_with_a_credential_gets_it_and_the_sandbox_never_sends_it(
     record = proxy.records[-1]
     assert (record.host, record.credential, record.intercepted) == ("git.test", True, True)
     assert TOKEN not in str(record.event())  # accounted, never the value
+
+
+async def test_a_large_download_with_a_credential_arrives_whole(
+    upstream: Upstream, proxy: Running
+) -> None:
+    url = f"https://git.test:{upstream.port}/big"
+    context = ssl.create_default_context(cafile=str(proxy.bundle))
+    handler = urllib.request.ProxyHandler({"https": f"http://127.0.0.1:{proxy.port}"})
+    opener = urllib.request.build_opener(handler, urllib.request.HTTPSHandler(context=context))
+
+    def fetch() -> bytes:
+        with opener.open(url, timeout=30) as response:
+            data: bytes = response.read()
+            return data
+
+    assert await asyncio.to_thread(fetch) == BIG
+    await _eventually_recorded(proxy.records, 1)
+    assert proxy.records[-1].bytes_in > len(BIG)
 
 
 async def test_a_host_not_allowed_is_refused_with_a_reason_the_model_can_read(

@@ -42,6 +42,9 @@ from cadre.harness.egress_tls import Authority, server_name
 log = logging.getLogger(__name__)
 MAX_HEAD = 64 * 1024
 CHUNK = 256 * 1024
+BUFFER = 4 * 1024 * 1024
+RAW_BODY_BYTES = 1024 * 1024
+"""Responses longer than this are copied raw (downloads: packages, git packs)."""
 
 
 @dataclass(frozen=True)
@@ -226,13 +229,17 @@ class EgressProxy:
     ) -> None:
         assert self.authority is not None
         context = self.authority.context(record.host)
+        # Larger buffers each way: a download is relayed in a few large writes, not many
+        # small ones each waiting for the other side to drain.
+        writer.transport.set_write_buffer_limits(high=BUFFER)
         try:
             await writer.start_tls(context)  # refuses a ClientHello naming another host
         except ssl.SSLError as err:
             raise _Refused(f"TLS with the sandbox failed: {err.reason or err}") from err
         up_reader, up_writer = await asyncio.wait_for(
             asyncio.open_connection(self.resolve(record.host), record.port,
-                                    ssl=self.upstream_tls, server_hostname=record.host),
+                                    ssl=self.upstream_tls, server_hostname=record.host,
+                                    limit=BUFFER),
             30,
         )  # fmt: skip
         record.decision, record.intercepted, record.credential = "allowed", True, True
@@ -292,6 +299,48 @@ async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
         conn.receive_data(await reader.read(CHUNK))
 
 
+def _content_length(response: Any) -> int | None:
+    headers = {k.lower(): v for k, v in response.headers}
+    if b"transfer-encoding" in headers or b"content-length" not in headers:
+        return None
+    return int(headers[b"content-length"])
+
+
+async def _relay_body_raw(
+    response: Any,
+    size: int,
+    upstream: h11.Connection,
+    up_reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    client: h11.Connection,
+    record: EgressRecord,
+) -> None:
+    """A large body of known length is copied as it comes, not parsed event by event (the
+    connection then closes: the client opens another for its next request)."""
+    headers = [(k, v) for k, v in response.headers if k.lower() != b"connection"]
+    head = h11.Response(status_code=response.status_code, headers=[*headers, (b"connection",
+                        b"close")], reason=response.reason)  # fmt: skip
+    data = client.send(head) or b""
+    left = size
+    while left > 0:  # what h11 already read beyond the head
+        event = upstream.next_event()
+        if not isinstance(event, h11.Data):
+            break
+        data += bytes(event.data)
+        left -= len(event.data)
+    writer.write(data)
+    record.bytes_in += len(data)
+    while left > 0:
+        chunk = await up_reader.read(min(CHUNK, left))
+        if not chunk:
+            raise ConnectionError("the host closed the connection before the body's end")
+        writer.write(chunk)
+        record.bytes_in += len(chunk)
+        left -= len(chunk)
+        await writer.drain()
+    await writer.drain()
+
+
 async def _relay_http(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -338,6 +387,11 @@ async def _relay_http(
             event = await _next(upstream, up_reader)
             if isinstance(event, h11.ConnectionClosed):
                 return
+            if isinstance(event, h11.Response) and request.method != b"HEAD":
+                size = _content_length(event)
+                if size is not None and size > RAW_BODY_BYTES:
+                    await _relay_body_raw(event, size, upstream, up_reader, writer, client, record)
+                    return
             send_back(event)
             await writer.drain()
             if isinstance(event, h11.EndOfMessage):
