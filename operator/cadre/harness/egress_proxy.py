@@ -15,7 +15,11 @@ The sandbox's NetworkPolicy lets it reach this proxy (on its harness pod) and no
 - each connection is accounted (host, port, bytes each way, allowed or refused, credential
   applied or not, never its value) through ``on_record``.
 
-Why a small asyncio proxy rather than mitmproxy used as a library: mitmproxy brings dozens of
+Each connection is served by blocking code on a thread of its own (sockets and ``ssl``
+release the GIL): relaying through asyncio's streams and TLS protocol cost about half the
+throughput of a large download; the event loop only accepts connections and accounts them.
+
+Why a small proxy rather than mitmproxy used as a library: mitmproxy brings dozens of
 pinned dependencies into the harness image and about a second of start-up, and its addon model
 is built around interactive flows; Cadre needs one policy decision per connection, SNI checks
 and header injection, which ``ssl``, ``h11`` (already there, under httpx) and ``cryptography``
@@ -28,9 +32,12 @@ import asyncio
 import base64
 import contextlib
 import logging
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +48,11 @@ from cadre.harness.egress_tls import Authority, server_name
 
 log = logging.getLogger(__name__)
 MAX_HEAD = 64 * 1024
-CHUNK = 256 * 1024
-BUFFER = 4 * 1024 * 1024
+CHUNK = 1024 * 1024
+MAX_CONNECTIONS = 256
+"""Connections served at once (a thread each); more wait to be accepted."""
+IDLE_SECONDS = 600
+"""A connection silent this long either way is closed."""
 RAW_BODY_BYTES = 1024 * 1024
 """Responses longer than this are copied raw (downloads: packages, git packs)."""
 
@@ -102,6 +112,34 @@ def _split_host_port(target: str, default: int) -> tuple[str, int]:
     return host.strip("[]").lower(), int(port)
 
 
+class _Stream:
+    """A blocking socket with what was read past a request's head kept for the next read."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.pending = b""
+
+    def head(self) -> bytes:
+        while b"\r\n\r\n" not in self.pending:
+            if len(self.pending) > MAX_HEAD:
+                raise ValueError("request head too long")
+            chunk = self.sock.recv(CHUNK)
+            if not chunk:
+                raise ConnectionError("closed before the request's head ended")
+            self.pending += chunk
+        head, _, self.pending = self.pending.partition(b"\r\n\r\n")
+        return head + b"\r\n\r\n"
+
+    def exactly(self, size: int) -> bytes:
+        while len(self.pending) < size:
+            chunk = self.sock.recv(CHUNK)
+            if not chunk:
+                raise ConnectionError("closed early")
+            self.pending += chunk
+        data, self.pending = self.pending[:size], self.pending[size:]
+        return data
+
+
 class EgressProxy:
     def __init__(
         self,
@@ -120,20 +158,63 @@ class EgressProxy:
         self.upstream_tls = upstream_tls or ssl.create_default_context()
         self.resolve = resolve
         """Where a host is (tests point names at loopback; by default the system resolves)."""
-        self.server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=MAX_CONNECTIONS, thread_name_prefix="egress")
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._served: set[asyncio.Future[EgressRecord | None]] = set()
 
     async def start(self, host: str, port: int) -> int:
-        self.server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD)
-        bound: int = self.server.sockets[0].getsockname()[1]
+        self._listener = socket.create_server((host, port), backlog=128)
+        self._listener.setblocking(False)
+        self._accepting = asyncio.get_running_loop().create_task(self._accept(self._listener))
+        bound: int = self._listener.getsockname()[1]
         return bound
 
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, peer = await loop.sock_accept(listener)
+            conn.setblocking(True)
+            served = loop.run_in_executor(self._pool, self._serve, conn, str(peer[0]))
+            self._served.add(served)
+            served.add_done_callback(self._done)
+
+    def _done(self, served: asyncio.Future[EgressRecord | None]) -> None:
+        self._served.discard(served)
+        record = None if served.cancelled() else served.result()
+        if record is not None:
+            self.on_record(record)
+
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            for sock in self._open:  # unblocks the threads serving them
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        await asyncio.gather(*self._served, return_exceptions=True)
+        self._pool.shutdown(wait=False)
+
+    def _track(self, sock: socket.socket) -> socket.socket:
+        sock.settimeout(IDLE_SECONDS)
+        with self._lock:
+            self._open.add(sock)
+        return sock
+
+    def _forget(self, *socks: socket.socket | None) -> None:
+        for sock in socks:
+            if sock is None:
+                continue
+            with self._lock:
+                self._open.discard(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def _credential(self, host: str, port: int) -> Credential | None:
         return next((c for c in self.credentials if c.rule.matches(host, port)), None)
@@ -145,35 +226,35 @@ class EgressProxy:
             " Agent to add it"
         )
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        record = EgressRecord(client=str(peer[0]), host="", port=0, decision="refused")
+    def _serve(self, conn: socket.socket, client: str) -> EgressRecord | None:
+        """One connection from a sandbox, start to end (on a thread of its own)."""
+        record = EgressRecord(client=client, host="", port=0, decision="refused")
+        upstream: list[socket.socket] = []
+        stream = _Stream(self._track(conn))
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            head = stream.head()
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
             if method == "CONNECT":
                 record.host, record.port = _split_host_port(target, 443)
-                await self._connect(reader, writer, record)
+                self._connect(stream, record, upstream)
             else:
-                await self._plain(head, method, target, reader, writer, record)
+                self._plain(head, method, target, stream, record, upstream)
         except _Refused as refused:
             record.decision, record.reason = "refused", str(refused)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as err:
-            record.reason = record.reason or f"bad request: {type(err).__name__}"
-        except (OSError, TimeoutError, ssl.SSLError, h11.ProtocolError) as err:
+        except (ValueError, IndexError) as err:
+            record.reason = record.reason or f"bad request: {err}"
+        except (OSError, ssl.SSLError, h11.ProtocolError) as err:
             record.reason = record.reason or f"{type(err).__name__}: {err}"
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            self._handlers.discard(task)
-            if record.host:
-                self.on_record(record)
+            self._forget(stream.sock, conn, *upstream)
+        return record if record.host else None
 
-    async def _refuse(self, writer: asyncio.StreamWriter, record: EgressRecord) -> None:
+    def _open_upstream(self, record: EgressRecord, upstream: list[socket.socket]) -> socket.socket:
+        sock = socket.create_connection((self.resolve(record.host), record.port), timeout=30)
+        upstream.append(self._track(sock))
+        return sock
+
+    def _refuse(self, stream: _Stream, record: EgressRecord) -> None:
         text = self._refusal(record.host, record.port).encode() + b"\n"
         # The reason phrase says it too: after a refused CONNECT, clients show the status line
         # (pip: "Tunnel connection failed: 403 ..."), not the body.
@@ -182,121 +263,101 @@ class EgressProxy:
             f"HTTP/1.1 403 {reason}\r\nContent-Type: text/plain\r\nConnection: close\r\n"
             f"Content-Length: {len(text)}\r\n\r\n"
         )
-        writer.write(head.encode("latin-1", "replace") + text)
-        await writer.drain()
+        stream.sock.sendall(head.encode("latin-1", "replace") + text)
         raise _Refused(f"{record.host}:{record.port} is not an egress host")
 
-    async def _connect(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: EgressRecord
+    def _connect(
+        self, stream: _Stream, record: EgressRecord, upstream: list[socket.socket]
     ) -> None:
         if not allowed(self.rules, record.host, record.port):
-            await self._refuse(writer, record)
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await writer.drain()
+            self._refuse(stream, record)
+        stream.sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         credential = self._credential(record.host, record.port)
         if credential is not None and self.authority is not None:
-            await self._intercept(reader, writer, record, credential)
+            self._intercept(stream, record, credential, upstream)
             return
         # A TLS record header, then the ClientHello it announces (it may span segments).
-        first = await asyncio.wait_for(reader.readexactly(5), 30)
+        first = stream.exactly(5)
         if first[0] == 0x16:
-            first += await asyncio.wait_for(
-                reader.readexactly(int.from_bytes(first[3:5], "big")), 30
-            )
+            first += stream.exactly(int.from_bytes(first[3:5], "big"))
             named = server_name(first)
             if named is not None and named != record.host:
                 raise _Refused(f"the TLS ClientHello names {named}, not {record.host}")
-        up_reader, up_writer = await asyncio.wait_for(
-            asyncio.open_connection(self.resolve(record.host), record.port), 30
-        )
+        sock = self._open_upstream(record, upstream)
         record.decision = "allowed"
-        up_writer.write(first)
-        record.bytes_out += len(first)
-        try:
-            await asyncio.gather(
-                _pipe(reader, up_writer, record, "bytes_out"),
-                _pipe(up_reader, writer, record, "bytes_in"),
-            )
-        finally:
-            up_writer.close()
+        sock.sendall(first + stream.pending)
+        record.bytes_out += len(first) + len(stream.pending)
+        back = threading.Thread(target=_pipe, args=(sock, stream.sock, record, "bytes_in"),
+                                name="egress-back", daemon=True)  # fmt: skip
+        back.start()
+        _pipe(stream.sock, sock, record, "bytes_out")
+        back.join()
 
-    async def _intercept(
+    def _intercept(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: _Stream,
         record: EgressRecord,
         credential: Credential,
+        upstream: list[socket.socket],
     ) -> None:
         assert self.authority is not None
-        context = self.authority.context(record.host)
-        # Larger buffers each way: a download is relayed in a few large writes, not many
-        # small ones each waiting for the other side to drain.
-        writer.transport.set_write_buffer_limits(high=BUFFER)
-        try:
-            await writer.start_tls(context)  # refuses a ClientHello naming another host
+        if stream.pending:
+            raise _Refused("the sandbox sent data before the tunnel was established")
+        try:  # the context refuses a ClientHello naming another host
+            tls = self.authority.context(record.host).wrap_socket(stream.sock, server_side=True)
         except ssl.SSLError as err:
             raise _Refused(f"TLS with the sandbox failed: {err.reason or err}") from err
-        up_reader, up_writer = await asyncio.wait_for(
-            asyncio.open_connection(self.resolve(record.host), record.port,
-                                    ssl=self.upstream_tls, server_hostname=record.host,
-                                    limit=BUFFER),
-            30,
-        )  # fmt: skip
+        stream.sock = self._track(tls)
+        sock = self._open_upstream(record, upstream)
+        up = self.upstream_tls.wrap_socket(sock, server_hostname=record.host)
+        upstream.append(self._track(up))
         record.decision, record.intercepted, record.credential = "allowed", True, True
-        try:
-            await _relay_http(reader, writer, up_reader, up_writer, record, credential, b"")
-        finally:
-            up_writer.close()
+        _relay_http(stream, up, record, credential)
 
-    async def _plain(
+    def _plain(
         self,
         head: bytes,
         method: str,
         target: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: _Stream,
         record: EgressRecord,
+        upstream: list[socket.socket],
     ) -> None:
         if not target.startswith("http://"):
             raise ValueError("not a proxy request")
         authority, _, path = target[len("http://") :].partition("/")
         record.host, record.port = _split_host_port(authority, 80)
         if not allowed(self.rules, record.host, record.port):
-            await self._refuse(writer, record)
-        up_reader, up_writer = await asyncio.wait_for(
-            asyncio.open_connection(self.resolve(record.host), record.port), 30
-        )
+            self._refuse(stream, record)
+        sock = self._open_upstream(record, upstream)
         record.decision = "allowed"
         # The request line in origin form; the rest of the head as the client sent it.
         rest = head.split(b"\r\n", 1)[1]
         version = head.split(b"\r\n", 1)[0].rsplit(b" ", 1)[1]
-        first = f"{method} /{path} ".encode() + version + b"\r\n" + rest
-        try:
-            await _relay_http(reader, writer, up_reader, up_writer, record, None, first)
-        finally:
-            up_writer.close()
+        stream.pending = f"{method} /{path} ".encode() + version + b"\r\n" + rest + stream.pending
+        _relay_http(stream, sock, record, None)
 
 
-async def _pipe(
-    source: asyncio.StreamReader, sink: asyncio.StreamWriter, record: EgressRecord, counter: str
-) -> None:
+def _pipe(source: socket.socket, sink: socket.socket, record: EgressRecord, counter: str) -> None:
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
     try:
-        while chunk := await source.read(CHUNK):
-            sink.write(chunk)
-            setattr(record, counter, getattr(record, counter) + len(chunk))
-            await sink.drain()
-        if sink.can_write_eof():
-            sink.write_eof()
-    except (ConnectionError, OSError):
-        sink.close()
+        while size := source.recv_into(buffer):
+            sink.sendall(view[:size])
+            setattr(record, counter, getattr(record, counter) + size)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
 
 
-async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+def _next(conn: h11.Connection, sock: socket.socket) -> Any:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
-        conn.receive_data(await reader.read(CHUNK))
+        conn.receive_data(sock.recv(CHUNK))
 
 
 def _content_length(response: Any) -> int | None:
@@ -306,12 +367,12 @@ def _content_length(response: Any) -> int | None:
     return int(headers[b"content-length"])
 
 
-async def _relay_body_raw(
+def _relay_body_raw(
     response: Any,
     size: int,
     upstream: h11.Connection,
-    up_reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    up: socket.socket,
+    client_sock: socket.socket,
     client: h11.Connection,
     record: EgressRecord,
 ) -> None:
@@ -328,47 +389,42 @@ async def _relay_body_raw(
             break
         data += bytes(event.data)
         left -= len(event.data)
-    writer.write(data)
+    client_sock.sendall(data)
     record.bytes_in += len(data)
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
     while left > 0:
-        chunk = await up_reader.read(min(CHUNK, left))
-        if not chunk:
+        got = up.recv_into(buffer, min(CHUNK, left))
+        if not got:
             raise ConnectionError("the host closed the connection before the body's end")
-        writer.write(chunk)
-        record.bytes_in += len(chunk)
-        left -= len(chunk)
-        await writer.drain()
-    await writer.drain()
+        client_sock.sendall(view[:got])
+        record.bytes_in += got
+        left -= got
 
 
-async def _relay_http(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    up_reader: asyncio.StreamReader,
-    up_writer: asyncio.StreamWriter,
-    record: EgressRecord,
-    credential: Credential | None,
-    first: bytes,
+def _relay_http(
+    stream: _Stream, up: socket.socket, record: EgressRecord, credential: Credential | None
 ) -> None:
     """HTTP/1.1 requests from the sandbox to the host, one after another on this connection,
     the credential's header set on each (replacing one the sandbox sent)."""
     client = h11.Connection(h11.SERVER)
     upstream = h11.Connection(h11.CLIENT)
-    if first:
-        client.receive_data(first)
+    if stream.pending:
+        client.receive_data(stream.pending)
+        stream.pending = b""
 
     def send_up(event: Any) -> None:
         data = upstream.send(event) or b""
         record.bytes_out += len(data)
-        up_writer.write(data)
+        up.sendall(data)
 
     def send_back(event: Any) -> None:
         data = client.send(event) or b""
         record.bytes_in += len(data)
-        writer.write(data)
+        stream.sock.sendall(data)
 
     while True:
-        request = await _next(client, reader)
+        request = _next(client, stream.sock)
         if not isinstance(request, h11.Request):
             return  # the sandbox closed the connection
         headers = list(request.headers)
@@ -378,22 +434,20 @@ async def _relay_http(
             headers.append((name.encode(), value.encode()))
         send_up(h11.Request(method=request.method, target=request.target, headers=headers))
         while True:
-            event = await _next(client, reader)
+            event = _next(client, stream.sock)
             send_up(event)
             if isinstance(event, h11.EndOfMessage):
                 break
-        await up_writer.drain()
         while True:
-            event = await _next(upstream, up_reader)
+            event = _next(upstream, up)
             if isinstance(event, h11.ConnectionClosed):
                 return
             if isinstance(event, h11.Response) and request.method != b"HEAD":
                 size = _content_length(event)
                 if size is not None and size > RAW_BODY_BYTES:
-                    await _relay_body_raw(event, size, upstream, up_reader, writer, client, record)
+                    _relay_body_raw(event, size, upstream, up, stream.sock, client, record)
                     return
             send_back(event)
-            await writer.drain()
             if isinstance(event, h11.EndOfMessage):
                 break
         if h11.MUST_CLOSE in (client.our_state, upstream.our_state, upstream.their_state):
