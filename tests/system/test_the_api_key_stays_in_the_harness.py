@@ -51,6 +51,8 @@ for path in ("/api/v1/namespaces/{NS}/secrets/anthropic", "/api/v1/namespaces/{N
         print("api-status:", 200)
     except urllib.error.HTTPError as err:
         print("api-status:", err.code)
+    except urllib.error.URLError as err:  # its NetworkPolicy (egress None) enforced
+        print("api-unreachable:", err.reason)
 PY
 echo probe-done
 """
@@ -69,8 +71,13 @@ async def test_no_route_from_a_sandbox_reaches_the_api_key(
     key = "sk-ant-cadre-" + secrets.token_hex(16)
     secret = model_key_secret("anthropic", key)
     assert http("POST", f"/api/v1/namespaces/{NS}/secrets", secret).status_code == 201
-    roots = [str(kubelet.state_dir), str(tmp_path), "/etc", "/run", "/dev/shm"]
-    script = probe(roots, server.url)
+    # The host's folders (the state folder holds every pod's volumes), and the sandbox's own
+    # writable places (its root of its own has only these besides the system's folders).
+    roots = [str(kubelet.state_dir), str(tmp_path), "/etc", "/run", "/dev/shm", "/workspace",
+             "/tmp", "/var"]  # fmt: skip
+    # Where the sandbox would reach the API server: the node's address with a pod network.
+    api = f"https://{kubelet.api_address[0]}:{kubelet.api_address[1]}"
+    script = probe(roots, api)
     steps = [
         {"text": "Looking around.", "tool_uses": [{"name": "bash", "input": {"command": script}}]},
         {"text": "Done looking."},
@@ -95,7 +102,9 @@ async def test_no_route_from_a_sandbox_reaches_the_api_key(
     assert "file-hit" not in text, text
     assert "proc-readable: 0" not in text  # it could read its own processes
     assert "canary-found: 1" in text, text  # the file search reached its own workspace
-    assert text.count("api-status: 401") + text.count("api-status: 403") == 2, text
+    # Refused by the API server (no token), or not reachable at all (NetworkPolicy enforced).
+    answers = ("api-status: 401", "api-status: 403", "api-unreachable:")
+    assert sum(text.count(a) for a in answers) == 2, text
     # From outside: nothing in the sandbox's process environment or pod spec names the key.
     assert key.encode() not in environ
     assert "anthropic" not in json.dumps(pod["spec"])
