@@ -53,19 +53,12 @@ def _free_port() -> int:
         return port
 
 
-def _curl(args: list[str]) -> float:
+def _curl(args: list[str], timing: str = "time_total") -> float:
+    """Seconds curl reports for one transfer: ``time_total``, or ``time_appconnect`` (until
+    the TLS handshake with the host ended, through a tunnel if asked)."""
     out = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total}", *args],
+        ["curl", "-sS", "-o", "/dev/null", "-w", f"%{{{timing}}}", *args],
         capture_output=True, text=True, check=True, timeout=300,
-    )  # fmt: skip
-    return float(out.stdout)
-
-
-def _curl_connect(args: list[str]) -> float:
-    """Seconds until the TLS handshake with the host ended (through a tunnel if asked)."""
-    out = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_appconnect}", *args],
-        capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     return float(out.stdout)
 
@@ -128,9 +121,10 @@ def measure() -> list[Metric]:
                 tunnelled_s.append(_curl([*via, f"https://plain.test:{port}/blob"]))
             tunnel, plain = [], []
             for _ in range(CONNECTS):
-                plain.append(_curl_connect([*direct, f"plain.test:{port}:127.0.0.1",
-                                            f"https://plain.test:{port}/tiny"]))  # fmt: skip
-                tunnel.append(_curl_connect([*via, f"https://plain.test:{port}/tiny"]))
+                handshake = "time_appconnect"
+                plain.append(_curl([*direct, f"plain.test:{port}:127.0.0.1",
+                                    f"https://plain.test:{port}/tiny"], handshake))  # fmt: skip
+                tunnel.append(_curl([*via, f"https://plain.test:{port}/tiny"], handshake))
             asyncio.run_coroutine_threadsafe(proxy.close(), loop).result(30)
         finally:
             loop.call_soon_threadsafe(loop.stop)
