@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 AXE := build/axe/node_modules/axe-core/axe.min.js
 
-.PHONY: test test-crowded lint typecheck unit system-packages isolation-packages crds manifests demo bench clean
+.PHONY: test test-crowded lint typecheck unit system-packages isolation-packages bench-packages crds manifests demo bench clean
 
 # Create the virtualenv and install Cadre with its dev extras; redone when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -63,7 +63,11 @@ manifests: $(STAMP)
 demo: $(STAMP) isolation-packages
 	$(BIN)/cadre demo
 
-bench: $(STAMP) system-packages
+# HAProxy is the egress benchmark's reference: a C relay doing TLS interception's work.
+bench-packages:
+	@sh tools/ensure-packages.sh haproxy:haproxy
+
+bench: $(STAMP) system-packages bench-packages
 	$(BIN)/python -m bench
 
 clean:
