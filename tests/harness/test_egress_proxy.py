@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import ssl
 import subprocess
 import urllib.error
@@ -155,6 +156,43 @@ async def test_a_large_download_with_a_credential_arrives_whole(
     assert await asyncio.to_thread(fetch) == BIG
     await _eventually_recorded(proxy.records, 1)
     assert proxy.records[-1].bytes_in > len(BIG)
+
+
+async def test_an_intercepted_connection_carries_several_requests_and_ends_cleanly(
+    upstream: Upstream, proxy: Running
+) -> None:
+    """Keep-alive through interception (each request gets the credential), then a large body,
+    after which the proxy closes with TLS's close_notify: a client that refuses truncated TLS
+    (``suppress_ragged_eofs=False``) still reads to a clean end."""
+    host = f"git.test:{upstream.port}"
+
+    def exchange() -> bytes:
+        context = ssl.create_default_context(cafile=str(proxy.bundle))
+        raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=20)
+        raw.sendall(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert raw.recv(1024).startswith(b"HTTP/1.1 200")
+        with context.wrap_socket(raw, server_hostname="git.test",
+                                 suppress_ragged_eofs=False) as tls:  # fmt: skip
+            requests = (
+                f"GET /one HTTP/1.1\r\nHost: {host}\r\n\r\n"
+                f"POST /two HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello"
+                f"GET /big HTTP/1.1\r\nHost: {host}\r\n\r\n"
+            )
+            tls.sendall(requests.encode())
+            received = b""
+            while chunk := tls.recv(65536):  # SSLEOFError here: no close_notify
+                received += chunk
+            return received
+
+    received = await asyncio.to_thread(exchange)
+    assert received.count(b"HTTP/1.1 200") == 3
+    assert received.endswith(BIG)
+    assert [(seen["path"], seen["authorization"], seen["body"]) for seen in upstream.seen] == [
+        ("/one", f"Bearer {TOKEN}", 0), ("/two", f"Bearer {TOKEN}", 5)
+    ]  # fmt: skip
+    await _eventually_recorded(proxy.records, 1)
+    assert len(proxy.records) == 1
+    assert proxy.records[0].intercepted
 
 
 async def test_a_host_not_allowed_is_refused_with_a_reason_the_model_can_read(

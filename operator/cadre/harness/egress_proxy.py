@@ -39,12 +39,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import h11
 
 from cadre.api.egress import HostRule, allowed, parse_rule
-from cadre.harness.egress_tls import Authority, server_name
+from cadre.harness.egress_tls import Authority, BioTLS, server_name
 
 log = logging.getLogger(__name__)
 MAX_HEAD = 64 * 1024
@@ -112,10 +112,20 @@ def _split_host_port(target: str, default: int) -> tuple[str, int]:
     return host.strip("[]").lower(), int(port)
 
 
-class _Stream:
-    """A blocking socket with what was read past a request's head kept for the next read."""
+class _Conn(Protocol):
+    """A blocking connection: a socket, or TLS over one (``BioTLS``)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def recv(self, size: int, /) -> bytes: ...
+
+    def recv_into(self, buffer: bytearray | memoryview, size: int = 0, /) -> int: ...
+
+    def sendall(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+
+class _Stream:
+    """A blocking connection with what was read past a request's head kept for the next read."""
+
+    def __init__(self, sock: _Conn) -> None:
         self.sock = sock
         self.pending = b""
 
@@ -230,7 +240,8 @@ class EgressProxy:
         """One connection from a sandbox, start to end (on a thread of its own)."""
         record = EgressRecord(client=client, host="", port=0, decision="refused")
         upstream: list[socket.socket] = []
-        stream = _Stream(self._track(conn))
+        self._track(conn)
+        stream = _Stream(conn)
         try:
             head = stream.head()
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
@@ -246,7 +257,7 @@ class EgressProxy:
         except (OSError, ssl.SSLError, h11.ProtocolError) as err:
             record.reason = record.reason or f"{type(err).__name__}: {err}"
         finally:
-            self._forget(stream.sock, conn, *upstream)
+            self._forget(conn, *upstream)
         return record if record.host else None
 
     def _open_upstream(self, record: EgressRecord, upstream: list[socket.socket]) -> socket.socket:
@@ -274,7 +285,8 @@ class EgressProxy:
         stream.sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         credential = self._credential(record.host, record.port)
         if credential is not None and self.authority is not None:
-            self._intercept(stream, record, credential, upstream)
+            assert isinstance(stream.sock, socket.socket)
+            self._intercept(stream.sock, stream, record, credential, upstream)
             return
         # A TLS record header, then the ClientHello it announces (it may span segments).
         first = stream.exactly(5)
@@ -287,14 +299,17 @@ class EgressProxy:
         record.decision = "allowed"
         sock.sendall(first + stream.pending)
         record.bytes_out += len(first) + len(stream.pending)
-        back = threading.Thread(target=_pipe, args=(sock, stream.sock, record, "bytes_in"),
+        client = stream.sock
+        assert isinstance(client, socket.socket)
+        back = threading.Thread(target=_pipe, args=(sock, client, record, "bytes_in"),
                                 name="egress-back", daemon=True)  # fmt: skip
         back.start()
-        _pipe(stream.sock, sock, record, "bytes_out")
+        _pipe(client, sock, record, "bytes_out")
         back.join()
 
     def _intercept(
         self,
+        conn: socket.socket,
         stream: _Stream,
         record: EgressRecord,
         credential: Credential,
@@ -303,16 +318,22 @@ class EgressProxy:
         assert self.authority is not None
         if stream.pending:
             raise _Refused("the sandbox sent data before the tunnel was established")
+        tls = BioTLS(conn, self.authority.context(record.host), server_side=True, chunk=CHUNK)
         try:  # the context refuses a ClientHello naming another host
-            tls = self.authority.context(record.host).wrap_socket(stream.sock, server_side=True)
+            tls.handshake()
         except ssl.SSLError as err:
             raise _Refused(f"TLS with the sandbox failed: {err.reason or err}") from err
-        stream.sock = self._track(tls)
+        stream.sock = tls
         sock = self._open_upstream(record, upstream)
-        up = self.upstream_tls.wrap_socket(sock, server_hostname=record.host)
-        upstream.append(self._track(up))
+        up = BioTLS(sock, self.upstream_tls, server_side=False, server_hostname=record.host,
+                    chunk=CHUNK)  # fmt: skip
+        up.handshake()
         record.decision, record.intercepted, record.credential = "allowed", True, True
-        _relay_http(stream, up, record, credential)
+        try:
+            _relay_http(stream, up, record, credential)
+        finally:  # a clean end of TLS each way (the sockets close after)
+            tls.close_notify()
+            up.close_notify()
 
     def _plain(
         self,
@@ -352,7 +373,7 @@ def _pipe(source: socket.socket, sink: socket.socket, record: EgressRecord, coun
             sink.shutdown(socket.SHUT_RDWR)
 
 
-def _next(conn: h11.Connection, sock: socket.socket) -> Any:
+def _next(conn: h11.Connection, sock: _Conn) -> Any:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
@@ -371,8 +392,8 @@ def _relay_body_raw(
     response: Any,
     size: int,
     upstream: h11.Connection,
-    up: socket.socket,
-    client_sock: socket.socket,
+    up: _Conn,
+    client_sock: _Conn,
     client: h11.Connection,
     record: EgressRecord,
 ) -> None:
@@ -394,7 +415,9 @@ def _relay_body_raw(
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     while left > 0:
-        got = up.recv_into(buffer, min(CHUNK, left))
+        # From TLS, every record already received at once (see BioTLS), written as one piece.
+        wanted = view[: min(CHUNK, left)]
+        got = up.read_available(wanted) if isinstance(up, BioTLS) else up.recv_into(wanted)
         if not got:
             raise ConnectionError("the host closed the connection before the body's end")
         client_sock.sendall(view[:got])
@@ -403,7 +426,7 @@ def _relay_body_raw(
 
 
 def _relay_http(
-    stream: _Stream, up: socket.socket, record: EgressRecord, credential: Credential | None
+    stream: _Stream, up: _Conn, record: EgressRecord, credential: Credential | None
 ) -> None:
     """HTTP/1.1 requests from the sandbox to the host, one after another on this connection,
     the credential's header set on each (replacing one the sandbox sent)."""

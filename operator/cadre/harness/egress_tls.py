@@ -7,17 +7,23 @@ handed over through an anonymous memory file (``memfd``)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
+import socket
 import ssl
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+T = TypeVar("T")
 
 
 class Authority:
@@ -108,3 +114,105 @@ def server_name(hello: bytes) -> str | None:
     except (IndexError, struct.error, UnicodeDecodeError):
         return None
     return None
+
+
+class BioTLS:
+    """TLS over a blocking socket through memory BIOs, for the intercepted connections.
+
+    An ``ssl.SSLSocket`` makes two system calls to read each 16 KB record (header, then body:
+    OpenSSL's read-ahead is not exposed) and one to write each; relaying a download record by
+    record then costs more than the cipher. Here one ``recv`` hands OpenSSL as much ciphertext
+    as the kernel holds, ``read_available`` decrypts every whole record in it, and one
+    ``sendall`` sends all the records a write made.
+
+    Close the socket after ``close_notify``; the socket's timeout bounds every wait."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        server_side: bool,
+        server_hostname: str | None = None,
+        chunk: int = 1024 * 1024,
+    ) -> None:
+        self.sock = sock
+        self.chunk = chunk
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self.tls = context.wrap_bio(
+            self._in, self._out, server_side=server_side, server_hostname=server_hostname
+        )
+
+    def handshake(self) -> None:
+        self._until_done(self.tls.do_handshake)
+
+    def recv(self, size: int) -> bytes:
+        """At most ``size`` bytes of plaintext, waiting for the first; ``b""`` at the end."""
+        buffer = bytearray(size)
+        got = self.recv_into(buffer, size)
+        return bytes(buffer[:got])
+
+    def recv_into(self, buffer: bytearray | memoryview, size: int = 0) -> int:
+        size = size or len(buffer)
+        try:
+            got = self._until_done(lambda: self._read_into(size, buffer))
+        except ssl.SSLZeroReturnError:  # the peer's close_notify
+            return 0
+        except ssl.SSLEOFError:  # closed without close_notify, as many servers do
+            return 0
+        return got
+
+    def read_available(self, view: memoryview) -> int:
+        """Plaintext into ``view``: waits for some, then adds every record already received,
+        so a relay writes in large pieces. 0 at the end."""
+        got = self.recv_into(view)
+        while got and got < len(view) and (self._in.pending or self.tls.pending()):
+            try:
+                more = self._read_into(len(view) - got, view[got:])
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break  # a partial record, or the end: the next call waits or sees it
+            if not more:
+                break
+            got += more
+        self._flush()  # reading can answer the peer (a key update)
+        return got
+
+    def _read_into(self, size: int, buffer: bytearray | memoryview) -> int:
+        # Given a buffer, SSLObject.read returns how much it wrote there (typeshed says bytes).
+        return cast(int, self.tls.read(size, buffer))
+
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._until_done(functools.partial(self.tls.write, view))
+            view = view[written:]
+
+    def close_notify(self) -> None:
+        """Say the end to the peer, without waiting for its answer."""
+        with contextlib.suppress(ssl.SSLError):  # SSLWantReadError: its answer is not awaited
+            self.tls.unwrap()
+        with contextlib.suppress(OSError):
+            self._flush()
+
+    def _until_done(self, step: Callable[[], T]) -> T:
+        while True:
+            try:
+                result = step()
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self.sock.recv(self.chunk)
+                if data:
+                    self._in.write(data)
+                else:
+                    self._in.write_eof()
+                continue
+            except ssl.SSLError:
+                with contextlib.suppress(OSError):
+                    self._flush()  # the alert saying why, so the peer can tell
+                raise
+            self._flush()
+            return result
+
+    def _flush(self) -> None:
+        if self._out.pending:
+            self.sock.sendall(self._out.read())
