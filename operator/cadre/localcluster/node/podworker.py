@@ -234,6 +234,12 @@ class PodWorker:
                     self.pod["metadata"]["namespace"], volume["persistentVolumeClaim"]["claimName"]
                 )
 
+    def _translated(self, mounts: dict[str, Path]) -> dict[str, Path]:
+        """The paths to translate in a container's arguments and environment: none when it has
+        a root of its own (it sees its volumes at their mount paths); otherwise each mount path
+        to the volume's folder on the host (podfs.py)."""
+        return {} if self.kubelet.rootfs else mounts
+
     def _env(self, container: ContainerState, mounts: dict[str, Path]) -> dict[str, str]:
         assert container.image is not None
         env = {
@@ -243,12 +249,12 @@ class PodWorker:
         # The pod's address is known before its containers start, as on a real node.
         status = {**self.pod.get("status", {}), "podIP": self.ip, "hostIP": self.kubelet.node_ip}
         seen = {**self.pod, "status": status}
-        paths = {} if self.kubelet.rootfs else mounts
         env.update(
             podfs.container_env(
-                seen, container.spec, container.image.env, self.kubelet.lookup, paths
+                seen, container.spec, container.image.env, self.kubelet.lookup,
+                self._translated(mounts),
             )
-        )
+        )  # fmt: skip
         if self.kubelet.rootfs:
             runtime = self.kubelet.runtime
             env["PYTHONPATH"] = rootfs.pythonpath(
@@ -284,9 +290,6 @@ class PodWorker:
         assert container.image is not None
         assert self.fs is not None
         mounts = self.fs.mounts(container.spec)
-        # With a root of its own the container sees its volumes at their mount paths;
-        # otherwise paths under them are translated to the folders (podfs.py).
-        paths = {} if self.kubelet.rootfs else mounts
         try:
             env = self._env(container, mounts)
         except podfs.VolumeNotReady as err:
@@ -298,7 +301,7 @@ class PodWorker:
         argv = list(container.spec.get("command") or container.image.entrypoint)
         argv += container.spec.get("args") or []
         argv = self.kubelet.runtime.command(
-            [podfs.translate(podfs.expand(a, env), paths) for a in argv]
+            [podfs.translate(podfs.expand(a, env), self._translated(mounts)) for a in argv]
         )
         uid, gid = self._user(container.spec)
         # One file per run: the kubelet keeps the current and the previous instance's logs.
@@ -480,7 +483,7 @@ class PodWorker:
                 assert self.fs is not None
                 mounts = self.fs.mounts(container.spec)
                 uid, gid = self._user(container.spec)
-                paths = {} if self.kubelet.rootfs else mounts
+                paths = self._translated(mounts)
                 argv = self.kubelet.runtime.command(
                     [podfs.translate(a, paths) for a in probe["exec"]["command"]]
                 )
