@@ -8,16 +8,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 import requests
 
 from tests.console.conftest import CADRE, Org, set_status
 from tests.localcluster.node.conftest import eventually
-
-# A known leak, not yet found (see the stop's closing note): now and then a connection of the
-# console's Kubernetes client is left for the garbage collector, whose ResourceWarning then
-# surfaces in whichever of these tests is running (seen once in five full runs, 2026-12-06).
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 def page(org: Org, path: str, **options: Any) -> requests.Response:

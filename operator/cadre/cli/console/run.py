@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cadre.cli.console.kubeapi import KubeApi, load_configuration
+from cadre.cli.console.kubeapi import CLOSING_TURNS, KubeApi, load_configuration
 from cadre.cli.console.server import Console, ConsoleSettings
 from cadre.cli.console.store import Store
 from cadre.cli.console.watcher import start_watches
@@ -54,13 +54,16 @@ async def serve(
         started(f"http://{shown}:{bound}/")
         await stop.wait()
     finally:
+        # Pages first (their live streams end with the store), then the watches, and the
+        # client session last: every request to the API server has ended or been cancelled
+        # by then, so closing it leaves no connection behind for the garbage collector.
+        store.close()
+        if runner is not None:
+            await runner.cleanup()
         for watch in watches:
             watch.cancel()
         await asyncio.gather(*watches, return_exceptions=True)
-        store.close()  # live pages' streams end
-        await api.close()  # and so do transcripts being relayed
-        if runner is not None:
-            await runner.cleanup()
+        await api.close()
 
 
 @dataclass
@@ -72,9 +75,11 @@ class Running:
     _stop: asyncio.Event
     _thread: threading.Thread
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60) -> None:
         self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=10)
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # said, not left running with its connections open
+            raise RuntimeError(f"the console at {self.url} did not stop within {timeout:.0f} s")
 
 
 def start_in_thread(
@@ -101,6 +106,10 @@ def start_in_thread(
         finally:
             listening.set()
             loop.run_until_complete(loop.shutdown_asyncgens())
+            # A connection aborted in the last steps closes its socket in a callback on the
+            # loop's next turn: give it those turns before the loop is closed.
+            for _ in range(CLOSING_TURNS):
+                loop.run_until_complete(asyncio.sleep(0))
             loop.close()
 
     thread = threading.Thread(target=run, name="cadre console", daemon=True)
