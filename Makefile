@@ -27,8 +27,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Tests run on two workers, each taking the next test as it frees up (most of a test's time
+# is spent waiting on servers and pods). TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist worksteal
+
 unit: $(STAMP) system-packages $(AXE)
-	$(BIN)/pytest
+	$(BIN)/pytest $(XDIST)
 
 # axe-core (npm) checks the console's pages for accessibility in the browser tests.
 $(AXE):
@@ -47,7 +52,7 @@ isolation-packages:
 
 # The suite beside a second local cluster and two busy loops (tools/crowded.py).
 test-crowded: $(STAMP)
-	$(BIN)/python -m tools.crowded -q
+	$(BIN)/python -m tools.crowded -q $(XDIST)
 
 crds: $(STAMP)
 	$(BIN)/cadre crds --output-dir crds
