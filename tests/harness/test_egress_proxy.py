@@ -10,6 +10,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ import trustme
 from aiohttp import web
 from cadre.api.egress import parse_rule
 from cadre.harness.egress_proxy import Credential, EgressProxy, EgressRecord
-from cadre.harness.egress_tls import Authority, server_name
+from cadre.harness.egress_tls import Authority, BioTLS, server_name
 from cadre.operator.egress_ca import new_authority
 
 TOKEN = "ghp-test-token-never-in-the-sandbox"
@@ -254,3 +255,40 @@ def test_the_client_hello_parser_finds_the_server_name() -> None:
     assert server_name(hello) == "files.pythonhosted.org"
     assert server_name(b"GET / HTTP/1.1\r\n") is None
     assert server_name(hello[:20]) is None  # cut short: no name, no exception
+
+
+def test_tls_cut_mid_record_ends_the_read_instead_of_waiting() -> None:
+    """A host that closes its connection halfway through a TLS record: the proxy's TLS sees
+    the end (so the relay reports a truncated body) rather than waiting for the rest."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("cut.test").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    served: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                tls = BioTLS(conn, server_context, server_side=True)
+                tls.handshake()
+                tls.tls.write(b"y" * 10_000)  # one record, held back in the memory BIO
+                record = tls._out.read()
+                conn.sendall(record[: len(record) // 2])
+        except BaseException as err:  # reported by the test's thread
+            served.append(err)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        sock = socket.create_connection(listener.getsockname()[:2], timeout=10)
+        with sock:
+            client = BioTLS(sock, client_context, server_side=False, server_hostname="cut.test")
+            client.handshake()
+            assert client.read_available(memoryview(bytearray(65536))) == 0
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+    assert not served

@@ -148,17 +148,17 @@ class BioTLS:
 
     def recv(self, size: int) -> bytes:
         """At most ``size`` bytes of plaintext, waiting for the first; ``b""`` at the end."""
-        buffer = bytearray(size)
-        got = self.recv_into(buffer, size)
-        return bytes(buffer[:got])
+        try:
+            return self._until_done(lambda: self.tls.read(size))
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # see recv_into
+            return b""
 
     def recv_into(self, buffer: bytearray | memoryview, size: int = 0) -> int:
         size = size or len(buffer)
         try:
             got = self._until_done(lambda: self._read_into(size, buffer))
-        except ssl.SSLZeroReturnError:  # the peer's close_notify
-            return 0
-        except ssl.SSLEOFError:  # closed without close_notify, as many servers do
+        # The peer's close_notify, or a close without one (as many servers do): the end.
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             return 0
         return got
 
@@ -199,6 +199,10 @@ class BioTLS:
             try:
                 result = step()
             except ssl.SSLWantReadError:
+                # OpenSSL reports the end as SSLEOFError; should it ask for more after it, say
+                # the end rather than spin on a closed socket.
+                if self._in.eof:
+                    raise ssl.SSLEOFError("the peer closed the connection mid-record") from None
                 self._flush()
                 data = self.sock.recv(self.chunk)
                 if data:
