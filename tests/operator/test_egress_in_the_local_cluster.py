@@ -223,3 +223,13 @@ async def test_a_sandbox_reaches_allowed_hosts_with_credentials_it_never_sees(
     assert "evil.test" in log_text
     assert INDEX_TOKEN not in log_text
     assert GIT_TOKEN not in log_text
+    # The refusal is a Warning Event on the Task, written by the harness (its Role allows it);
+    # pip's retry of the same host counts on the one Event rather than adding another.
+    events = http("GET", f"/api/v1/namespaces/{NS}/events").json()["items"]
+    refused = [e for e in events if e["reason"] == "EgressRefused"]
+    assert refused, [(e["reason"], e["message"]) for e in events]
+    assert {e["involvedObject"]["name"] for e in refused} == {"fetch"}
+    assert {e["type"] for e in refused} == {"Warning"}
+    assert {e["source"]["component"] for e in refused} == {"cadre-harness"}
+    assert any(f"evil.test:{hosts.port}" in e["message"] for e in refused)
+    assert len({e["message"] for e in refused}) == len(refused)

@@ -51,7 +51,7 @@ def test_every_object_is_valid_kubernetes(index: int) -> None:
     kubernetes_validate.validate(obj, "1.32", strict=True)
 
 
-def test_the_role_allows_reading_agents_teams_tasks_and_writing_task_status_and_memory() -> None:
+def test_the_role_allows_reading_agents_teams_tasks_writing_task_status_memory_and_events() -> None:
     rules = build_harness_role(target())["rules"]
     assert rules == [
         {"apiGroups": ["cadre.dev"], "resources": ["agents", "teams"], "verbs": ["get"]},
@@ -68,13 +68,15 @@ def test_the_role_allows_reading_agents_teams_tasks_and_writing_task_status_and_
             "resourceNames": ["memory-engineer"],
             "verbs": ["get", "update", "patch"],
         },
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "get", "patch"]},
     ]
 
 
-def test_the_role_cannot_create_anything_nor_write_task_specs() -> None:
+def test_the_role_creates_only_events_and_cannot_write_task_specs() -> None:
     rules = build_harness_role(target())["rules"]
     verbs = {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]}
-    assert not {v for _, v in verbs} & {"create", "delete", "deletecollection", "*"}
+    assert {r for r, v in verbs if v == "create"} == {"events"}
+    assert not {v for _, v in verbs} & {"delete", "deletecollection", "*"}
     assert not {v for r, v in verbs if r == "tasks"} & {"patch", "update"}
 
 

@@ -19,6 +19,8 @@ from cadre.harness.egress_tls import Authority
 
 EVENT = "span.egress"
 """The session-log event of one connection (informational: replay skips it)."""
+REFUSED_REASON = "EgressRefused"
+"""The reason of the Kubernetes Event a refused connection gives its Task."""
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,16 @@ from aiohttp import web
 from cadre.api.agent import AgentSpec, LessonSource
 from cadre.api.conditions import merge_condition
 from cadre.api.egress import PROXY_PORT
+from cadre.api.events import build_event
 from cadre.api.limits import Limits
-from cadre.api.names import TEAM_LABEL, memory_name
+from cadre.api.names import TEAM_LABEL, harness_pod_name, memory_name
 from cadre.api.task import FINAL_PHASES, INFRASTRUCTURE_FAILURES, MAX_DELIVERY_BYTES
 from cadre.api.team import TeamSpec
 from cadre.api.types import Obj, session_of
 from cadre.harness.cluster_sandbox import ClusterSandbox, TaskCopies
 from cadre.harness.context import plan_for
 from cadre.harness.egress import EVENT as EGRESS_EVENT
+from cadre.harness.egress import REFUSED_REASON as EGRESS_REFUSED
 from cadre.harness.egress import EgressSettings, build_proxy, sandbox_environment
 from cadre.harness.egress_proxy import EgressProxy, EgressRecord
 from cadre.harness.eventserver import EventServer
@@ -66,6 +68,8 @@ from cadre.harness.tokens import load_or_create_key, session_token
 from cadre.harness.tracing import Tracing
 
 log = logging.getLogger(__name__)
+COMPONENT = "cadre-harness"
+"""How the harness signs the Kubernetes Events it writes."""
 REPORT_SECONDS = 5.0
 
 
@@ -108,6 +112,8 @@ class HarnessProcess:
     """Set for every bash call's commands (the egress proxy's address)."""
     open_logs: dict[str, SessionLog] = field(default_factory=dict)
     """Session logs open now, by Task (where a sandbox's connections are written)."""
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    """Best-effort writes in flight (Events)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         agent = await self.api.agent(self.agent)
@@ -212,18 +218,36 @@ class HarnessProcess:
         return proxy
 
     def _on_egress(self, record: EgressRecord) -> None:
-        """Account a sandbox's connection: metrics, and its Task's session log."""
+        """Account a sandbox's connection: metrics, its Task's session log, and for a refusal
+        a Kubernetes Event on that Task (``kubectl describe task`` shows what was refused)."""
         namespace = self.api.namespace
         self.metrics.egress.labels(namespace, self.agent, record.decision,
                                    str(record.credential).lower()).inc()  # fmt: skip
         self.metrics.egress_bytes.labels(namespace, self.agent, "out").inc(record.bytes_out)
         self.metrics.egress_bytes.labels(namespace, self.agent, "in").inc(record.bytes_in)
-        for name, task in self.known.items():
-            address = str(session_of(task.get("status")).get("sandboxAddress") or "")
-            if address.rsplit(":", 1)[0] == record.client and name in self.open_logs:
-                self.open_logs[name].append(EGRESS_EVENT, **record.event())
-                return
-        log.info("egress from %s (no open session): %s", record.client, record.event())
+        task = next(
+            (t for name, t in self.known.items() if name in self.open_logs
+             and str(session_of(t.get("status")).get("sandboxAddress") or "").rsplit(":", 1)[0]
+             == record.client),
+            None,
+        )  # fmt: skip
+        if task is not None:
+            self.open_logs[task["metadata"]["name"]].append(EGRESS_EVENT, **record.event())
+        else:
+            log.info("egress from %s (no open session): %s", record.client, record.event())
+        if record.decision == "refused" and task is not None:
+            message = (
+                f"egress refused to {record.host}:{record.port} from this Task's sandbox:"
+                f" {record.reason}"
+            )
+            event = build_event(task, "Warning", EGRESS_REFUSED, message, datetime.now(UTC),
+                                COMPONENT, harness_pod_name(self.agent))  # fmt: skip
+            self._keep(asyncio.get_running_loop().create_task(self.api.record_event(event)))
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """A fire-and-forget task kept referenced until it ends (the loop holds only weakly)."""
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def _log_path(self, task: Obj) -> Path:
         meta = task["metadata"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -13,6 +14,7 @@ import kubernetes
 import urllib3
 
 from cadre.api import GROUP, VERSION
+from cadre.api.events import count_patch
 from cadre.api.names import PARENT_LABEL
 from cadre.api.types import Obj
 
@@ -35,6 +37,7 @@ class TaskApi:
 
     def __init__(self, client: kubernetes.client.ApiClient, namespace: str) -> None:
         self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.core = kubernetes.client.CoreV1Api(client)
         self.namespace = namespace
 
     def _get(self, plural: str, name: str) -> Obj:
@@ -167,3 +170,39 @@ class TaskApi:
             return list(found["items"])
 
         return await self._call(listed)
+
+    async def record_event(self, event: Obj) -> None:
+        """Create ``event``, or count it once more if it exists (``cadre.api.events``). Best
+        effort, as client-go's recorder: a failure is logged, never raised."""
+        name = event["metadata"]["name"]
+        core: Any = self.core  # the Event is plain JSON, not the client's typed model
+
+        def create_or_count() -> None:
+            for _ in range(3):
+                try:
+                    core.create_namespaced_event(self.namespace, event)
+                    return
+                except kubernetes.client.ApiException as err:
+                    if err.status != 409:
+                        raise
+                try:
+                    read = core.read_namespaced_event(name, self.namespace, _preload_content=False)
+                except kubernetes.client.ApiException as err:
+                    if err.status == 404:
+                        continue  # deleted in between: create it again
+                    raise
+                try:
+                    current = json.loads(read.data)
+                finally:
+                    read.release_conn()
+                try:
+                    core.patch_namespaced_event(name, self.namespace, count_patch(current, event))
+                    return
+                except kubernetes.client.ApiException as err:
+                    if err.status != 409:  # 409: counted by another writer; read it again
+                        raise
+
+        try:
+            await self._call(create_or_count)
+        except Exception:
+            log.warning("event %s (%s) not recorded", event["reason"], name, exc_info=True)

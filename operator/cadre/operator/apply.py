@@ -12,6 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from cadre.api import GROUP, VERSION
+from cadre.api.events import count_patch
 from cadre.api.names import (
     PARENT_LABEL,
     REVIEW_OF_LABEL,
@@ -138,13 +139,8 @@ def create_or_count_event(event: Obj, count: bool) -> None:
         current = _read(core.read_namespaced_event, name, namespace)
         if current is None:
             continue  # deleted in between: create it again
-        patch = {
-            "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-            "count": int(current.get("count") or 1) + 1,
-            "lastTimestamp": event["lastTimestamp"],
-        }
         try:
-            _raw(core.patch_namespaced_event, name, namespace, patch)
+            _raw(core.patch_namespaced_event, name, namespace, count_patch(current, event))
             return
         except ApiException as err:
             if err.status != 409:

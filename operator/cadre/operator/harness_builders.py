@@ -98,7 +98,8 @@ def build_harness_role(target: AgentTarget) -> dict[str, Any]:
     """Only what ``cadre harness`` calls: Agents and Teams (read: its teammates' roles), the
     namespace's Policies (list: its tool calls are decided by them), the
     Tasks and their status (its sessions' progress, delegation requests, verdicts on its
-    children), and its own memory ConfigMap. No pods, no Secrets, nothing it could create."""
+    children), its own memory ConfigMap, and Events. No pods, no Secrets; Events are all it can
+    create."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -119,6 +120,8 @@ def build_harness_role(target: AgentTarget) -> dict[str, Any]:
                 "resourceNames": [memory_name(target.name)],
                 "verbs": ["get", "update", "patch"],
             },
+            # Events on its Tasks (an egress refusal), counted as client-go's recorder does.
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "get", "patch"]},
         ],
     }
 
