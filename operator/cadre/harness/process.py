@@ -225,24 +225,24 @@ class HarnessProcess:
                                    str(record.credential).lower()).inc()  # fmt: skip
         self.metrics.egress_bytes.labels(namespace, self.agent, "out").inc(record.bytes_out)
         self.metrics.egress_bytes.labels(namespace, self.agent, "in").inc(record.bytes_in)
-        task = next(
-            (t for name, t in self.known.items() if name in self.open_logs
-             and str(session_of(t.get("status")).get("sandboxAddress") or "").rsplit(":", 1)[0]
-             == record.client),
-            None,
-        )  # fmt: skip
-        if task is not None:
-            self.open_logs[task["metadata"]["name"]].append(EGRESS_EVENT, **record.event())
-        else:
+        task = self._session_of_sandbox(record.client)
+        if task is None:
             log.info("egress from %s (no open session): %s", record.client, record.event())
-        if record.decision == "refused" and task is not None:
-            message = (
-                f"egress refused to {record.host}:{record.port} from this Task's sandbox:"
-                f" {record.reason}"
-            )
+            return
+        self.open_logs[task["metadata"]["name"]].append(EGRESS_EVENT, **record.event())
+        if record.decision == "refused":
+            message = f"egress to {record.host}:{record.port} refused: {record.reason}"
             event = build_event(task, "Warning", EGRESS_REFUSED, message, datetime.now(UTC),
                                 COMPONENT, harness_pod_name(self.agent))  # fmt: skip
             self._keep(asyncio.get_running_loop().create_task(self.api.record_event(event)))
+
+    def _session_of_sandbox(self, address: str) -> Obj | None:
+        """The Task with an open session whose sandbox is at ``address`` (its pod's IP)."""
+        for name, task in self.known.items():
+            at = str(session_of(task.get("status")).get("sandboxAddress") or "")
+            if at.rsplit(":", 1)[0] == address and name in self.open_logs:
+                return task
+        return None
 
     def _keep(self, task: asyncio.Task[None]) -> None:
         """A fire-and-forget task kept referenced until it ends (the loop holds only weakly)."""
