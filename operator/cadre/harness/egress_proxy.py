@@ -217,10 +217,8 @@ class EgressProxy:
             self._open.add(sock)
         return sock
 
-    def _forget(self, *socks: socket.socket | None) -> None:
+    def _forget(self, *socks: socket.socket) -> None:
         for sock in socks:
-            if sock is None:
-                continue
             with self._lock:
                 self._open.discard(sock)
             with contextlib.suppress(OSError):
@@ -247,7 +245,7 @@ class EgressProxy:
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
             if method == "CONNECT":
                 record.host, record.port = _split_host_port(target, 443)
-                self._connect(stream, record, upstream)
+                self._connect(conn, stream, record, upstream)
             else:
                 self._plain(head, method, target, stream, record, upstream)
         except _Refused as refused:
@@ -278,15 +276,20 @@ class EgressProxy:
         raise _Refused(f"{record.host}:{record.port} is not an egress host")
 
     def _connect(
-        self, stream: _Stream, record: EgressRecord, upstream: list[socket.socket]
+        self,
+        conn: socket.socket,
+        stream: _Stream,
+        record: EgressRecord,
+        upstream: list[socket.socket],
     ) -> None:
+        """A CONNECT: refused, tunnelled untouched, or intercepted (``conn``: the sandbox's
+        socket, under ``stream`` until TLS takes it over)."""
         if not allowed(self.rules, record.host, record.port):
             self._refuse(stream, record)
         stream.sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         credential = self._credential(record.host, record.port)
         if credential is not None and self.authority is not None:
-            assert isinstance(stream.sock, socket.socket)
-            self._intercept(stream.sock, stream, record, credential, upstream)
+            self._intercept(conn, stream, record, credential, upstream)
             return
         # A TLS record header, then the ClientHello it announces (it may span segments).
         first = stream.exactly(5)
@@ -299,12 +302,10 @@ class EgressProxy:
         record.decision = "allowed"
         sock.sendall(first + stream.pending)
         record.bytes_out += len(first) + len(stream.pending)
-        client = stream.sock
-        assert isinstance(client, socket.socket)
-        back = threading.Thread(target=_pipe, args=(sock, client, record, "bytes_in"),
+        back = threading.Thread(target=_pipe, args=(sock, conn, record, "bytes_in"),
                                 name="egress-back", daemon=True)  # fmt: skip
         back.start()
-        _pipe(client, sock, record, "bytes_out")
+        _pipe(conn, sock, record, "bytes_out")
         back.join()
 
     def _intercept(
