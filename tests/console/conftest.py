@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from cadre.api.names import PARENT_LABEL, TEAM_LABEL
 from cadre.cli.console.run import Running, start_in_thread
 from cadre.cli.console.server import ConsoleSettings
 
 from tests.localcluster.conftest import REPO, Http, Served, serving
+from tests.localcluster.node.conftest import eventually
 
 NS = "default"
 CADRE = f"/apis/cadre.dev/v1alpha1/namespaces/{NS}"
@@ -95,6 +97,10 @@ def org(tmp_path: Path) -> Iterator[Org]:
         populate(served.http)
         running = start_in_thread(served.kubeconfig, ConsoleSettings())
         try:
+            # Every watch has listed once: pages render the whole organization from here on,
+            # not the "Reading the cluster…" state of a console still listing.
+            health = running.url.rstrip("/") + "/healthz"
+            eventually(lambda: requests.get(health, timeout=10).text == "ok", timeout=30)
             yield Org(served, running)
         finally:
             running.stop()
