@@ -331,6 +331,10 @@ async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_o
             await asyncio.sleep(0.3)  # nobody reconciles for a moment
             operator = await start()
         await until(lambda: phases().count("Succeeded") == count, within=120)
+        # The operator deletes a finished Task's sandbox: it must still run while they go.
+        await until(lambda: not [
+            p for p in http("GET", f"/api/v1/namespaces/{NS}/pods").json()["items"]
+            if p["metadata"]["name"].startswith("sbx-")])  # fmt: skip
     finally:
         operator.terminate()
         await operator.wait()
@@ -339,15 +343,6 @@ async def test_the_operator_killed_mid_flight_restarts_and_every_task_finishes_o
     for i in range(count):
         files = list(claims.glob(f"sbx-t{i}-workspace-*/once.txt"))
         assert [f.read_text() for f in files] == ["done\n"], i  # one sandbox, one run each
-    await until(
-        lambda: (
-            not [
-                p
-                for p in http("GET", f"/api/v1/namespaces/{NS}/pods").json()["items"]
-                if p["metadata"]["name"].startswith("sbx-")
-            ]
-        )
-    )
 
 
 async def test_a_task_for_a_missing_agent_says_so_and_is_taken_once_it_exists(

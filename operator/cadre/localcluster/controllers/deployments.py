@@ -30,9 +30,13 @@ from cadre.localcluster.apiserver.metadata import now
 from cadre.localcluster.apiserver.registry import ResourceType
 from cadre.localcluster.apiserver.status import ApiError
 from cadre.localcluster.apiserver.store import ANY, Change
-from cadre.localcluster.controllers.workloads import _controlled_by as controlled_by
-from cadre.localcluster.controllers.workloads import _owner, template_hash
-from cadre.localcluster.controllers.workloads import _ready as ready
+from cadre.localcluster.controllers.ownership import (
+    controlled_by,
+    owner_ref,
+    pod_from_template,
+    pod_ready,
+    template_hash,
+)
 
 log = logging.getLogger(__name__)
 HASH_LABEL = "pod-template-hash"
@@ -86,25 +90,9 @@ def build_replica_set(deployment: Obj, revision: int) -> Obj:
             "namespace": meta["namespace"],
             "labels": labels,
             "annotations": {REVISION: str(revision)},
-            "ownerReferences": [_owner(deployment)],
+            "ownerReferences": [owner_ref(deployment)],
         },
         "spec": {"replicas": 0, "selector": selector, "template": template},
-    }
-
-
-def build_pod(replica_set: Obj) -> Obj:
-    template = copy.deepcopy(replica_set["spec"]["template"])
-    meta = template.get("metadata") or {}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": f"{replica_set['metadata']['name']}-",
-            "labels": meta.get("labels") or {},
-            "annotations": meta.get("annotations") or {},
-            "ownerReferences": [_owner(replica_set)],
-        },
-        "spec": template.get("spec") or {},
     }
 
 
@@ -170,11 +158,11 @@ class DeploymentControllers:
                 if change.resource == ("", "pods"):
                     # A pod gone may be what a Recreate waits for, without any change of its
                     # ReplicaSet's status (terminating pods no longer count there).
-                    self._sync_owner(owner)
+                    self._syncowner_ref(owner)
             elif resource == ("apps", "deployments"):
                 self._sync_deployment(owner)
 
-    def _sync_owner(self, replica_set: Obj) -> None:
+    def _syncowner_ref(self, replica_set: Obj) -> None:
         for ref in replica_set["metadata"].get("ownerReferences") or []:
             found = self.cluster.store.by_uid(ref.get("uid", "")) if ref.get("controller") else None
             if found is not None and found[0] == ("apps", "deployments"):
@@ -193,10 +181,10 @@ class DeploymentControllers:
         wanted = int(replica_set["spec"].get("replicas", 1))
         for _ in range(wanted - len(pods)):
             with contextlib.suppress(ApiError):
-                self.cluster.create(pods_type, namespace, build_pod(replica_set))
+                self.cluster.create(pods_type, namespace, pod_from_template(replica_set))
         if len(pods) > wanted:
             # Not ready ones go first, then the newest, as the ReplicaSet controller ranks them.
-            ranked = sorted(pods, key=lambda p: (ready(p), p["metadata"]["creationTimestamp"]),
+            ranked = sorted(pods, key=lambda p: (pod_ready(p), p["metadata"]["creationTimestamp"]),
                             reverse=False)  # fmt: skip
             doomed = ranked[: len(pods) - wanted]
             for pod in doomed:
@@ -209,7 +197,7 @@ class DeploymentControllers:
                     self.cluster.delete(pods_type, namespace, pod["metadata"]["name"])
         current = [p for p in self.cluster.store.items(("", "pods"), namespace)
                    if controlled_by(p, replica_set) and _alive(p)]  # fmt: skip
-        count = sum(1 for p in current if ready(p))
+        count = sum(1 for p in current if pod_ready(p))
         self._status(self._type("apps", "replicasets"), replica_set, {
             "replicas": len(current), "fullyLabeledReplicas": len(current),
             "readyReplicas": count, "availableReplicas": count,

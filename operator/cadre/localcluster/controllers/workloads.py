@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import hashlib
-import json
 import logging
 import time
 
@@ -26,6 +24,13 @@ from cadre.localcluster.apiserver.metadata import now, parse_time
 from cadre.localcluster.apiserver.registry import ResourceType
 from cadre.localcluster.apiserver.status import ApiError
 from cadre.localcluster.apiserver.store import ANY, Change
+from cadre.localcluster.controllers.ownership import (
+    controlled_by,
+    owner_ref,
+    pod_from_template,
+    pod_ready,
+    template_hash,
+)
 
 log = logging.getLogger(__name__)
 REVISION_LABEL = "controller-revision-hash"
@@ -37,31 +42,9 @@ _WATCHED = {
 }
 
 
-def template_hash(template: Obj) -> str:
-    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _owner(obj: Obj) -> Obj:
-    meta = obj["metadata"]
-    return {
-        "apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"],
-        "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
-    }  # fmt: skip
-
-
-def _controlled_by(pod: Obj, owner: Obj) -> bool:
-    refs = pod["metadata"].get("ownerReferences") or []
-    return any(r.get("uid") == owner["metadata"]["uid"] and r.get("controller") for r in refs)
-
-
 def _selects(selector: Obj, pod: Obj) -> bool:
     labels = pod["metadata"].get("labels") or {}
     return all(labels.get(k) == v for k, v in selector.items())
-
-
-def _ready(pod: Obj) -> bool:
-    conditions = pod.get("status", {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def build_stateful_pod(sts: Obj, ordinal: int) -> Obj:
@@ -94,7 +77,7 @@ def build_stateful_pod(sts: Obj, ordinal: int) -> Obj:
             "name": name,
             "labels": labels,
             "annotations": meta.get("annotations") or {},
-            "ownerReferences": [_owner(sts)],
+            "ownerReferences": [owner_ref(sts)],
         },
         "spec": spec,
     }
@@ -181,7 +164,7 @@ class WorkloadControllers:
                 "name": pod["metadata"]["name"],
                 "uid": pod["metadata"]["uid"],
             }
-            (ready if _ready(pod) else not_ready).append({"ip": address, "targetRef": ref})
+            (ready if pod_ready(pod) else not_ready).append({"ip": address, "targetRef": ref})
         ports = [
             {
                 "name": p.get("name", ""),
@@ -270,7 +253,7 @@ class WorkloadControllers:
         pods = {
             p["metadata"]["name"]: p
             for p in self.cluster.store.items(("", "pods"), namespace)
-            if _controlled_by(p, sts)
+            if controlled_by(p, sts)
         }
         replicas = int(sts["spec"].get("replicas", 1))
         ordered = sts["spec"].get("podManagementPolicy", "OrderedReady") == "OrderedReady"
@@ -294,7 +277,7 @@ class WorkloadControllers:
                 if ordered:
                     break
                 continue
-            if ordered and not (_ready(pod) and not pod["metadata"].get("deletionTimestamp")):
+            if ordered and not (pod_ready(pod) and not pod["metadata"].get("deletionTimestamp")):
                 break
         for name, pod in pods.items():
             ordinal = int(name.rsplit("-", 1)[1]) if name.rsplit("-", 1)[1].isdigit() else -1
@@ -304,10 +287,10 @@ class WorkloadControllers:
         stale = [
             p for p in current if p["metadata"].get("labels", {}).get(REVISION_LABEL) != revision
         ]
-        if stale and all(_ready(p) for p in current) and len(current) == replicas:
+        if stale and all(pod_ready(p) for p in current) and len(current) == replicas:
             newest = max(stale, key=lambda p: int(p["metadata"]["name"].rsplit("-", 1)[1]))
             self._delete(pods_type, namespace, newest["metadata"]["name"])
-        ready = sum(1 for p in current if _ready(p))
+        ready = sum(1 for p in current if pod_ready(p))
         updated = len(current) - len(stale)
         self._status(
             self._type("apps", "statefulsets"),
@@ -334,7 +317,7 @@ class WorkloadControllers:
         namespace = job["metadata"]["namespace"]
         pods_type = self._type("", "pods")
         pods = [
-            p for p in self.cluster.store.items(("", "pods"), namespace) if _controlled_by(p, job)
+            p for p in self.cluster.store.items(("", "pods"), namespace) if controlled_by(p, job)
         ]
         active = [
             p
@@ -368,14 +351,14 @@ class WorkloadControllers:
             elif not spec.get("suspend"):
                 wanted = min(int(spec.get("parallelism", 1)), completions - succeeded) - len(active)
                 for _ in range(max(wanted, 0)):
-                    pod = self._job_pod(job)
+                    pod = pod_from_template(job)
                     with contextlib.suppress(ApiError):
                         active.append(self.cluster.create(pods_type, namespace, pod).obj)
         status.update(
             active=len(active),
             succeeded=succeeded,
             failed=failed,
-            ready=sum(1 for p in active if _ready(p)),
+            ready=sum(1 for p in active if pod_ready(p)),
         )
         self._status(self._type("batch", "jobs"), job, status)
 
@@ -390,22 +373,6 @@ class WorkloadControllers:
         if reason:
             found.update(reason=reason, message=message)
         return found
-
-    @staticmethod
-    def _job_pod(job: Obj) -> Obj:
-        template = copy.deepcopy(job["spec"]["template"])
-        meta = template.get("metadata") or {}
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "generateName": f"{job['metadata']['name']}-",
-                "labels": meta.get("labels") or {},
-                "annotations": meta.get("annotations") or {},
-                "ownerReferences": [_owner(job)],
-            },
-            "spec": template.get("spec") or {},
-        }
 
     # -- writes ----------------------------------------------------------------------------
 
