@@ -6,6 +6,7 @@ the Agent's egress CA made by the operator's code."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import shutil
 import socket
 import ssl
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 from aiohttp import web
@@ -45,7 +47,9 @@ async def upstream() -> AsyncIterator[Upstream]:
     ca.issue_cert("pypi.test", "git.test").configure_cert(context)
     served = Upstream(0, ca.cert_pem.bytes())
 
-    async def anything(request: web.Request) -> web.Response:
+    async def anything(request: web.Request) -> web.StreamResponse:
+        if request.path == "/ws":
+            return await _echo_websocket(request, served)
         body = await request.read()
         if request.path == "/big":  # over the proxy's raw-copy threshold
             return web.Response(body=BIG)
@@ -63,6 +67,22 @@ async def upstream() -> AsyncIterator[Upstream]:
     served.port = runner.addresses[0][1]
     yield served
     await runner.cleanup()
+
+
+async def _echo_websocket(request: web.Request, served: Upstream) -> web.WebSocketResponse:
+    """Says hello first (data right behind the 101), then echoes until the client closes."""
+    authorization = request.headers.get("Authorization")
+    served.seen.append({"host": request.host, "path": request.path,
+                        "authorization": authorization, "body": 0})  # fmt: skip
+    socket_ = web.WebSocketResponse()
+    await socket_.prepare(request)
+    await socket_.send_str("hello")
+    async for message in socket_:
+        if message.type == web.WSMsgType.TEXT:
+            await socket_.send_str(f"echo: {message.data}")
+        elif message.type == web.WSMsgType.BINARY:
+            await socket_.send_bytes(message.data[::-1])
+    return socket_
 
 
 @dataclass
@@ -194,6 +214,131 @@ async def test_an_intercepted_connection_carries_several_requests_and_ends_clean
     await _eventually_recorded(proxy.records, 1)
     assert len(proxy.records) == 1
     assert proxy.records[0].intercepted
+
+
+async def test_a_websocket_to_a_host_with_a_credential_is_relayed_both_ways(
+    upstream: Upstream, proxy: Running
+) -> None:
+    """The upgrade carries the credential; after the 101 the proxy relays frames raw both
+    ways: the host's greeting sent right behind the 101, echoes, and a 3 MiB binary message
+    (many TLS records, read while the other way is idle)."""
+    context = ssl.create_default_context(cafile=str(proxy.bundle))
+    url = f"wss://git.test:{upstream.port}/ws"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, proxy=f"http://127.0.0.1:{proxy.port}", ssl=context) as ws,
+    ):
+        assert await ws.receive_str(timeout=20) == "hello"
+        for word in ("one", "two"):
+            await ws.send_str(word)
+            assert await ws.receive_str(timeout=20) == f"echo: {word}"
+        await ws.send_bytes(BIG)
+        assert await ws.receive_bytes(timeout=20) == BIG[::-1]
+    assert upstream.seen[-1] == {"host": f"git.test:{upstream.port}", "path": "/ws",
+                                 "authorization": f"Bearer {TOKEN}", "body": 0}  # fmt: skip
+    await _eventually_recorded(proxy.records, 1)
+    record = proxy.records[-1]
+    assert (record.host, record.intercepted, record.decision) == ("git.test", True, "allowed")
+    assert record.bytes_out > len(BIG)
+    assert record.bytes_in > len(BIG)
+
+
+async def test_plain_http_to_several_hosts_on_one_proxy_connection_reaches_each(
+    tmp_path: Path,
+) -> None:
+    """Clients keep one connection to the proxy for every http:// host (urllib3 does): each
+    request goes to the host it names, checked on its own; a host not allowed is refused on
+    that connection, and each host is a record of its own. A ws:// upgrade is relayed raw."""
+    runners, ports = [], []
+    for name in ("first", "second"):
+
+        async def answer(request: web.Request, name: str = name) -> web.Response:
+            extra = request.headers.get("Proxy-Connection", "")
+            return web.Response(text=f"{name} server: {request.host}{request.path_qs}{extra}")
+
+        async def websocket(request: web.Request) -> web.WebSocketResponse:
+            return await _echo_websocket(request, Upstream(0, b""))
+
+        app = web.Application()
+        app.router.add_get("/ws", websocket)
+        app.router.add_get("/{tail:.*}", answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        ports.append(runner.addresses[0][1])
+    records: list[EgressRecord] = []
+    hosts = [f"pypi.test:{ports[0]}", f"git.test:{ports[1]}"]
+    server = EgressProxy(hosts, [], None, records.append,
+                         resolve=lambda h: "127.0.0.1" if h.endswith(".test") else h)  # fmt: skip
+    port = await server.start("127.0.0.1", 0)
+
+    def one_connection() -> list[tuple[int, str]]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        answers = []
+        try:
+            for url in (f"http://{hosts[0]}/a?x=1", f"http://{hosts[1]}/b",
+                        f"http://{hosts[0]}/c", "http://evil.test/d"):  # fmt: skip
+                conn.request("GET", url, headers={"Proxy-Connection": "keep-alive"})
+                response = conn.getresponse()
+                answers.append((response.status, response.read().decode()))
+        finally:
+            conn.close()
+        return answers
+
+    try:
+        answers = await asyncio.to_thread(one_connection)
+        await _eventually_recorded(records, 4)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"ws://{hosts[1]}/ws", proxy=f"http://127.0.0.1:{port}") as ws,
+        ):
+            assert await ws.receive_str(timeout=20) == "hello"
+            await ws.send_str("plain")
+            assert await ws.receive_str(timeout=20) == "echo: plain"
+        await _eventually_recorded(records, 5)
+    finally:
+        await server.close()
+        for runner in runners:
+            await runner.cleanup()
+    assert answers[:3] == [(200, f"first server: {hosts[0]}/a?x=1"),
+                           (200, f"second server: {hosts[1]}/b"),
+                           (200, f"first server: {hosts[0]}/c")]  # fmt: skip
+    assert answers[3][0] == 403
+    assert "evil.test:80 is not one of this Agent's egress hosts" in answers[3][1]
+    assert [(r.host, r.decision) for r in records] == [
+        ("pypi.test", "allowed"), ("git.test", "allowed"), ("pypi.test", "allowed"),
+        ("evil.test", "refused"), ("git.test", "allowed")]  # fmt: skip
+    assert all(r.bytes_in > 0 for r in records[:3])
+
+
+async def test_a_client_expecting_100_continue_is_answered_at_once(
+    upstream: Upstream, proxy: Running
+) -> None:
+    """``Expect: 100-continue`` (curl sends it for large uploads, then waits a second): the
+    proxy answers 100 itself and the host receives the whole body with the credential."""
+    host = f"git.test:{upstream.port}"
+
+    def upload() -> bytes:
+        context = ssl.create_default_context(cafile=str(proxy.bundle))
+        raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=20)
+        raw.sendall(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert raw.recv(1024).startswith(b"HTTP/1.1 200")
+        with context.wrap_socket(raw, server_hostname="git.test") as tls:
+            tls.sendall(f"POST /push HTTP/1.1\r\nHost: {host}\r\nContent-Length: 7\r\n"
+                        "Expect: 100-continue\r\n\r\n".encode())  # fmt: skip
+            interim = tls.recv(1024)  # the body is sent only once this came (timeout: 20 s)
+            tls.sendall(b"payload")
+            answer = b""
+            while b"hello from" not in answer and (chunk := tls.recv(65536)):
+                answer += chunk
+            return interim + answer
+
+    received = await asyncio.to_thread(upload)
+    assert received.startswith(b"HTTP/1.1 100 ")
+    assert b"HTTP/1.1 200" in received
+    assert upstream.seen[-1] == {"host": host, "path": "/push",
+                                 "authorization": f"Bearer {TOKEN}", "body": 7}  # fmt: skip
 
 
 async def test_a_host_not_allowed_is_refused_with_a_reason_the_model_can_read(

@@ -11,9 +11,13 @@ The sandbox's NetworkPolicy lets it reach this proxy (on its harness pod) and no
   certificate for that host from the Agent's CA (the sandbox trusts the CA's certificate, never
   holds its key), opens TLS to the real host with normal verification, and relays the HTTP/1.1
   exchange with the credential's header set on each request. The credential exists only here;
-- plain HTTP is relayed to allowed hosts; a credential is never sent over it;
-- each connection is accounted (host, port, bytes each way, allowed or refused, credential
-  applied or not, never its value) through ``on_record``.
+- plain HTTP is relayed to allowed hosts, each request checked and sent to the host it names
+  (one connection to the proxy may carry requests for several); a credential is never sent
+  over it;
+- a WebSocket (a ``101`` answer to an upgrade) is relayed raw both ways, through interception
+  too (the upgrade request carries the credential) (``egress_http``);
+- each host a connection reached or was refused is accounted (host, port, bytes each way,
+  allowed or refused, credential applied or not, never its value) through ``on_record``.
 
 Each connection is served by blocking code on a thread of its own (sockets and ``ssl``
 release the GIL): relaying through asyncio's streams and TLS protocol cost about half the
@@ -39,22 +43,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import h11
 
 from cadre.api.egress import HostRule, allowed, parse_rule
+from cadre.harness.egress_http import CHUNK, IDLE_SECONDS, Route, Stream, relay_http
 from cadre.harness.egress_tls import Authority, BioTLS, server_name
 
 log = logging.getLogger(__name__)
-MAX_HEAD = 64 * 1024
-CHUNK = 1024 * 1024
 MAX_CONNECTIONS = 256
 """Connections served at once (a thread each); more wait to be accepted."""
-IDLE_SECONDS = 600
-"""A connection silent this long either way is closed."""
-RAW_BODY_BYTES = 1024 * 1024
-"""Responses longer than this are copied raw (downloads: packages, git packs)."""
 
 
 @dataclass(frozen=True)
@@ -112,44 +111,6 @@ def _split_host_port(target: str, default: int) -> tuple[str, int]:
     return host.strip("[]").lower(), int(port)
 
 
-class _Conn(Protocol):
-    """A blocking connection: a socket, or TLS over one (``BioTLS``)."""
-
-    def recv(self, size: int, /) -> bytes: ...
-
-    def recv_into(self, buffer: bytearray | memoryview, size: int = 0, /) -> int: ...
-
-    def sendall(self, data: bytes | bytearray | memoryview, /) -> None: ...
-
-
-class _Stream:
-    """A blocking connection with what was read past a request's head kept for the next read."""
-
-    def __init__(self, sock: _Conn) -> None:
-        self.sock = sock
-        self.pending = b""
-
-    def head(self) -> bytes:
-        while b"\r\n\r\n" not in self.pending:
-            if len(self.pending) > MAX_HEAD:
-                raise ValueError("request head too long")
-            chunk = self.sock.recv(CHUNK)
-            if not chunk:
-                raise ConnectionError("closed before the request's head ended")
-            self.pending += chunk
-        head, _, self.pending = self.pending.partition(b"\r\n\r\n")
-        return head + b"\r\n\r\n"
-
-    def exactly(self, size: int) -> bytes:
-        while len(self.pending) < size:
-            chunk = self.sock.recv(CHUNK)
-            if not chunk:
-                raise ConnectionError("closed early")
-            self.pending += chunk
-        data, self.pending = self.pending[:size], self.pending[size:]
-        return data
-
-
 class EgressProxy:
     def __init__(
         self,
@@ -173,7 +134,7 @@ class EgressProxy:
         self._pool = ThreadPoolExecutor(max_workers=MAX_CONNECTIONS, thread_name_prefix="egress")
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._served: set[asyncio.Future[EgressRecord | None]] = set()
+        self._served: set[asyncio.Future[list[EgressRecord]]] = set()
 
     async def start(self, host: str, port: int) -> int:
         self._listener = socket.create_server((host, port), backlog=128)
@@ -191,10 +152,14 @@ class EgressProxy:
             self._served.add(served)
             served.add_done_callback(self._done)
 
-    def _done(self, served: asyncio.Future[EgressRecord | None]) -> None:
+    def _done(self, served: asyncio.Future[list[EgressRecord]]) -> None:
         self._served.discard(served)
-        record = None if served.cancelled() else served.result()
-        if record is not None:
+        if served.cancelled():
+            return
+        if (error := served.exception()) is not None:  # a fault of the proxy's, not the peers'
+            log.error("egress connection failed", exc_info=error)
+            return
+        for record in served.result():
             self.on_record(record)
 
     async def close(self) -> None:
@@ -234,36 +199,38 @@ class EgressProxy:
             " Agent to add it"
         )
 
-    def _serve(self, conn: socket.socket, client: str) -> EgressRecord | None:
-        """One connection from a sandbox, start to end (on a thread of its own)."""
-        record = EgressRecord(client=client, host="", port=0, decision="refused")
+    def _serve(self, conn: socket.socket, client: str) -> list[EgressRecord]:
+        """One connection from a sandbox, start to end (on a thread of its own): a record for
+        each host it reached or was refused (plain HTTP may name several on one connection)."""
+        records = [EgressRecord(client=client, host="", port=0, decision="refused")]
         upstream: list[socket.socket] = []
         self._track(conn)
-        stream = _Stream(conn)
+        stream = Stream(conn)
         try:
             head = stream.head()
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
             if method == "CONNECT":
-                record.host, record.port = _split_host_port(target, 443)
-                self._connect(conn, stream, record, upstream)
+                records[0].host, records[0].port = _split_host_port(target, 443)
+                self._connect(conn, stream, records[0], upstream)
             else:
-                self._plain(head, method, target, stream, record, upstream)
+                stream.pending = head + stream.pending  # parsed again, with those after it
+                relay_http(stream, _ByTarget(self, stream, records, upstream))
         except _Refused as refused:
-            record.decision, record.reason = "refused", str(refused)
+            records[-1].decision, records[-1].reason = "refused", str(refused)
         except (ValueError, IndexError) as err:
-            record.reason = record.reason or f"bad request: {err}"
+            records[-1].reason = records[-1].reason or f"bad request: {err}"
         except (OSError, ssl.SSLError, h11.ProtocolError) as err:
-            record.reason = record.reason or f"{type(err).__name__}: {err}"
+            records[-1].reason = records[-1].reason or f"{type(err).__name__}: {err}"
         finally:
             self._forget(conn, *upstream)
-        return record if record.host else None
+        return [r for r in records if r.host]
 
     def _open_upstream(self, record: EgressRecord, upstream: list[socket.socket]) -> socket.socket:
         sock = socket.create_connection((self.resolve(record.host), record.port), timeout=30)
         upstream.append(self._track(sock))
         return sock
 
-    def _refuse(self, stream: _Stream, record: EgressRecord) -> None:
+    def _refuse(self, stream: Stream, record: EgressRecord) -> None:
         text = self._refusal(record.host, record.port).encode() + b"\n"
         # The reason phrase says it too: after a refused CONNECT, clients show the status line
         # (pip: "Tunnel connection failed: 403 ..."), not the body.
@@ -278,7 +245,7 @@ class EgressProxy:
     def _connect(
         self,
         conn: socket.socket,
-        stream: _Stream,
+        stream: Stream,
         record: EgressRecord,
         upstream: list[socket.socket],
     ) -> None:
@@ -311,7 +278,7 @@ class EgressProxy:
     def _intercept(
         self,
         conn: socket.socket,
-        stream: _Stream,
+        stream: Stream,
         record: EgressRecord,
         credential: Credential,
         upstream: list[socket.socket],
@@ -330,34 +297,60 @@ class EgressProxy:
                     chunk=CHUNK)  # fmt: skip
         up.handshake()
         record.decision, record.intercepted, record.credential = "allowed", True, True
+        header, value = (h.encode() for h in credential.header_pair())
+
+        def with_credential(request: h11.Request) -> Route:
+            # Set on every request, replacing one the sandbox sent.
+            headers = [(k, v) for k, v in request.headers if k.lower() != header.lower()]
+            return Route(up, h11.Request(method=request.method, target=request.target,
+                                         headers=[*headers, (header, value)]), record)  # fmt: skip
+
         try:
-            _relay_http(stream, up, record, credential)
+            relay_http(stream, with_credential)
         finally:  # a clean end of TLS each way (the sockets close after)
             tls.close_notify()
             up.close_notify()
 
-    def _plain(
-        self,
-        head: bytes,
-        method: str,
-        target: str,
-        stream: _Stream,
-        record: EgressRecord,
-        upstream: list[socket.socket],
-    ) -> None:
-        if not target.startswith("http://"):
-            raise ValueError("not a proxy request")
-        authority, _, path = target[len("http://") :].partition("/")
-        record.host, record.port = _split_host_port(authority, 80)
-        if not allowed(self.rules, record.host, record.port):
-            self._refuse(stream, record)
-        sock = self._open_upstream(record, upstream)
-        record.decision = "allowed"
-        # The request line in origin form; the rest of the head as the client sent it.
-        rest = head.split(b"\r\n", 1)[1]
-        version = head.split(b"\r\n", 1)[0].rsplit(b" ", 1)[1]
-        stream.pending = f"{method} /{path} ".encode() + version + b"\r\n" + rest + stream.pending
-        _relay_http(stream, sock, record, None)
+
+class _ByTarget:
+    """Routes plain-HTTP proxy requests (absolute ``http://`` or ``ws://`` URLs), each to the
+    host it names: clients keep one connection to the proxy for all such hosts. A new host on
+    the connection is checked, gets its own connection and record; a credential is never sent
+    over plain HTTP."""
+
+    def __init__(self, proxy: EgressProxy, stream: Stream, records: list[EgressRecord],
+                 upstream: list[socket.socket]) -> None:  # fmt: skip
+        self.proxy, self.stream, self.records, self.upstream = proxy, stream, records, upstream
+        self.sock: socket.socket | None = None
+
+    def __call__(self, request: h11.Request) -> Route:
+        target = request.target.decode("latin-1")
+        scheme, sep, rest = target.partition("://")
+        # ws:// is how some clients (aiohttp) ask a proxy for a WebSocket over plain HTTP.
+        if not sep or scheme.lower() not in ("http", "ws"):
+            raise ValueError(f"not a proxy request: {target[:100]}")
+        authority, _, path = rest.partition("/")
+        host, port = _split_host_port(authority, 80)
+        record = self.records[-1]
+        if self.sock is None or (host, port) != (record.host, record.port):
+            if self.sock is not None:
+                record = EgressRecord(client=record.client, host="", port=0, decision="refused")
+                self.records.append(record)
+                self.proxy._forget(self.sock)
+                self.upstream.remove(self.sock)
+            record.host, record.port = host, port
+            if not allowed(self.proxy.rules, host, port):
+                self.proxy._refuse(self.stream, record)
+            self.sock = self.proxy._open_upstream(record, self.upstream)
+            record.decision = "allowed"
+        # Origin form for the host; what only the proxy was meant to read goes no further.
+        headers = [(k, v) for k, v in request.headers if k.lower() not in _PROXY_HEADERS]
+        origin = h11.Request(method=request.method, target=f"/{path}".encode("latin-1"),
+                             headers=headers)  # fmt: skip
+        return Route(self.sock, origin, record)
+
+
+_PROXY_HEADERS = (b"proxy-connection", b"proxy-authorization")
 
 
 def _pipe(source: socket.socket, sink: socket.socket, record: EgressRecord, counter: str) -> None:
@@ -372,109 +365,3 @@ def _pipe(source: socket.socket, sink: socket.socket, record: EgressRecord, coun
     except OSError:
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_RDWR)
-
-
-def _next(conn: h11.Connection, sock: _Conn) -> Any:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        conn.receive_data(sock.recv(CHUNK))
-
-
-def _content_length(response: Any) -> int | None:
-    headers = {k.lower(): v for k, v in response.headers}
-    if b"transfer-encoding" in headers or b"content-length" not in headers:
-        return None
-    return int(headers[b"content-length"])
-
-
-def _relay_body_raw(
-    response: Any,
-    size: int,
-    upstream: h11.Connection,
-    up: _Conn,
-    client_sock: _Conn,
-    client: h11.Connection,
-    record: EgressRecord,
-) -> None:
-    """A large body of known length is copied as it comes, not parsed event by event (the
-    connection then closes: the client opens another for its next request)."""
-    headers = [(k, v) for k, v in response.headers if k.lower() != b"connection"]
-    head = h11.Response(status_code=response.status_code, headers=[*headers, (b"connection",
-                        b"close")], reason=response.reason)  # fmt: skip
-    data = client.send(head) or b""
-    left = size
-    while left > 0:  # what h11 already read beyond the head
-        event = upstream.next_event()
-        if not isinstance(event, h11.Data):
-            break
-        data += bytes(event.data)
-        left -= len(event.data)
-    client_sock.sendall(data)
-    record.bytes_in += len(data)
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    while left > 0:
-        # From TLS, every record already received at once (see BioTLS), written as one piece.
-        wanted = view[: min(CHUNK, left)]
-        got = up.read_available(wanted) if isinstance(up, BioTLS) else up.recv_into(wanted)
-        if not got:
-            raise ConnectionError("the host closed the connection before the body's end")
-        client_sock.sendall(view[:got])
-        record.bytes_in += got
-        left -= got
-
-
-def _relay_http(
-    stream: _Stream, up: _Conn, record: EgressRecord, credential: Credential | None
-) -> None:
-    """HTTP/1.1 requests from the sandbox to the host, one after another on this connection,
-    the credential's header set on each (replacing one the sandbox sent)."""
-    client = h11.Connection(h11.SERVER)
-    upstream = h11.Connection(h11.CLIENT)
-    if stream.pending:
-        client.receive_data(stream.pending)
-        stream.pending = b""
-
-    def send_up(event: Any) -> None:
-        data = upstream.send(event) or b""
-        record.bytes_out += len(data)
-        up.sendall(data)
-
-    def send_back(event: Any) -> None:
-        data = client.send(event) or b""
-        record.bytes_in += len(data)
-        stream.sock.sendall(data)
-
-    while True:
-        request = _next(client, stream.sock)
-        if not isinstance(request, h11.Request):
-            return  # the sandbox closed the connection
-        headers = list(request.headers)
-        if credential is not None:
-            name, value = credential.header_pair()
-            headers = [(k, v) for k, v in headers if k.decode().lower() != name.lower()]
-            headers.append((name.encode(), value.encode()))
-        send_up(h11.Request(method=request.method, target=request.target, headers=headers))
-        while True:
-            event = _next(client, stream.sock)
-            send_up(event)
-            if isinstance(event, h11.EndOfMessage):
-                break
-        while True:
-            event = _next(upstream, up)
-            if isinstance(event, h11.ConnectionClosed):
-                return
-            if isinstance(event, h11.Response) and request.method != b"HEAD":
-                size = _content_length(event)
-                if size is not None and size > RAW_BODY_BYTES:
-                    _relay_body_raw(event, size, upstream, up, stream.sock, client, record)
-                    return
-            send_back(event)
-            if isinstance(event, h11.EndOfMessage):
-                break
-        if h11.MUST_CLOSE in (client.our_state, upstream.our_state, upstream.their_state):
-            return
-        client.start_next_cycle()
-        upstream.start_next_cycle()

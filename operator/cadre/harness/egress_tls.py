@@ -177,6 +177,11 @@ class BioTLS:
         self._flush()  # reading can answer the peer (a key update)
         return got
 
+    def buffered(self) -> bool:
+        """Received data not read yet, held here rather than on the socket: select() on the
+        socket would not see it."""
+        return bool(self._in.pending or self.tls.pending())
+
     def _read_into(self, size: int, buffer: bytearray | memoryview) -> int:
         # Given a buffer, SSLObject.read returns how much it wrote there (typeshed says bytes).
         return cast(int, self.tls.read(size, buffer))
