@@ -297,6 +297,10 @@ async def test_plain_http_to_several_hosts_on_one_proxy_connection_reaches_each(
             await ws.send_str("plain")
             assert await ws.receive_str(timeout=20) == "echo: plain"
         await _eventually_recorded(records, 5)
+        old_client = await asyncio.to_thread(
+            _exchange, port, f"GET http://{hosts[0]}/old HTTP/1.0\r\n\r\n"
+        )
+        await _eventually_recorded(records, 6)
     finally:
         await server.close()
         for runner in runners:
@@ -308,8 +312,20 @@ async def test_plain_http_to_several_hosts_on_one_proxy_connection_reaches_each(
     assert "evil.test:80 is not one of this Agent's egress hosts" in answers[3][1]
     assert [(r.host, r.decision) for r in records] == [
         ("pypi.test", "allowed"), ("git.test", "allowed"), ("pypi.test", "allowed"),
-        ("evil.test", "refused"), ("git.test", "allowed")]  # fmt: skip
+        ("evil.test", "refused"), ("git.test", "allowed"), ("pypi.test", "allowed")]  # fmt: skip
     assert all(r.bytes_in > 0 for r in records[:3])
+    # HTTP/1.0 sends no Host: the proxy names the host its URL gave.
+    assert old_client.endswith(f"first server: {hosts[0]}/old".encode()), old_client
+
+
+def _exchange(port: int, request: str) -> bytes:
+    """``request`` sent raw to the proxy; all it answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        raw.sendall(request.encode())
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+        return answer
 
 
 async def test_a_client_expecting_100_continue_is_answered_at_once(

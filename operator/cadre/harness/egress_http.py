@@ -103,8 +103,8 @@ def relay_http(stream: Stream, router: Router) -> None:
         if client.they_are_waiting_for_100_continue:
             # Answered here, as nginx does: the host gets the body without being asked first
             # (waiting on its 100 while the client may send anyway needs both ways at once).
-            _send(client, h11.InformationalResponse(status_code=100, headers=[]), stream.sock, route.counts,
-                  "bytes_in")  # fmt: skip
+            go_on = h11.InformationalResponse(status_code=100, headers=[])
+            _send(client, go_on, stream.sock, route.counts, "bytes_in")
             headers = [(k, v) for k, v in sent.headers if k.lower() != b"expect"]
             sent = h11.Request(method=sent.method, target=sent.target, headers=headers)
         _send(upstream, sent, route.conn, route.counts, "bytes_out")

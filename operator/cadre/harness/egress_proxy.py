@@ -345,6 +345,8 @@ class _ByTarget:
             record.decision = "allowed"
         # Origin form for the host; what only the proxy was meant to read goes no further.
         headers = [(k, v) for k, v in request.headers if k.lower() not in _PROXY_HEADERS]
+        if not any(k.lower() == b"host" for k, _ in headers):  # an HTTP/1.0 client's request
+            headers.append((b"host", authority.encode("latin-1")))
         origin = h11.Request(method=request.method, target=f"/{path}".encode("latin-1"),
                              headers=headers)  # fmt: skip
         return Route(self.sock, origin, record)
