@@ -25,7 +25,8 @@ CHUNK = 1024 * 1024
 RAW_BODY_BYTES = 1024 * 1024
 """Responses longer than this are copied raw (downloads: packages, git packs)."""
 IDLE_SECONDS = 600
-"""A spliced connection silent this long both ways is closed."""
+"""A connection waited on this long is closed (every socket's timeout; a spliced one when
+both ways are silent)."""
 
 
 Conn = socket.socket | BioTLS
