@@ -125,6 +125,15 @@ def _get(url: str, proxy_port: int, bundle: Path) -> tuple[int, str]:
         return 0, str(err.reason)
 
 
+def _through(proxy: Running, host: str, **options: Any) -> ssl.SSLSocket:
+    """A CONNECT to ``host`` through the proxy, then TLS trusting what a sandbox trusts."""
+    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=20)
+    raw.sendall(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    assert raw.recv(1024).startswith(b"HTTP/1.1 200")
+    context = ssl.create_default_context(cafile=str(proxy.bundle))
+    return context.wrap_socket(raw, server_hostname=host.split(":")[0], **options)
+
+
 async def _eventually_recorded(records: list[EgressRecord], count: int) -> None:
     for _ in range(200):
         if len(records) >= count:
@@ -188,12 +197,7 @@ async def test_an_intercepted_connection_carries_several_requests_and_ends_clean
     host = f"git.test:{upstream.port}"
 
     def exchange() -> bytes:
-        context = ssl.create_default_context(cafile=str(proxy.bundle))
-        raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=20)
-        raw.sendall(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-        assert raw.recv(1024).startswith(b"HTTP/1.1 200")
-        with context.wrap_socket(raw, server_hostname="git.test",
-                                 suppress_ragged_eofs=False) as tls:  # fmt: skip
+        with _through(proxy, host, suppress_ragged_eofs=False) as tls:
             requests = (
                 f"GET /one HTTP/1.1\r\nHost: {host}\r\n\r\n"
                 f"POST /two HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello"
@@ -336,11 +340,7 @@ async def test_a_client_expecting_100_continue_is_answered_at_once(
     host = f"git.test:{upstream.port}"
 
     def upload() -> bytes:
-        context = ssl.create_default_context(cafile=str(proxy.bundle))
-        raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=20)
-        raw.sendall(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-        assert raw.recv(1024).startswith(b"HTTP/1.1 200")
-        with context.wrap_socket(raw, server_hostname="git.test") as tls:
+        with _through(proxy, host) as tls:
             tls.sendall(f"POST /push HTTP/1.1\r\nHost: {host}\r\nContent-Length: 7\r\n"
                         "Expect: 100-continue\r\n\r\n".encode())  # fmt: skip
             interim = tls.recv(1024)  # the body is sent only once this came (timeout: 20 s)
