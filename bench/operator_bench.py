@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 from cadre.api.names import MODEL_ENDPOINTS_ENV, MODEL_KEY_LABEL
+from cadre.localcluster.node import network
 from cadre.localcluster.runner import threaded_apiserver, write_kubeconfig
 
 from bench.results import Metric
@@ -69,7 +70,8 @@ def wait(check: Callable[[], bool], within: float = 120.0, every: float = 0.05) 
 def scripted_model(
     folder: Path, scenario: dict[str, Any] = SCENARIO
 ) -> tuple[subprocess.Popen[str], str]:
-    """The scripted model as a process of its own; stop it with ``kill``."""
+    """The scripted model as a process of its own, and its URL as pods reach it; stop it with
+    ``kill``."""
     path = folder / "scenario.yaml"
     path.write_text(json.dumps(scenario))
     model = subprocess.Popen(
@@ -81,7 +83,13 @@ def scripted_model(
     if not line.startswith("listening on "):
         model.kill()
         raise RuntimeError(f"the scripted model did not start: {line!r}")
-    return model, line.removeprefix("listening on ").strip()
+    return model, for_pods(line.removeprefix("listening on ").strip())
+
+
+def for_pods(url: str) -> str:
+    """A loopback ``url`` as the local cluster's pods reach it: at the node's address when
+    each pod has a network of its own (as the tests' ``for_pods``)."""
+    return network.as_seen_by_pods(url, network.NODE_IP if network.probe() is None else "127.0.0.1")
 
 
 @contextlib.contextmanager
@@ -100,7 +108,8 @@ def operator_cluster(
             **os.environ, "KUBECONFIG": str(kubeconfig),
             "CADRE_HARNESS_IMAGE": "ghcr.io/cadre-dev/cadre:bench",
             "CADRE_SANDBOX_IMAGE": "ghcr.io/cadre-dev/sandbox:bench",
-            MODEL_ENDPOINTS_ENV: "http://127.0.0.1:*",  # the scripted model, any port
+            # The scripted model, any port, at loopback or where pods reach it.
+            MODEL_ENDPOINTS_ENV: f"http://127.0.0.1:*, http://{network.NODE_IP}:*",
         }  # fmt: skip
         operator = subprocess.Popen(
             [sys.executable, "-m", "cadre.cli.main", "operator", "--namespace", NS],
