@@ -70,8 +70,7 @@ def wait(check: Callable[[], bool], within: float = 120.0, every: float = 0.05) 
 def scripted_model(
     folder: Path, scenario: dict[str, Any] = SCENARIO
 ) -> tuple[subprocess.Popen[str], str]:
-    """The scripted model as a process of its own, and its URL as pods reach it; stop it with
-    ``kill``."""
+    """The scripted model as a process of its own; stop it with ``kill``."""
     path = folder / "scenario.yaml"
     path.write_text(json.dumps(scenario))
     model = subprocess.Popen(
@@ -83,7 +82,7 @@ def scripted_model(
     if not line.startswith("listening on "):
         model.kill()
         raise RuntimeError(f"the scripted model did not start: {line!r}")
-    return model, for_pods(line.removeprefix("listening on ").strip())
+    return model, line.removeprefix("listening on ").strip()
 
 
 def for_pods(url: str) -> str:
@@ -123,13 +122,14 @@ def operator_cluster(
 
 
 def ready_agent(api: requests.Session, server: str, model: str) -> str:
-    """The API-key Secret and an Agent ``engineer`` on the scripted model at ``model``, once
+    """The API-key Secret and an Agent ``engineer`` on the scripted model at ``model`` (a
+    loopback URL; the Agent gets it as pods reach it), once
     its harness is Ready; the URL prefix of the namespace's Cadre objects."""
     cadre = f"{server}/apis/cadre.dev/v1alpha1/namespaces/{NS}"
     secret = {"metadata": {"name": "anthropic", "labels": {MODEL_KEY_LABEL: "true"}},
               "stringData": {"api-key": "sk"}}  # fmt: skip
     api.post(f"{server}/api/v1/namespaces/{NS}/secrets", json=secret)
-    spec = {"role": "r", "model": "claude-sonnet-4-6", "baseURL": model,
+    spec = {"role": "r", "model": "claude-sonnet-4-6", "baseURL": for_pods(model),
             "apiKeySecretRef": {"name": "anthropic"}}  # fmt: skip
     agent = {"apiVersion": "cadre.dev/v1alpha1", "kind": "Agent",
              "metadata": {"name": "engineer"}, "spec": spec}  # fmt: skip
