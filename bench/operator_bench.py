@@ -123,8 +123,8 @@ def operator_cluster(
 
 def ready_agent(api: requests.Session, server: str, model: str) -> str:
     """The API-key Secret and an Agent ``engineer`` on the scripted model at ``model`` (a
-    loopback URL; the Agent gets it as pods reach it), once
-    its harness is Ready; the URL prefix of the namespace's Cadre objects."""
+    loopback URL; the Agent gets it as pods reach it), once its harness is Ready; the URL
+    prefix of the namespace's Cadre objects."""
     cadre = f"{server}/apis/cadre.dev/v1alpha1/namespaces/{NS}"
     secret = {"metadata": {"name": "anthropic", "labels": {MODEL_KEY_LABEL: "true"}},
               "stringData": {"api-key": "sk"}}  # fmt: skip
