@@ -8,7 +8,7 @@ the count instead (``count_patch``). The operator and the harness both write Eve
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -74,3 +74,24 @@ def count_patch(current: Obj, event: Obj) -> Obj:
         "count": int(current.get("count") or 1) + 1,
         "lastTimestamp": event["lastTimestamp"],
     }
+
+
+def create_or_count(
+    event: Obj,
+    create: Callable[[Obj], bool],
+    read: Callable[[str], Obj | None],
+    patch: Callable[[str, Obj], bool],
+    count: bool = True,
+) -> None:
+    """Create ``event``; if it exists, count it once more (unless not ``count``). The caller's
+    client does the I/O: ``create`` is False when the Event exists (409), ``read`` None when it
+    is gone, ``patch`` False when another writer counted first (409: read it again)."""
+    name = event["metadata"]["name"]
+    for _ in range(3):
+        if create(event) or not count:
+            return
+        current = read(name)
+        if current is None:
+            continue  # deleted in between: create it again
+        if patch(name, count_patch(current, event)):
+            return

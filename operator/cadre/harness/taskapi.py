@@ -13,8 +13,7 @@ from typing import Any, TypeVar, cast
 import kubernetes
 import urllib3
 
-from cadre.api import GROUP, VERSION
-from cadre.api.events import count_patch
+from cadre.api import GROUP, VERSION, events
 from cadre.api.names import PARENT_LABEL
 from cadre.api.types import Obj
 
@@ -176,31 +175,37 @@ class TaskApi:
         effort, as client-go's recorder: a failure is logged, never raised."""
         name = event["metadata"]["name"]
         core: Any = self.core  # the Event is plain JSON, not the client's typed model
+        ns = self.namespace
+
+        def unless_conflict(call: Callable[..., Any], *args: Any) -> bool:
+            try:
+                call(*args)
+            except kubernetes.client.ApiException as err:
+                if err.status != 409:
+                    raise
+                return False
+            return True
+
+        def read(event_name: str) -> Obj | None:
+            try:
+                answer = core.read_namespaced_event(event_name, ns, _preload_content=False)
+            except kubernetes.client.ApiException as err:
+                if err.status == 404:
+                    return None
+                raise
+            try:
+                current: Obj = json.loads(answer.data)
+            finally:
+                answer.release_conn()
+            return current
 
         def create_or_count() -> None:
-            for _ in range(3):
-                try:
-                    core.create_namespaced_event(self.namespace, event)
-                    return
-                except kubernetes.client.ApiException as err:
-                    if err.status != 409:
-                        raise
-                try:
-                    read = core.read_namespaced_event(name, self.namespace, _preload_content=False)
-                except kubernetes.client.ApiException as err:
-                    if err.status == 404:
-                        continue  # deleted in between: create it again
-                    raise
-                try:
-                    current = json.loads(read.data)
-                finally:
-                    read.release_conn()
-                try:
-                    core.patch_namespaced_event(name, self.namespace, count_patch(current, event))
-                    return
-                except kubernetes.client.ApiException as err:
-                    if err.status != 409:  # 409: counted by another writer; read it again
-                        raise
+            events.create_or_count(
+                event,
+                lambda body: unless_conflict(core.create_namespaced_event, ns, body),
+                read,
+                lambda n, body: unless_conflict(core.patch_namespaced_event, n, ns, body),
+            )
 
         try:
             await self._call(create_or_count)

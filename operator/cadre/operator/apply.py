@@ -11,8 +11,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from cadre.api import GROUP, VERSION
-from cadre.api.events import count_patch
+from cadre.api import GROUP, VERSION, events
 from cadre.api.names import (
     PARENT_LABEL,
     REVIEW_OF_LABEL,
@@ -123,28 +122,27 @@ def _read(call: Any, *args: Any) -> Obj | None:
 
 
 def create_or_count_event(event: Obj, count: bool) -> None:
-    """Create ``event``; if it exists, add one to its ``count`` (unless not ``count``), with a
-    resourceVersion precondition: two writers counting at once both count."""
+    """Create ``event``, or count it once more (``cadre.api.events.create_or_count``)."""
     core = kubernetes.client.CoreV1Api(client())
-    namespace, name = event["metadata"]["namespace"], event["metadata"]["name"]
-    for _ in range(3):
-        try:
-            _raw(core.create_namespaced_event, namespace, event)
-            return
-        except ApiException as err:
-            if err.status != 409:
-                raise
-        if not count:
-            return
-        current = _read(core.read_namespaced_event, name, namespace)
-        if current is None:
-            continue  # deleted in between: create it again
-        try:
-            _raw(core.patch_namespaced_event, name, namespace, count_patch(current, event))
-            return
-        except ApiException as err:
-            if err.status != 409:
-                raise
+    namespace = event["metadata"]["namespace"]
+    events.create_or_count(
+        event,
+        lambda body: _unless_conflict(core.create_namespaced_event, namespace, body),
+        lambda name: _read(core.read_namespaced_event, name, namespace),
+        lambda name, body: _unless_conflict(core.patch_namespaced_event, name, namespace, body),
+        count,
+    )
+
+
+def _unless_conflict(call: Any, *args: Any) -> bool:
+    """``call`` made; False if the API server answered 409 Conflict (or AlreadyExists)."""
+    try:
+        _raw(call, *args)
+    except ApiException as err:
+        if err.status != 409:
+            raise
+        return False
+    return True
 
 
 def get_secret(namespace: str, name: str) -> Obj | None:
